@@ -1,0 +1,158 @@
+//! One hotplug call, start to finish: triage → locate → read the backend → validate → lock →
+//! plan → apply → report.
+
+use anyhow::{Context, Result};
+
+use crate::invocation::{self, Call, Command, Hotplug, Mode, Personality, Triage, TypeIf};
+use crate::lock;
+use crate::log;
+use crate::modes::{bridge, route};
+use crate::netlink::Netlink;
+use crate::plan::{self, Step};
+use crate::xenstore::{self, Store, XenStore};
+
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// What went wrong, and where to report it.
+pub struct Failure {
+    pub message: String,
+    store: Option<XenStore>,
+    backend: Option<String>,
+}
+
+impl Failure {
+    fn new(
+        prefix: &str,
+        e: anyhow::Error,
+        store: Option<XenStore>,
+        backend: Option<String>,
+    ) -> Failure {
+        Failure {
+            message: format!("{prefix}: {e:#}"),
+            store,
+            backend,
+        }
+    }
+
+    /// hotplug-error + hotplug-status=error, as libxl reads them, and the log.
+    pub fn report(self) {
+        log::error(&self.message);
+        let (Some(backend), Some(store)) =
+            (&self.backend, self.store.or_else(|| XenStore::open().ok()))
+        else {
+            return;
+        };
+        for (key, value) in [
+            ("hotplug-error", self.message.as_str()),
+            ("hotplug-status", "error"),
+        ] {
+            if let Err(e) = store.write(&format!("{backend}/{key}"), value) {
+                log::error(&format!("cannot write {backend}/{key}: {e}"));
+                return;
+            }
+        }
+    }
+}
+
+/// Run a hotplug personality (vif-bridge, vif-route, vif-setup). Returns the exit status.
+pub fn run_personality(personality: Personality, args: &[String], env: Env) -> i32 {
+    let call = match invocation::triage(personality, args, env) {
+        Ok(Triage::Ignore(why)) => {
+            log::debug(&why);
+            return 0;
+        }
+        Ok(Triage::Run(c)) => c,
+        Err(e) => {
+            // Report where libxl looks if the caller told us where that is.
+            let backend = env("XENBUS_PATH").filter(|p| invocation::parse_backend_path(p).is_ok());
+            Failure::new(personality.name(), e, None, backend).report();
+            return 1;
+        }
+    };
+    match execute(&call, env, false) {
+        Ok(()) => 0,
+        Err(f) => {
+            f.report();
+            1
+        }
+    }
+}
+
+/// The device name for messages before the backend has been read.
+fn early_name(call: &Call, env: Env) -> String {
+    let var = if call.type_if == TypeIf::Tap {
+        "INTERFACE"
+    } else {
+        "vif"
+    };
+    env(var)
+        .filter(|v| crate::ifname::IfName::new(v).is_ok())
+        .unwrap_or_else(|| "(unknown device)".into())
+}
+
+pub fn execute(call: &Call, env: Env, dry_run: bool) -> Result<(), Failure> {
+    let prefix = format!("{} {} {}", call.script, call.command, early_name(call, env));
+    let (id, backend) = invocation::locate(call, env).map_err(|e| {
+        let b = env("XENBUS_PATH").filter(|p| invocation::parse_backend_path(p).is_ok());
+        Failure::new(&prefix, e, None, b)
+    })?;
+    let store = match XenStore::open() {
+        Ok(s) => s,
+        Err(e) => return Err(Failure::new(&prefix, e, None, None)),
+    };
+    let keys = match xenstore::read_keys(&store, &backend, &invocation::backend_keys()) {
+        Ok(k) => k,
+        Err(e) => return Err(Failure::new(&prefix, e, Some(store), Some(backend))),
+    };
+    let hp = match invocation::resolve(call, id, backend.clone(), env, &keys) {
+        Ok(h) => h,
+        Err(e) => return Err(Failure::new(&prefix, e, Some(store), Some(backend))),
+    };
+    let prefix = format!("{} {} {}", call.script, call.command, hp.device());
+    match act(&hp, &store, dry_run) {
+        Ok(()) => {
+            log::debug(&format!("{prefix}: done"));
+            Ok(())
+        }
+        Err(e) => Err(Failure::new(&prefix, e, Some(store), Some(backend))),
+    }
+}
+
+/// Plan the change for `hp`.
+pub fn plan_for(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
+    match (hp.mode, hp.command.is_up()) {
+        (Mode::Bridge, true) => bridge::online(nl, hp),
+        (Mode::Bridge, false) => bridge::offline(nl, hp),
+        (Mode::Route, true) => route::online(nl, hp),
+        (Mode::Route, false) => route::offline(nl, hp),
+    }
+}
+
+fn act(hp: &Hotplug, store: &dyn Store, dry_run: bool) -> Result<()> {
+    let _lock = if dry_run {
+        None
+    } else {
+        Some(lock::lock_device(hp.kernel_name.as_str())?)
+    };
+    let mut nl = Netlink::open().context("open rtnetlink")?;
+    let mut steps = plan_for(&mut nl, hp)?;
+    // libxl waits for this; netback connects the guest once it reads `connected`.
+    if hp.command == Command::Online && hp.type_if == TypeIf::Vif {
+        steps.push(Step::XsWrite {
+            path: format!("{}/hotplug-status", hp.backend),
+            value: "connected".into(),
+        });
+    }
+    if dry_run {
+        plan::print(&steps);
+        return Ok(());
+    }
+    if hp.command.is_up() {
+        plan::apply(&mut nl, store, &steps)
+    } else {
+        if steps.is_empty() {
+            log::debug(&format!("{}: nothing to undo (already gone)", hp.device()));
+        }
+        plan::teardown(&mut nl, store, &steps)
+    }
+}

@@ -1,0 +1,82 @@
+//! The only way to name a link: Linux accepts 1..15 bytes, no '/', no whitespace, no ':', and
+//! not "." or "..". We also keep to printable ASCII, which every real interface name is, so a
+//! non-UTF-8 or control-character value can never name a device. Checked once, at the boundary.
+
+use std::fmt;
+
+/// IFNAMSIZ minus the terminating NUL.
+pub const MAX_LEN: usize = 15;
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IfName(String);
+
+impl IfName {
+    pub fn new(name: &str) -> Result<IfName, String> {
+        let why = if name.is_empty() {
+            Some("it is empty".to_string())
+        } else if name.len() > MAX_LEN {
+            Some(format!(
+                "it is {} bytes long, the limit is {MAX_LEN}",
+                name.len()
+            ))
+        } else if name == "." || name == ".." {
+            Some("it is a path component".to_string())
+        } else {
+            name.chars()
+                .find(|c| *c == '/' || *c == ':' || !c.is_ascii_graphic())
+                .map(|c| format!("it contains {c:?}"))
+        };
+        match why {
+            Some(why) => Err(format!("{:?} is not a valid interface name: {why}", name)),
+            None => Ok(IfName(name.to_string())),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for IfName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_kernel_names() {
+        for n in [
+            "vif5.0",
+            "vif12.3-emu",
+            "xenbr0",
+            "br-4",
+            "a",
+            "123456789012345",
+        ] {
+            assert!(IfName::new(n).is_ok(), "{n}");
+        }
+    }
+
+    #[test]
+    fn refuses_what_the_kernel_refuses() {
+        for n in [
+            "",
+            ".",
+            "..",
+            "1234567890123456",
+            "a/b",
+            "a b",
+            "a\tb",
+            "a\nb",
+            "eth0:1",
+            "caf\u{e9}",
+            "a\u{fffd}",
+        ] {
+            assert!(IfName::new(n).is_err(), "{n:?}");
+        }
+    }
+}

@@ -1,0 +1,711 @@
+//! The caller contract in one place (CONTRACT.md §1): which personality we are, which command,
+//! which device, and every parameter with its precedence environment < argv `k=v` < xenstore.
+//! Nothing else in xen-vif reads argv, the environment or the backend's keys.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use anyhow::{Result, bail};
+
+use crate::ifname::IfName;
+
+/// What the binary was invoked as (basename of argv[0]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Personality {
+    VifBridge,
+    VifRoute,
+    VifSetup,
+    NetworkBridge,
+    NetworkRoute,
+    Cli,
+}
+
+impl Personality {
+    pub fn from_argv0(argv0: &str) -> Personality {
+        match argv0.rsplit('/').next().unwrap_or(argv0) {
+            "vif-bridge" => Personality::VifBridge,
+            "vif-route" => Personality::VifRoute,
+            "vif-setup" => Personality::VifSetup,
+            "network-bridge" => Personality::NetworkBridge,
+            "network-route" => Personality::NetworkRoute,
+            _ => Personality::Cli,
+        }
+    }
+
+    /// The name used in logs and messages (and the syslog ident).
+    pub fn name(self) -> &'static str {
+        match self {
+            Personality::VifBridge => "vif-bridge",
+            Personality::VifRoute => "vif-route",
+            Personality::VifSetup => "vif-setup",
+            Personality::NetworkBridge => "network-bridge",
+            Personality::NetworkRoute => "network-route",
+            Personality::Cli => "xen-vif",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    Online,
+    Offline,
+    Add,
+    Remove,
+}
+
+impl Command {
+    pub fn parse(s: &str) -> Option<Command> {
+        Some(match s {
+            "online" => Command::Online,
+            "offline" => Command::Offline,
+            "add" => Command::Add,
+            "remove" => Command::Remove,
+            _ => return None,
+        })
+    }
+
+    /// online/add bring a device up; offline/remove take it down.
+    pub fn is_up(self) -> bool {
+        matches!(self, Command::Online | Command::Add)
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Command::Online => "online",
+            Command::Offline => "offline",
+            Command::Add => "add",
+            Command::Remove => "remove",
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TypeIf {
+    /// The netback device `vifD.N`.
+    Vif,
+    /// The emulated NIC's tap device `vifD.N-emu` (HVM without a stub domain).
+    Tap,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Bridge,
+    Route,
+}
+
+impl Mode {
+    pub fn script(self) -> &'static str {
+        match self {
+            Mode::Bridge => "vif-bridge",
+            Mode::Route => "vif-route",
+        }
+    }
+
+    /// The mode a `script` value (path or name) stands for, as vif-setup dispatches on it.
+    pub fn from_script(script: &str) -> Result<Mode> {
+        match script.rsplit('/').next().unwrap_or(script) {
+            "" | "vif-bridge" | "vif-setup" => Ok(Mode::Bridge),
+            "vif-route" => Ok(Mode::Route),
+            other => {
+                bail!("script {other:?} is not a mode xen-vif implements (vif-bridge or vif-route)")
+            }
+        }
+    }
+}
+
+/// The hotplug argv words, as the stock scripts read them: the command is the first word
+/// without '=', and `k=v` words (with '=' after the first character) set variables.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Words {
+    pub command: Option<String>,
+    pub vars: Vec<(String, String)>,
+}
+
+impl Words {
+    pub fn parse(args: &[String]) -> Words {
+        let mut w = Words::default();
+        for a in args {
+            match a.find('=') {
+                Some(i) if i > 0 => w.vars.push((a[..i].to_string(), a[i + 1..].to_string())),
+                Some(_) => {}
+                None if w.command.is_none() => w.command = Some(a.clone()),
+                None => {}
+            }
+        }
+        w
+    }
+
+    /// The last value given for `key` (later words override earlier ones, like shell `eval`).
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.vars
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One parameter and where it may come from. Later sources win; empty values count as unset.
+pub struct Source {
+    pub name: &'static str,
+    pub env: Option<&'static str>,
+    pub word: Option<&'static str>,
+    pub xenstore: Option<&'static str>,
+}
+
+/// The precedence table: environment < argv `k=v` < xenstore backend key.
+pub const PARAMS: &[Source] = &[
+    Source {
+        name: "bridge",
+        env: Some("bridge"),
+        word: Some("bridge"),
+        xenstore: Some("bridge"),
+    },
+    Source {
+        name: "ip",
+        env: Some("ip"),
+        word: Some("ip"),
+        xenstore: Some("ip"),
+    },
+    // libxl passes the backend's `gatewaydev` as `netdev`; the key itself wins, as everywhere.
+    Source {
+        name: "gatewaydev",
+        env: Some("netdev"),
+        word: Some("netdev"),
+        xenstore: Some("gatewaydev"),
+    },
+    Source {
+        name: "vifname",
+        env: None,
+        word: None,
+        xenstore: Some("vifname"),
+    },
+    Source {
+        name: "mtu",
+        env: None,
+        word: None,
+        xenstore: Some("mtu"),
+    },
+    Source {
+        name: "vlan",
+        env: None,
+        word: None,
+        xenstore: Some("vlan"),
+    },
+];
+
+/// Backend keys read besides the parameters: identity cross-checks.
+pub const IDENTITY_KEYS: &[&str] = &["frontend-id", "handle"];
+
+/// Every backend key xen-vif reads (never anything from the guest's frontend directory).
+pub fn backend_keys() -> Vec<&'static str> {
+    let mut keys: Vec<&'static str> = IDENTITY_KEYS.to_vec();
+    keys.extend(PARAMS.iter().filter_map(|p| p.xenstore));
+    keys
+}
+
+/// Apply the precedence table.
+pub fn resolve_params(
+    env: &dyn Fn(&str) -> Option<String>,
+    words: &Words,
+    backend: &BTreeMap<String, String>,
+) -> BTreeMap<&'static str, String> {
+    let mut out = BTreeMap::new();
+    for p in PARAMS {
+        let candidates = [
+            p.xenstore.and_then(|k| backend.get(k).cloned()),
+            p.word.and_then(|k| words.get(k).map(String::from)),
+            p.env.and_then(env),
+        ];
+        if let Some(v) = candidates.into_iter().flatten().find(|v| !v.is_empty()) {
+            out.insert(p.name, v);
+        }
+    }
+    out
+}
+
+/// Which guest device a hotplug call is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceId {
+    pub domid: u32,
+    pub devid: u32,
+}
+
+impl DeviceId {
+    /// The name netback gives the device: `vifD.N` (`vifD.N-emu` for the tap).
+    pub fn kernel_name(self, type_if: TypeIf) -> String {
+        match type_if {
+            TypeIf::Vif => format!("vif{}.{}", self.domid, self.devid),
+            TypeIf::Tap => format!("vif{}.{}-emu", self.domid, self.devid),
+        }
+    }
+
+    /// Where the guest reads the MTU (the one frontend key we write, never read).
+    pub fn frontend_mtu_path(self) -> String {
+        format!("/local/domain/{}/device/vif/{}/mtu", self.domid, self.devid)
+    }
+
+    /// The backend directory relative to the backend domain, as libxl passes it.
+    pub fn relative_backend(self) -> String {
+        format!("backend/vif/{}/{}", self.domid, self.devid)
+    }
+}
+
+fn parse_id(s: &str, what: &str, whole: &str) -> Result<u32> {
+    // Decimal without sign or leading zeros, as xenstore paths spell ids.
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0'))
+    {
+        bail!("XENBUS_PATH {whole:?}: {what} {s:?} is not a number");
+    }
+    s.parse()
+        .map_err(|_| anyhow::anyhow!("XENBUS_PATH {whole:?}: {what} {s:?} is out of range"))
+}
+
+/// Parse `backend/vif/D/N`, optionally under `/local/domain/B/`.
+pub fn parse_backend_path(path: &str) -> Result<DeviceId> {
+    let rel = match path.strip_prefix("/local/domain/") {
+        Some(rest) => match rest.split_once('/') {
+            Some((b, rel)) => {
+                parse_id(b, "backend domain", path)?;
+                rel
+            }
+            None => bail!("XENBUS_PATH {path:?} is not a vif backend path"),
+        },
+        None if path.starts_with('/') => {
+            bail!("XENBUS_PATH {path:?} is not a vif backend path")
+        }
+        None => path,
+    };
+    let parts: Vec<&str> = rel.split('/').collect();
+    match parts.as_slice() {
+        ["backend", "vif", d, n] => Ok(DeviceId {
+            domid: parse_id(d, "domain id", path)?,
+            devid: parse_id(n, "device index", path)?,
+        }),
+        _ => bail!("XENBUS_PATH {path:?} is not a vif backend path (backend/vif/<domid>/<devid>)"),
+    }
+}
+
+/// Parse `vifD.N-emu` (udev's tap `add` has no XENBUS_PATH: the stock script derives it so).
+pub fn parse_tap_name(name: &str) -> Option<DeviceId> {
+    let rest = name.strip_prefix("vif")?.strip_suffix("-emu")?;
+    let (d, n) = rest.split_once('.')?;
+    let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !ok(d) || !ok(n) {
+        return None;
+    }
+    Some(DeviceId {
+        domid: d.parse().ok()?,
+        devid: n.parse().ok()?,
+    })
+}
+
+/// A hotplug call, fully resolved and validated: what modes act on.
+#[derive(Clone, Debug)]
+pub struct Hotplug {
+    pub script: &'static str,
+    pub mode: Mode,
+    pub command: Command,
+    pub type_if: TypeIf,
+    pub id: DeviceId,
+    /// XENBUS_PATH as given (relative paths are resolved by xenstored), or derived.
+    pub backend: String,
+    /// The name netback (or qemu) gave the device.
+    pub kernel_name: IfName,
+    /// The name it must have: `vifname` (plus `-emu` for the tap), else the kernel name.
+    pub wanted_name: IfName,
+    pub bridge: Option<IfName>,
+    pub gatewaydev: Option<IfName>,
+    pub ip: Vec<crate::modes::route::GuestAddr>,
+    pub mtu: Option<u32>,
+    pub vlan: Option<Vec<crate::netlink::PortVlan>>,
+}
+
+impl Hotplug {
+    /// The device as named in messages.
+    pub fn device(&self) -> &str {
+        self.wanted_name.as_str()
+    }
+}
+
+/// The first step: enough to decide whether there is anything to do, before touching xenstore.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub script: &'static str,
+    pub mode: Mode,
+    pub command: Command,
+    pub type_if: TypeIf,
+    pub words: Words,
+}
+
+pub enum Triage {
+    /// A combination the stock scripts ignore (e.g. `online type_if=tap`): exit 0.
+    Ignore(String),
+    Run(Call),
+}
+
+/// Command and interface type from argv and the environment.
+pub fn triage(
+    personality: Personality,
+    args: &[String],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Triage> {
+    let mode = match personality {
+        Personality::VifRoute => Mode::Route,
+        Personality::VifSetup => Mode::from_script(&env("script").unwrap_or_default())?,
+        _ => Mode::Bridge,
+    };
+    let script = match personality {
+        Personality::VifSetup | Personality::Cli => mode.script(),
+        p => p.name(),
+    };
+    let words = Words::parse(args);
+    let Some(cmd) = words.command.clone() else {
+        bail!("no command given (expected online, offline, add or remove)");
+    };
+    let Some(command) = Command::parse(&cmd) else {
+        bail!("invalid command {cmd:?} (expected online, offline, add or remove)");
+    };
+    let type_if = match words
+        .get("type_if")
+        .map(String::from)
+        .or_else(|| env("type_if"))
+        .as_deref()
+    {
+        None | Some("") | Some("vif") => TypeIf::Vif,
+        Some("tap") => TypeIf::Tap,
+        Some(other) => bail!("unknown interface type type_if={other:?} (expected vif or tap)"),
+    };
+    match (command, type_if) {
+        (Command::Online | Command::Offline, TypeIf::Tap)
+        | (Command::Add | Command::Remove, TypeIf::Vif) => {
+            return Ok(Triage::Ignore(format!(
+                "{command} with type_if={} has nothing to do",
+                if type_if == TypeIf::Tap { "tap" } else { "vif" }
+            )));
+        }
+        _ => {}
+    }
+    Ok(Triage::Run(Call {
+        script,
+        mode,
+        command,
+        type_if,
+        words,
+    }))
+}
+
+/// Where the backend lives, before reading it.
+pub fn locate(call: &Call, env: &dyn Fn(&str) -> Option<String>) -> Result<(DeviceId, String)> {
+    let xenbus_path = env("XENBUS_PATH").filter(|p| !p.is_empty());
+    match (xenbus_path, call.type_if) {
+        (Some(p), _) => Ok((parse_backend_path(&p)?, p)),
+        (None, TypeIf::Tap) => {
+            let iface = env("INTERFACE").unwrap_or_default();
+            let Some(id) = parse_tap_name(&iface) else {
+                bail!("no XENBUS_PATH, and INTERFACE {iface:?} is not a vifD.N-emu tap name");
+            };
+            Ok((id, format!("/local/domain/0/{}", id.relative_backend())))
+        }
+        (None, TypeIf::Vif) => bail!("XENBUS_PATH is not set"),
+    }
+}
+
+/// Validate everything the backend and the caller said, before anything changes.
+pub fn resolve(
+    call: &Call,
+    id: DeviceId,
+    backend_path: String,
+    env: &dyn Fn(&str) -> Option<String>,
+    backend: &BTreeMap<String, String>,
+) -> Result<Hotplug> {
+    for (key, want) in [("frontend-id", id.domid), ("handle", id.devid)] {
+        if let Some(v) = backend.get(key) {
+            if v.trim().parse::<u32>().ok() != Some(want) {
+                bail!(
+                    "backend {key} is {v:?} but XENBUS_PATH {backend_path:?} names {}",
+                    if key == "handle" {
+                        format!("device {want}")
+                    } else {
+                        format!("domain {want}")
+                    }
+                );
+            }
+        }
+    }
+    let params = resolve_params(env, &call.words, backend);
+    let kernel_name = IfName::new(&id.kernel_name(call.type_if)).map_err(anyhow::Error::msg)?;
+    let wanted_name = match params.get("vifname") {
+        None => kernel_name.clone(),
+        Some(v) => {
+            let base = IfName::new(v).map_err(|e| anyhow::anyhow!("vifname: {e}"))?;
+            match call.type_if {
+                TypeIf::Vif => base,
+                TypeIf::Tap => IfName::new(&format!("{base}-emu"))
+                    .map_err(|e| anyhow::anyhow!("vifname {base:?} for the tap: {e}"))?,
+            }
+        }
+    };
+    // The device the caller names must be this backend's, under either of its names.
+    let (var, given) = match call.type_if {
+        TypeIf::Vif => ("vif", env("vif")),
+        TypeIf::Tap => ("INTERFACE", env("INTERFACE")),
+    };
+    if let Some(g) = given.filter(|g| !g.is_empty()) {
+        if g != kernel_name.as_str() && g != wanted_name.as_str() {
+            bail!(
+                "{var}={g:?} is not the device of {backend_path} (expected {kernel_name}{})",
+                if wanted_name != kernel_name {
+                    format!(" or {wanted_name}")
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    let name = |key: &str| -> Result<Option<IfName>> {
+        params
+            .get(key)
+            .map(|v| IfName::new(v).map_err(|e| anyhow::anyhow!("{key}: {e}")))
+            .transpose()
+    };
+    let mtu = params
+        .get("mtu")
+        .map(|v| {
+            v.trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|m| (68..=65535).contains(m))
+                .ok_or_else(|| anyhow::anyhow!("mtu {v:?} is not a number in 68..65535"))
+        })
+        .transpose()?;
+    let vlan = params
+        .get("vlan")
+        .map(|v| crate::vlanspec::parse(v).map_err(|e| anyhow::anyhow!("vlan: {e}")))
+        .transpose()?;
+    let ip = match params.get("ip") {
+        Some(list) => crate::modes::route::parse_guest_addrs(list)?,
+        None => Vec::new(),
+    };
+    Ok(Hotplug {
+        script: call.script,
+        mode: call.mode,
+        command: call.command,
+        type_if: call.type_if,
+        id,
+        backend: backend_path,
+        kernel_name,
+        wanted_name,
+        bridge: name("bridge")?,
+        gatewaydev: name("gatewaydev")?,
+        ip,
+        mtu,
+        vlan,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k: &str| m.get(k).cloned()
+    }
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn personality_by_basename() {
+        assert_eq!(
+            Personality::from_argv0("/etc/xen/scripts/vif-bridge"),
+            Personality::VifBridge
+        );
+        assert_eq!(Personality::from_argv0("vif-route"), Personality::VifRoute);
+        assert_eq!(
+            Personality::from_argv0("./network-bridge"),
+            Personality::NetworkBridge
+        );
+        assert_eq!(Personality::from_argv0("xen-vif"), Personality::Cli);
+    }
+
+    #[test]
+    fn words_like_the_stock_scripts() {
+        let w = Words::parse(&args(&[
+            "bridge=br0",
+            "online",
+            "type_if=vif",
+            "=x",
+            "stray",
+        ]));
+        assert_eq!(w.command.as_deref(), Some("online"));
+        assert_eq!(w.get("bridge"), Some("br0"));
+        assert_eq!(w.get("type_if"), Some("vif"));
+        let w = Words::parse(&args(&["online", "ip=1", "ip=2"]));
+        assert_eq!(w.get("ip"), Some("2"));
+    }
+
+    #[test]
+    fn precedence_env_then_argv_then_xenstore() {
+        let words = Words::parse(&args(&["online", "bridge=argv-br", "netdev=argv-gw"]));
+        let env = env_of(&[
+            ("bridge", "env-br"),
+            ("netdev", "env-gw"),
+            ("ip", "10.0.0.1"),
+        ]);
+        let mut backend = BTreeMap::new();
+        backend.insert("bridge".to_string(), "xs-br".to_string());
+        let p = resolve_params(&env, &words, &backend);
+        assert_eq!(p["bridge"], "xs-br");
+        assert_eq!(p["gatewaydev"], "argv-gw");
+        assert_eq!(p["ip"], "10.0.0.1");
+        backend.insert("gatewaydev".to_string(), "xs-gw".to_string());
+        assert_eq!(
+            resolve_params(&env, &words, &backend)["gatewaydev"],
+            "xs-gw"
+        );
+        // Empty values fall through to the next source.
+        backend.insert("bridge".to_string(), String::new());
+        assert_eq!(resolve_params(&env, &words, &backend)["bridge"], "argv-br");
+        // vifname, mtu and vlan come from xenstore only.
+        let env = env_of(&[("vifname", "x"), ("mtu", "9000")]);
+        let p = resolve_params(
+            &env,
+            &Words::parse(&args(&["online", "mtu=1"])),
+            &BTreeMap::new(),
+        );
+        assert!(!p.contains_key("vifname") && !p.contains_key("mtu"));
+    }
+
+    #[test]
+    fn backend_paths() {
+        let id = parse_backend_path("backend/vif/5/0").unwrap();
+        assert_eq!((id.domid, id.devid), (5, 0));
+        let id = parse_backend_path("/local/domain/0/backend/vif/12/3").unwrap();
+        assert_eq!((id.domid, id.devid), (12, 3));
+        for bad in [
+            "backend/vif/5",
+            "backend/vif/5/0/x",
+            "backend/vbd/5/0",
+            "backend/vif/../0",
+            "backend/vif/5/-1",
+            "backend/vif/05/0",
+            "backend/vif/5/99999999999",
+            "/backend/vif/5/0",
+            "/local/domain/x/backend/vif/5/0",
+            "",
+        ] {
+            assert!(parse_backend_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tap_names() {
+        assert_eq!(
+            parse_tap_name("vif7.1-emu"),
+            Some(DeviceId { domid: 7, devid: 1 })
+        );
+        assert_eq!(parse_tap_name("vif7.1"), None);
+        assert_eq!(parse_tap_name("vifa.1-emu"), None);
+    }
+
+    #[test]
+    fn ignored_combinations() {
+        let env = env_of(&[]);
+        for a in [
+            &["online", "type_if=tap"][..],
+            &["offline", "type_if=tap"],
+            &["add", "type_if=vif"],
+            &["remove"],
+        ] {
+            assert!(matches!(
+                triage(Personality::VifBridge, &args(a), &env).unwrap(),
+                Triage::Ignore(_)
+            ));
+        }
+        assert!(triage(Personality::VifBridge, &args(&["start"]), &env).is_err());
+        assert!(triage(Personality::VifBridge, &args(&[]), &env).is_err());
+        assert!(
+            triage(
+                Personality::VifBridge,
+                &args(&["online", "type_if=x"]),
+                &env
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn vif_setup_dispatches_on_script() {
+        let env = env_of(&[("script", "/etc/xen/scripts/vif-route")]);
+        let Triage::Run(c) = triage(Personality::VifSetup, &args(&["online"]), &env).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(c.mode, Mode::Route);
+        let env = env_of(&[]);
+        let Triage::Run(c) = triage(Personality::VifSetup, &args(&["online"]), &env).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(c.mode, Mode::Bridge);
+        let env = env_of(&[("script", "vif-nat")]);
+        assert!(triage(Personality::VifSetup, &args(&["online"]), &env).is_err());
+    }
+
+    fn call(a: &[&str]) -> Call {
+        match triage(Personality::VifBridge, &args(a), &env_of(&[])).unwrap() {
+            Triage::Run(c) => c,
+            Triage::Ignore(_) => panic!(),
+        }
+    }
+
+    #[test]
+    fn identity_cross_checks() {
+        let id = DeviceId { domid: 5, devid: 0 };
+        let c = call(&["online"]);
+        let mut be = BTreeMap::new();
+        be.insert("frontend-id".to_string(), "6".to_string());
+        let e = resolve(&c, id, "backend/vif/5/0".into(), &env_of(&[]), &be).unwrap_err();
+        assert!(e.to_string().contains("frontend-id"), "{e}");
+        be.insert("frontend-id".to_string(), "5".to_string());
+        be.insert("handle".to_string(), "0".to_string());
+        assert!(resolve(&c, id, "backend/vif/5/0".into(), &env_of(&[]), &be).is_ok());
+        let e = resolve(&c, id, "p".into(), &env_of(&[("vif", "eth0")]), &be).unwrap_err();
+        assert!(e.to_string().contains("vif=\"eth0\""), "{e}");
+        be.insert("vifname".to_string(), "web0".to_string());
+        let h = resolve(&c, id, "p".into(), &env_of(&[("vif", "web0")]), &be).unwrap();
+        assert_eq!(h.wanted_name.as_str(), "web0");
+        assert_eq!(h.kernel_name.as_str(), "vif5.0");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let id = DeviceId { domid: 5, devid: 0 };
+        let c = call(&["online"]);
+        for (k, v) in [
+            ("vifname", "a/b"),
+            ("vifname", ".."),
+            ("vifname", "0123456789abcdef"),
+            ("mtu", "0"),
+            ("mtu", "-1"),
+            ("mtu", "70000"),
+            ("mtu", "junk"),
+            ("bridge", "br 0"),
+            ("vlan", "x"),
+            ("ip", "not-an-ip"),
+        ] {
+            let mut be = BTreeMap::new();
+            be.insert(k.to_string(), v.to_string());
+            let e = resolve(&c, id, "p".into(), &env_of(&[]), &be);
+            assert!(e.is_err(), "{k}={v}");
+        }
+    }
+}

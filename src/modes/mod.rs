@@ -1,0 +1,76 @@
+//! The vif modes. Each computes a plan from what the kernel has; nothing here reads argv, the
+//! environment or xenstore (that is `invocation`), and nothing here changes the kernel (`plan`).
+
+pub mod bridge;
+pub mod route;
+
+use anyhow::{Result, bail};
+
+use crate::invocation::{Hotplug, TypeIf};
+use crate::netlink::{Link, Netlink};
+use crate::plan::Step;
+
+/// Find this backend's device: by netback's name (which after our rename is the device's
+/// alternative name), or by its `vifname` when the device there provably is this backend's.
+pub fn find_device(nl: &mut Netlink, hp: &Hotplug) -> Result<Option<Link>> {
+    if let Some(l) = nl.link_by_name(hp.kernel_name.as_str())? {
+        return Ok(Some(l));
+    }
+    if hp.wanted_name != hp.kernel_name {
+        if let Some(l) = nl.link_by_name(hp.wanted_name.as_str())? {
+            if is_this_backends(&l, hp) {
+                return Ok(Some(l));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Netback's devices hang off the xenbus device `vif-D-N`; a device we renamed keeps netback's
+/// name as an alternative name. Anything else under that name is not ours to touch.
+fn is_this_backends(l: &Link, hp: &Hotplug) -> bool {
+    l.alt_names.iter().any(|a| a == hp.kernel_name.as_str())
+        || (hp.type_if == TypeIf::Vif
+            && l.parent_bus.as_deref() == Some("xen-backend")
+            && l.parent_dev.as_deref() == Some(&format!("vif-{}-{}", hp.id.domid, hp.id.devid)))
+}
+
+/// The device must exist for online/add.
+pub fn require_device(nl: &mut Netlink, hp: &Hotplug) -> Result<Link> {
+    match find_device(nl, hp)? {
+        Some(l) => Ok(l),
+        None => bail!("device {} does not exist", hp.kernel_name),
+    }
+}
+
+/// Rename to `vifname` (the link must be down: the caller orders that), keeping netback's
+/// name as an alternative name so `ip link show vifD.N` and offline still find it.
+pub fn name_steps(nl: &mut Netlink, hp: &Hotplug, link: &Link) -> Result<Vec<Step>> {
+    let mut steps = Vec::new();
+    if link.name != hp.wanted_name.as_str() {
+        if let Some(other) = nl.link_by_name(hp.wanted_name.as_str())? {
+            if other.index != link.index {
+                bail!(
+                    "cannot rename {} to {}: another link already has that name",
+                    link.name,
+                    hp.wanted_name
+                );
+            }
+        }
+        steps.push(Step::Rename {
+            index: link.index,
+            from: link.name.clone(),
+            to: hp.wanted_name.to_string(),
+        });
+    }
+    if hp.wanted_name != hp.kernel_name
+        && !link.alt_names.iter().any(|a| a == hp.kernel_name.as_str())
+    {
+        steps.push(Step::AddAltName {
+            index: link.index,
+            name: hp.wanted_name.to_string(),
+            alt: hp.kernel_name.to_string(),
+        });
+    }
+    Ok(steps)
+}

@@ -1,0 +1,243 @@
+//! Link operations: one small method per kernel operation.
+
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_route::RouteNetlinkMessage as Rt;
+use netlink_packet_route::link::{
+    InfoBridge, InfoData, InfoKind, InfoVlan, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo,
+    LinkMessage, Prop,
+};
+
+use super::socket::{Netlink, Result};
+
+/// What xen-vif needs to know about a link.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub alt_names: Vec<String>,
+    pub mtu: u32,
+    pub mac: Vec<u8>,
+    /// ifindex of the bridge this link is a port of.
+    pub master: Option<u32>,
+    /// Administratively up (IFF_UP).
+    pub up: bool,
+    /// `bridge`, `dummy`, `vlan`, `veth`, ... (netback's vifs have none).
+    pub kind: Option<String>,
+    /// For a bridge: whether VLAN filtering is on.
+    pub vlan_filtering: Option<bool>,
+    /// For a bridge: the VLAN a new port gets as PVID (0: none).
+    pub default_pvid: Option<u16>,
+    /// For a VLAN device: its id, and the link it sits on.
+    pub vlan_id: Option<u16>,
+    pub lower: Option<u32>,
+    /// The device the link belongs to, e.g. `vif-5-0` on the `xen-backend` bus for netback.
+    pub parent_dev: Option<String>,
+    pub parent_bus: Option<String>,
+}
+
+impl Link {
+    pub fn is_bridge(&self) -> bool {
+        self.kind.as_deref() == Some("bridge")
+    }
+
+    fn from_message(m: LinkMessage) -> Link {
+        let mut link = Link {
+            index: m.header.index,
+            up: m.header.flags.contains(LinkFlags::Up),
+            ..Default::default()
+        };
+        for attr in m.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => link.name = n,
+                LinkAttribute::Mtu(v) => link.mtu = v,
+                LinkAttribute::Address(a) => link.mac = a,
+                LinkAttribute::Controller(i) if i != 0 => link.master = Some(i),
+                LinkAttribute::Link(i) if i != 0 => link.lower = Some(i),
+                LinkAttribute::ParentDevName(n) => link.parent_dev = Some(n),
+                LinkAttribute::ParentDevBusName(n) => link.parent_bus = Some(n),
+                LinkAttribute::PropList(props) => {
+                    for p in props {
+                        if let Prop::AltIfName(n) = p {
+                            link.alt_names.push(n);
+                        }
+                    }
+                }
+                LinkAttribute::LinkInfo(infos) => {
+                    for info in infos {
+                        match info {
+                            LinkInfo::Kind(k) => link.kind = Some(kind_name(&k)),
+                            LinkInfo::Data(InfoData::Bridge(opts)) => {
+                                for o in opts {
+                                    match o {
+                                        InfoBridge::VlanFiltering(f) => {
+                                            link.vlan_filtering = Some(f)
+                                        }
+                                        InfoBridge::VlanDefaultPvid(p) => {
+                                            link.default_pvid = Some(p)
+                                        }
+                                        _ => {}
+                                    }
+                                }
+                            }
+                            LinkInfo::Data(InfoData::Vlan(opts)) => {
+                                for o in opts {
+                                    if let InfoVlan::Id(id) = o {
+                                        link.vlan_id = Some(id);
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        link
+    }
+}
+
+fn kind_name(k: &InfoKind) -> String {
+    match k {
+        InfoKind::Bridge => "bridge".into(),
+        InfoKind::Dummy => "dummy".into(),
+        InfoKind::Vlan => "vlan".into(),
+        InfoKind::Veth => "veth".into(),
+        InfoKind::Other(s) => s.clone(),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+/// A change to one link. Each field left `None` is left alone by the kernel.
+#[derive(Clone, Debug, Default)]
+pub struct LinkChange {
+    pub name: Option<String>,
+    pub mtu: Option<u32>,
+    pub mac: Option<Vec<u8>>,
+    /// `Some(0)` detaches from the bridge.
+    pub master: Option<u32>,
+    pub up: Option<bool>,
+}
+
+/// A new link to create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NewLink {
+    Bridge { vlan_filtering: bool },
+    Dummy,
+    Vlan { lower: u32, id: u16 },
+}
+
+fn skip_stats() -> LinkAttribute {
+    LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats])
+}
+
+impl Netlink {
+    /// The link of that name (or alternative name), if any.
+    pub fn link_by_name(&mut self, name: &str) -> Result<Option<Link>> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        m.attributes.push(skip_stats());
+        Ok(self.get(Rt::GetLink(m))?.and_then(link_of))
+    }
+
+    pub fn link_by_index(&mut self, index: u32) -> Result<Option<Link>> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(skip_stats());
+        Ok(self.get(Rt::GetLink(m))?.and_then(link_of))
+    }
+
+    pub fn links(&mut self) -> Result<Vec<Link>> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(skip_stats());
+        Ok(self
+            .dump(Rt::GetLink(m))?
+            .into_iter()
+            .filter_map(link_of)
+            .collect())
+    }
+
+    pub fn set_link(&mut self, index: u32, change: &LinkChange) -> Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        if let Some(up) = change.up {
+            m.header.change_mask = LinkFlags::Up;
+            if up {
+                m.header.flags = LinkFlags::Up;
+            }
+        }
+        if let Some(n) = &change.name {
+            m.attributes.push(LinkAttribute::IfName(n.clone()));
+        }
+        if let Some(v) = change.mtu {
+            m.attributes.push(LinkAttribute::Mtu(v));
+        }
+        if let Some(a) = &change.mac {
+            m.attributes.push(LinkAttribute::Address(a.clone()));
+        }
+        if let Some(i) = change.master {
+            m.attributes.push(LinkAttribute::Controller(i));
+        }
+        self.request(Rt::SetLink(m), 0)
+    }
+
+    pub fn add_link(&mut self, name: &str, new: &NewLink) -> Result<()> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        let info = match new {
+            NewLink::Bridge { vlan_filtering } => vec![
+                LinkInfo::Kind(InfoKind::Bridge),
+                LinkInfo::Data(InfoData::Bridge(vec![
+                    // STP off and no forward delay: a vif must forward at once (as xend did).
+                    InfoBridge::StpState(netlink_packet_route::link::BridgeStpState::Disabled),
+                    InfoBridge::ForwardDelay(0),
+                    InfoBridge::VlanFiltering(*vlan_filtering),
+                ])),
+            ],
+            NewLink::Dummy => vec![LinkInfo::Kind(InfoKind::Dummy)],
+            NewLink::Vlan { lower, id } => {
+                m.attributes.push(LinkAttribute::Link(*lower));
+                vec![
+                    LinkInfo::Kind(InfoKind::Vlan),
+                    LinkInfo::Data(InfoData::Vlan(vec![InfoVlan::Id(*id)])),
+                ]
+            }
+        };
+        m.attributes.push(LinkAttribute::LinkInfo(info));
+        self.request(Rt::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
+    }
+
+    pub fn del_link(&mut self, index: u32) -> Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        self.request(Rt::DelLink(m), 0)
+    }
+
+    pub fn add_alt_name(&mut self, index: u32, alt: &str) -> Result<()> {
+        self.request(
+            Rt::NewLinkProp(alt_name_message(index, alt)),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
+    pub fn del_alt_name(&mut self, index: u32, alt: &str) -> Result<()> {
+        self.request(Rt::DelLinkProp(alt_name_message(index, alt)), 0)
+    }
+}
+
+fn alt_name_message(index: u32, alt: &str) -> LinkMessage {
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    m.attributes
+        .push(LinkAttribute::PropList(vec![Prop::AltIfName(
+            alt.to_string(),
+        )]));
+    m
+}
+
+fn link_of(m: Rt) -> Option<Link> {
+    match m {
+        Rt::NewLink(l) => Some(Link::from_message(l)),
+        _ => None,
+    }
+}

@@ -1,0 +1,193 @@
+//! The only code that talks to the kernel: send one request, collect its answer, check sequence
+//! numbers and turn NACKs into typed errors. Everything above it builds messages.
+
+use std::fmt;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload,
+};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+use nix::errno::Errno;
+use nix::sys::socket::{setsockopt, sockopt};
+use nix::sys::time::TimeVal;
+
+/// A kernel error with its errno kept, so callers can branch on ENODEV, EEXIST, ...
+#[derive(Debug)]
+pub struct NetlinkError {
+    pub errno: Errno,
+    /// The kernel's extended ACK message, when it gave one.
+    pub message: Option<String>,
+}
+
+impl fmt::Display for NetlinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.message {
+            Some(m) => write!(f, "{} ({}): {m}", self.errno.desc(), self.errno),
+            None => write!(f, "{} ({})", self.errno.desc(), self.errno),
+        }
+    }
+}
+
+impl std::error::Error for NetlinkError {}
+
+impl From<io::Error> for NetlinkError {
+    fn from(e: io::Error) -> Self {
+        let errno = e.raw_os_error().map_or(Errno::EIO, Errno::from_raw);
+        // A receive timeout surfaces as EAGAIN; name it so nobody mistakes it for a retry hint.
+        let message = (errno == Errno::EAGAIN).then(|| "no answer from the kernel".to_string());
+        NetlinkError { errno, message }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, NetlinkError>;
+
+/// True when the error is one of `errnos`.
+pub fn is_errno(e: &anyhow::Error, errnos: &[Errno]) -> bool {
+    e.downcast_ref::<NetlinkError>()
+        .is_some_and(|n| errnos.contains(&n.errno))
+}
+
+/// How long one answer may take; the kernel answers rtnetlink in microseconds, libxl kills us at 40 s.
+const RECV_TIMEOUT: Duration = Duration::from_secs(5);
+/// A dump interrupted by a concurrent change is retried this many times.
+const DUMP_RETRIES: usize = 5;
+
+pub struct Netlink {
+    socket: Socket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl Netlink {
+    pub fn open() -> Result<Netlink> {
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.bind_auto()?;
+        socket.connect(&SocketAddr::new(0, 0))?;
+        // Best effort: older kernels lack these options, and the answers are still correct.
+        let _ = socket.set_ext_ack(true);
+        let _ = socket.set_netlink_get_strict_chk(true);
+        let tv = TimeVal::new(RECV_TIMEOUT.as_secs() as _, 0);
+        // SAFETY: the fd is owned by `socket`, which outlives this borrow.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(socket.as_raw_fd()) };
+        setsockopt(&fd, sockopt::ReceiveTimeout, &tv).map_err(|e| NetlinkError {
+            errno: e,
+            message: None,
+        })?;
+        Ok(Netlink {
+            socket,
+            seq: 0,
+            buf: vec![0; 64 * 1024],
+        })
+    }
+
+    fn send(&mut self, msg: RouteNetlinkMessage, flags: u16) -> Result<u32> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = flags | NLM_F_REQUEST;
+        header.sequence_number = self.seq;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
+        packet.finalize();
+        let mut out = vec![0; packet.buffer_len()];
+        packet.serialize(&mut out);
+        self.socket.send(&out, 0)?;
+        Ok(self.seq)
+    }
+
+    /// Receive messages for `seq` until the request is complete; `on_msg` sees each inner message.
+    /// Returns whether a dump was interrupted (NLM_F_DUMP_INTR).
+    fn receive(
+        &mut self,
+        seq: u32,
+        dump: bool,
+        mut on_msg: impl FnMut(RouteNetlinkMessage),
+    ) -> Result<bool> {
+        let mut interrupted = false;
+        loop {
+            let n = self.socket.recv(&mut &mut self.buf[..], 0)?;
+            let mut offset = 0;
+            while offset < n {
+                let bytes = &self.buf[offset..n];
+                let packet =
+                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes).map_err(|e| {
+                        NetlinkError {
+                            errno: Errno::EBADMSG,
+                            message: Some(format!("undecodable answer: {e}")),
+                        }
+                    })?;
+                let len = packet.header.length as usize;
+                if len == 0 {
+                    return Err(NetlinkError {
+                        errno: Errno::EBADMSG,
+                        message: Some("zero-length netlink message".into()),
+                    });
+                }
+                offset += (len + 3) & !3;
+                if packet.header.sequence_number != seq {
+                    // An answer to an earlier request that timed out: not ours now.
+                    continue;
+                }
+                if packet.header.flags & NLM_F_DUMP_INTR != 0 {
+                    interrupted = true;
+                }
+                match packet.payload {
+                    NetlinkPayload::Error(err) => {
+                        return match err.code {
+                            None => Ok(interrupted),
+                            Some(code) => Err(NetlinkError {
+                                errno: Errno::from_raw(-code.get()),
+                                message: None,
+                            }),
+                        };
+                    }
+                    NetlinkPayload::Done(_) => return Ok(interrupted),
+                    NetlinkPayload::InnerMessage(m) => {
+                        on_msg(m);
+                        if !dump {
+                            // A plain GET answers with one message and no ACK unless asked.
+                            return Ok(false);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// A change request; waits for the kernel's ACK.
+    pub fn request(&mut self, msg: RouteNetlinkMessage, flags: u16) -> Result<()> {
+        let seq = self.send(msg, flags | NLM_F_ACK)?;
+        self.receive(seq, true, |_| {})?;
+        Ok(())
+    }
+
+    /// A GET for one object; `None` when the kernel says it does not exist.
+    pub fn get(&mut self, msg: RouteNetlinkMessage) -> Result<Option<RouteNetlinkMessage>> {
+        let seq = self.send(msg, 0)?;
+        let mut answer = None;
+        match self.receive(seq, false, |m| answer = Some(m)) {
+            Ok(_) => Ok(answer),
+            Err(e) if e.errno == Errno::ENODEV || e.errno == Errno::ENOENT => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A dump; retried when a concurrent change interrupted it, so the list is consistent.
+    pub fn dump(&mut self, msg: RouteNetlinkMessage) -> Result<Vec<RouteNetlinkMessage>> {
+        for _ in 0..DUMP_RETRIES {
+            let seq = self.send(msg.clone(), NLM_F_DUMP)?;
+            let mut out = Vec::new();
+            if !self.receive(seq, true, |m| out.push(m))? {
+                return Ok(out);
+            }
+        }
+        Err(NetlinkError {
+            errno: Errno::EINTR,
+            message: Some("dump kept being interrupted by concurrent changes".into()),
+        })
+    }
+}

@@ -1,0 +1,509 @@
+//! Changes as data: modes compute a list of steps from what the kernel has, then the executor
+//! applies them, undoing this run's steps if one fails (`apply`), or applies every step and
+//! collects the errors (`teardown`). `--dry-run` prints the same list.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use anyhow::{Context, Result, anyhow};
+use nix::errno::Errno;
+
+use crate::log;
+use crate::netlink::{Address, LinkChange, Netlink, NetlinkError, NewLink, PortVlan, Route};
+use crate::sysctl;
+use crate::xenstore::Store;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// `ip link set NAME up|down`
+    SetUp {
+        index: u32,
+        name: String,
+        up: bool,
+    },
+    Rename {
+        index: u32,
+        from: String,
+        to: String,
+    },
+    AddAltName {
+        index: u32,
+        name: String,
+        alt: String,
+    },
+    DelAltName {
+        index: u32,
+        name: String,
+        alt: String,
+    },
+    /// `best_effort`: the stock script ignores a failure here (`|| true`).
+    SetMac {
+        index: u32,
+        name: String,
+        mac: Vec<u8>,
+        old: Vec<u8>,
+        best_effort: bool,
+    },
+    SetMtu {
+        index: u32,
+        name: String,
+        mtu: u32,
+        old: u32,
+    },
+    /// `master: 0` leaves the bridge.
+    SetMaster {
+        index: u32,
+        name: String,
+        master: u32,
+        master_name: String,
+        old: u32,
+    },
+    AddAddress {
+        name: String,
+        addr: Address,
+    },
+    DelAddress {
+        name: String,
+        addr: Address,
+    },
+    AddRoute {
+        dev: String,
+        route: Route,
+    },
+    DelRoute {
+        dev: String,
+        route: Route,
+    },
+    AddPortVlans {
+        index: u32,
+        name: String,
+        vlans: Vec<PortVlan>,
+    },
+    DelPortVlans {
+        index: u32,
+        name: String,
+        vlans: Vec<PortVlan>,
+    },
+    AddProxyNeighbour {
+        index: u32,
+        dev: String,
+        ip: IpAddr,
+    },
+    DelProxyNeighbour {
+        index: u32,
+        dev: String,
+        ip: IpAddr,
+    },
+    Sysctl {
+        path: String,
+        value: String,
+        old: String,
+    },
+    CreateLink {
+        name: String,
+        link: NewLink,
+    },
+    /// Deleting a link cannot be undone by recreating it; only links this run created are deleted.
+    DeleteLink {
+        index: u32,
+        name: String,
+    },
+    XsWrite {
+        path: String,
+        value: String,
+    },
+}
+
+fn mac_str(m: &[u8]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn vlans_str(v: &[PortVlan]) -> String {
+    v.iter()
+        .map(|p| {
+            format!(
+                "{}{}{}",
+                p.vid,
+                if p.pvid { " pvid" } else { "" },
+                if p.untagged { " untagged" } else { "" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn route_str(r: &Route, dev: &str) -> String {
+    let mut s = format!("{}/{} dev {dev}", r.dst, r.prefix_len);
+    if let Some(g) = r.gateway {
+        s = format!("{}/{} via {g} dev {dev}", r.dst, r.prefix_len);
+    }
+    if let Some(src) = r.src {
+        s.push_str(&format!(" src {src}"));
+    }
+    if let Some(m) = r.metric {
+        s.push_str(&format!(" metric {m}"));
+    }
+    if r.table != 254 {
+        s.push_str(&format!(" table {}", r.table));
+    }
+    s
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::SetUp { name, up, .. } => {
+                write!(f, "ip link set {name} {}", if *up { "up" } else { "down" })
+            }
+            Step::Rename { from, to, .. } => write!(f, "ip link set {from} name {to}"),
+            Step::AddAltName { name, alt, .. } => {
+                write!(f, "ip link property add dev {name} altname {alt}")
+            }
+            Step::DelAltName { name, alt, .. } => {
+                write!(f, "ip link property del dev {name} altname {alt}")
+            }
+            Step::SetMac { name, mac, .. } => {
+                write!(f, "ip link set {name} address {}", mac_str(mac))
+            }
+            Step::SetMtu { name, mtu, .. } => write!(f, "ip link set {name} mtu {mtu}"),
+            Step::SetMaster {
+                name, master: 0, ..
+            } => write!(f, "ip link set {name} nomaster"),
+            Step::SetMaster {
+                name, master_name, ..
+            } => write!(f, "ip link set {name} master {master_name}"),
+            Step::AddAddress { name, addr } => {
+                write!(
+                    f,
+                    "ip address add {}/{} dev {name}",
+                    addr.ip, addr.prefix_len
+                )
+            }
+            Step::DelAddress { name, addr } => {
+                write!(
+                    f,
+                    "ip address del {}/{} dev {name}",
+                    addr.ip, addr.prefix_len
+                )
+            }
+            Step::AddRoute { dev, route } => write!(f, "ip route add {}", route_str(route, dev)),
+            Step::DelRoute { dev, route } => write!(f, "ip route del {}", route_str(route, dev)),
+            Step::AddPortVlans { name, vlans, .. } => {
+                write!(f, "bridge vlan add dev {name} vid {}", vlans_str(vlans))
+            }
+            Step::DelPortVlans { name, vlans, .. } => {
+                write!(f, "bridge vlan del dev {name} vid {}", vlans_str(vlans))
+            }
+            Step::AddProxyNeighbour { dev, ip, .. } => {
+                write!(f, "ip neigh add proxy {ip} dev {dev}")
+            }
+            Step::DelProxyNeighbour { dev, ip, .. } => {
+                write!(f, "ip neigh del proxy {ip} dev {dev}")
+            }
+            Step::Sysctl { path, value, .. } => write!(f, "echo {value} > {path}"),
+            Step::CreateLink { name, link } => match link {
+                NewLink::Bridge { vlan_filtering } => write!(
+                    f,
+                    "ip link add {name} type bridge stp_state 0 forward_delay 0{}",
+                    if *vlan_filtering {
+                        " vlan_filtering 1"
+                    } else {
+                        ""
+                    }
+                ),
+                NewLink::Dummy => write!(f, "ip link add {name} type dummy"),
+                NewLink::Vlan { id, .. } => write!(f, "ip link add {name} type vlan id {id}"),
+            },
+            Step::DeleteLink { name, .. } => write!(f, "ip link del {name}"),
+            Step::XsWrite { path, value } => write!(f, "xenstore-write {path} {value}"),
+        }
+    }
+}
+
+/// Errors that mean "already the way teardown wants it".
+const GONE: &[Errno] = &[
+    Errno::ENODEV,
+    Errno::ENOENT,
+    Errno::ESRCH,
+    Errno::EADDRNOTAVAIL,
+    Errno::ENXIO,
+];
+
+impl Step {
+    /// Apply one step; returns the step that undoes it.
+    fn apply(&self, nl: &mut Netlink, store: &dyn Store) -> Result<Option<Step>> {
+        let k = |e: NetlinkError| anyhow::Error::new(e);
+        Ok(match self {
+            Step::SetUp { index, name, up } => {
+                nl.set_link(
+                    *index,
+                    &LinkChange {
+                        up: Some(*up),
+                        ..Default::default()
+                    },
+                )
+                .map_err(k)?;
+                Some(Step::SetUp {
+                    index: *index,
+                    name: name.clone(),
+                    up: !up,
+                })
+            }
+            Step::Rename { index, from, to } => {
+                nl.set_link(
+                    *index,
+                    &LinkChange {
+                        name: Some(to.clone()),
+                        ..Default::default()
+                    },
+                )
+                .map_err(k)?;
+                Some(Step::Rename {
+                    index: *index,
+                    from: to.clone(),
+                    to: from.clone(),
+                })
+            }
+            Step::AddAltName { index, name, alt } => {
+                nl.add_alt_name(*index, alt).map_err(k)?;
+                Some(Step::DelAltName {
+                    index: *index,
+                    name: name.clone(),
+                    alt: alt.clone(),
+                })
+            }
+            Step::DelAltName { index, name, alt } => {
+                nl.del_alt_name(*index, alt).map_err(k)?;
+                Some(Step::AddAltName {
+                    index: *index,
+                    name: name.clone(),
+                    alt: alt.clone(),
+                })
+            }
+            Step::SetMac {
+                index,
+                name,
+                mac,
+                old,
+                best_effort,
+            } => {
+                let r = nl.set_link(
+                    *index,
+                    &LinkChange {
+                        mac: Some(mac.clone()),
+                        ..Default::default()
+                    },
+                );
+                match r {
+                    Ok(()) => Some(Step::SetMac {
+                        index: *index,
+                        name: name.clone(),
+                        mac: old.clone(),
+                        old: mac.clone(),
+                        best_effort: true,
+                    }),
+                    Err(e) if *best_effort => {
+                        log::warn(&format!("{name}: cannot set MAC address ({e}); going on"));
+                        None
+                    }
+                    Err(e) => return Err(k(e)),
+                }
+            }
+            Step::SetMtu {
+                index,
+                name,
+                mtu,
+                old,
+            } => {
+                nl.set_link(
+                    *index,
+                    &LinkChange {
+                        mtu: Some(*mtu),
+                        ..Default::default()
+                    },
+                )
+                .map_err(k)?;
+                Some(Step::SetMtu {
+                    index: *index,
+                    name: name.clone(),
+                    mtu: *old,
+                    old: *mtu,
+                })
+            }
+            Step::SetMaster {
+                index,
+                name,
+                master,
+                old,
+                ..
+            } => {
+                nl.set_link(
+                    *index,
+                    &LinkChange {
+                        master: Some(*master),
+                        ..Default::default()
+                    },
+                )
+                .map_err(k)?;
+                Some(Step::SetMaster {
+                    index: *index,
+                    name: name.clone(),
+                    master: *old,
+                    master_name: String::new(),
+                    old: *master,
+                })
+            }
+            Step::AddAddress { name, addr } => {
+                nl.add_address(addr).map_err(k)?;
+                Some(Step::DelAddress {
+                    name: name.clone(),
+                    addr: addr.clone(),
+                })
+            }
+            Step::DelAddress { name, addr } => {
+                nl.del_address(addr).map_err(k)?;
+                Some(Step::AddAddress {
+                    name: name.clone(),
+                    addr: addr.clone(),
+                })
+            }
+            Step::AddRoute { dev, route } => {
+                nl.add_route(route).map_err(k)?;
+                Some(Step::DelRoute {
+                    dev: dev.clone(),
+                    route: route.clone(),
+                })
+            }
+            Step::DelRoute { dev, route } => {
+                nl.del_route(route).map_err(k)?;
+                Some(Step::AddRoute {
+                    dev: dev.clone(),
+                    route: route.clone(),
+                })
+            }
+            Step::AddPortVlans { index, name, vlans } => {
+                nl.add_port_vlans(*index, vlans).map_err(k)?;
+                Some(Step::DelPortVlans {
+                    index: *index,
+                    name: name.clone(),
+                    vlans: vlans.clone(),
+                })
+            }
+            Step::DelPortVlans { index, name, vlans } => {
+                nl.del_port_vlans(*index, vlans).map_err(k)?;
+                Some(Step::AddPortVlans {
+                    index: *index,
+                    name: name.clone(),
+                    vlans: vlans.clone(),
+                })
+            }
+            Step::AddProxyNeighbour { index, dev, ip } => {
+                nl.add_proxy_neighbour(*index, *ip).map_err(k)?;
+                Some(Step::DelProxyNeighbour {
+                    index: *index,
+                    dev: dev.clone(),
+                    ip: *ip,
+                })
+            }
+            Step::DelProxyNeighbour { index, dev, ip } => {
+                nl.del_proxy_neighbour(*index, *ip).map_err(k)?;
+                Some(Step::AddProxyNeighbour {
+                    index: *index,
+                    dev: dev.clone(),
+                    ip: *ip,
+                })
+            }
+            Step::Sysctl { path, value, old } => {
+                sysctl::write(path, value)?;
+                Some(Step::Sysctl {
+                    path: path.clone(),
+                    value: old.clone(),
+                    old: value.clone(),
+                })
+            }
+            Step::CreateLink { name, link } => {
+                nl.add_link(name, link).map_err(k)?;
+                let created = nl
+                    .link_by_name(name)
+                    .map_err(k)?
+                    .ok_or_else(|| anyhow!("{name} vanished right after it was created"))?;
+                Some(Step::DeleteLink {
+                    index: created.index,
+                    name: name.clone(),
+                })
+            }
+            Step::DeleteLink { index, .. } => {
+                nl.del_link(*index).map_err(k)?;
+                None
+            }
+            Step::XsWrite { path, value } => {
+                store
+                    .write(path, value)
+                    .with_context(|| format!("write xenstore {path}"))?;
+                None
+            }
+        })
+    }
+}
+
+/// Print the plan instead of applying it.
+pub fn print(steps: &[Step]) {
+    for s in steps {
+        println!("{s}");
+    }
+}
+
+/// Apply every step in order; if one fails, undo the steps applied so far, newest first, and
+/// return the failure (with any undo failure added, so nothing is hidden).
+pub fn apply(nl: &mut Netlink, store: &dyn Store, steps: &[Step]) -> Result<()> {
+    let mut undo: Vec<Step> = Vec::new();
+    for step in steps {
+        log::debug(&format!("{step}"));
+        match step.apply(nl, store) {
+            Ok(inverse) => {
+                log::info(&format!("{step}"));
+                undo.extend(inverse);
+            }
+            Err(e) => {
+                let e = e.context(step.to_string());
+                let mut failed_undo = Vec::new();
+                for u in undo.iter().rev() {
+                    match u.apply(nl, store) {
+                        Ok(_) => log::info(&format!("undo: {u}")),
+                        Err(ue) => failed_undo.push(format!("{u}: {ue:#}")),
+                    }
+                }
+                if failed_undo.is_empty() {
+                    return Err(e);
+                }
+                return Err(e.context(format!(
+                    "and undoing this run's changes failed too: {}",
+                    failed_undo.join("; ")
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Apply every step, treating "already gone" as done, and report every failure together.
+pub fn teardown(nl: &mut Netlink, store: &dyn Store, steps: &[Step]) -> Result<()> {
+    let mut errors = Vec::new();
+    for step in steps {
+        match step.apply(nl, store) {
+            Ok(_) => log::info(&format!("{step}")),
+            Err(e) if crate::netlink::is_errno(&e, GONE) => {
+                log::debug(&format!("{step}: already gone"))
+            }
+            Err(e) => errors.push(format!("{step}: {e:#}")),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow!(errors.join("; ")))
+    }
+}

@@ -1,0 +1,46 @@
+//! Never hang: libxl SIGKILLs a hotplug script after 40 s and then runs `offline`. Every wait in
+//! xen-vif has its own bound (netlink and xenstore receive timeouts, the lock wait); this alarm
+//! is the backstop for anything that slips past them, and a panic hook that still reports.
+
+use std::io::Write;
+
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+
+/// Seconds before the backstop fires: after the other bounds, before libxl's kill.
+pub const DEADLINE_SECS: u32 = 35;
+
+extern "C" fn on_alarm(_: nix::libc::c_int) {
+    const MSG: &[u8] = b"xen-vif: gave up after 35 s (deadline)\n";
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; MSG is a static buffer.
+    unsafe {
+        nix::libc::write(2, MSG.as_ptr().cast(), MSG.len());
+        nix::libc::_exit(1);
+    }
+}
+
+pub fn install(ident: &'static str) {
+    let action = SigAction::new(
+        SigHandler::Handler(on_alarm),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only calls async-signal-safe functions.
+    let _ = unsafe { sigaction(Signal::SIGALRM, &action) };
+    nix::unistd::alarm::set(DEADLINE_SECS);
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = format!("{ident}: internal error: {info}");
+        let _ = writeln!(std::io::stderr(), "{msg}");
+        crate::log::error(&msg);
+        // libxl reads hotplug-error; a panic must still tell it something true.
+        if let Some(backend) = std::env::var("XENBUS_PATH")
+            .ok()
+            .filter(|p| crate::invocation::parse_backend_path(p).is_ok())
+        {
+            if let Ok(store) = crate::xenstore::XenStore::open() {
+                use crate::xenstore::Store;
+                let _ = store.write(&format!("{backend}/hotplug-error"), &msg);
+                let _ = store.write(&format!("{backend}/hotplug-status"), "error");
+            }
+        }
+    }));
+}
