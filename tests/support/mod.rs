@@ -1,0 +1,394 @@
+//! The test sandbox: a fresh network namespace per test, a test xenstored on a unix socket in a
+//! fresh directory, veths standing in for netback's vifs, and the built binary run exactly as
+//! libxl runs it (argv[0] = the script name, argv, environment).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde_json::Value;
+pub use test_xenstored::{Daemon, Fault, FaultAction, Request};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// In CI every prerequisite is a hard requirement: nothing passes by skipping.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Skip (locally) or fail (in CI) when a prerequisite is missing.
+pub fn require(ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if in_ci() {
+        panic!("prerequisite missing in CI: {what}");
+    }
+    eprintln!("SKIPPED (not in CI): {what}");
+    false
+}
+
+pub fn have_tool(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_xen-vif"))
+}
+
+pub struct Sandbox {
+    pub ns: String,
+    pub dir: PathBuf,
+    pub xs: Daemon,
+    ns_file: fs::File,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Sandbox {
+    /// A fresh sandbox, or None (locally) when not root or without iproute2.
+    pub fn new(tag: &str) -> Option<Sandbox> {
+        if !require(
+            nix::unistd::geteuid().is_root(),
+            "root (network namespaces)",
+        ) || !require(have_tool("ip"), "iproute2 (ip)")
+        {
+            return None;
+        }
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let ns = format!(
+            "xvt-{}-{}-{n}",
+            std::process::id(),
+            &tag[..tag.len().min(20)]
+        );
+        let dir = std::env::temp_dir().join(&ns);
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        for script in [
+            "vif-bridge",
+            "vif-route",
+            "vif-setup",
+            "network-bridge",
+            "network-route",
+            "xen-vif",
+        ] {
+            std::os::unix::fs::symlink(binary(), dir.join(script)).unwrap();
+        }
+        let st = Command::new("ip")
+            .args(["netns", "add", &ns])
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip netns add {ns}");
+        let ns_file = fs::File::open(format!("/run/netns/{ns}")).unwrap();
+        let xs = Daemon::start(&dir.join("xenstored.sock")).unwrap();
+        let sb = Sandbox {
+            ns,
+            dir,
+            xs,
+            ns_file,
+        };
+        sb.ip("link set lo up");
+        Some(sb)
+    }
+
+    /// `ip -n NS ARGS`, which must succeed.
+    pub fn ip(&self, args: &str) -> String {
+        let (ok, out) = self.ip_try(args);
+        assert!(ok, "ip {args}: {out}");
+        out
+    }
+
+    pub fn ip_try(&self, args: &str) -> (bool, String) {
+        let o = Command::new("ip")
+            .arg("-n")
+            .arg(&self.ns)
+            .args(args.split_whitespace())
+            .output()
+            .unwrap();
+        let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
+        s.push_str(&String::from_utf8_lossy(&o.stderr));
+        (o.status.success(), s)
+    }
+
+    /// Run a shell command inside the namespace (test setup only).
+    pub fn sh(&self, cmd: &str) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns, "sh", "-c", cmd])
+            .output()
+            .unwrap()
+    }
+
+    /// A veth standing in for netback's vif; its peer `peer` stays in this namespace (down).
+    pub fn netback_vif(&self, name: &str, peer: &str) {
+        self.ip(&format!("link add {name} type veth peer name {peer}"));
+    }
+
+    /// A bridge with a fixed MAC, as a bridge over a NIC has: an empty bridge's own MAC otherwise
+    /// changes with its ports, which would hide real differences in snapshots.
+    pub fn bridge(&self, name: &str) {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        self.ip(&format!(
+            "link add {name} address 02:00:00:00:{:02x}:{:02x} type bridge",
+            (n >> 8) & 0xff,
+            n & 0xff
+        ));
+        self.ip(&format!("link set {name} up"));
+    }
+
+    /// The backend directory as libxl writes it before running the script.
+    pub fn backend(&self, domid: u32, devid: u32, extra: &[(&str, &str)]) -> String {
+        let be = format!("/local/domain/0/backend/vif/{domid}/{devid}");
+        let fe = format!("/local/domain/{domid}/device/vif/{devid}");
+        for (k, v) in [
+            ("frontend", fe.as_str()),
+            ("frontend-id", &domid.to_string()),
+            ("online", "1"),
+            ("state", "2"),
+            ("script", "/etc/xen/scripts/vif-bridge"),
+            ("mac", "00:16:3e:00:00:01"),
+            ("handle", &devid.to_string()),
+            ("type", "vif"),
+            ("hotplug-status", ""),
+        ] {
+            self.xs.write(&format!("{be}/{k}"), v);
+        }
+        for (k, v) in extra {
+            self.xs.write(&format!("{be}/{k}"), v);
+        }
+        self.xs.write(&format!("{fe}/backend-id"), "0");
+        be
+    }
+
+    /// The environment libxl gives a vif script.
+    pub fn libxl_env(&self, script: &str, domid: u32, devid: u32) -> Vec<(String, String)> {
+        vec![
+            ("script".into(), format!("/etc/xen/scripts/{script}")),
+            ("XENBUS_TYPE".into(), "vif".into()),
+            ("XENBUS_PATH".into(), format!("backend/vif/{domid}/{devid}")),
+            ("XENBUS_BASE_PATH".into(), "backend".into()),
+            ("netdev".into(), String::new()),
+            ("vif".into(), format!("vif{domid}.{devid}")),
+        ]
+    }
+
+    /// Run the binary as `script` inside the namespace, with exactly `env` (plus XENSTORED_PATH
+    /// and PATH) and `args`.
+    pub fn run(&self, script: &str, args: &[&str], env: &[(String, String)]) -> Output {
+        let mut cmd = Command::new(self.dir.join(script));
+        cmd.args(args)
+            .env_clear()
+            .env("XENSTORED_PATH", self.xs.socket())
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .current_dir("/")
+            .stdin(std::process::Stdio::null());
+        let fd = self.ns_file.as_fd().try_clone_to_owned().unwrap();
+        // SAFETY: setns(2) is async-signal-safe and touches only the child's own state.
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        cmd.output().unwrap()
+    }
+
+    /// `script online type_if=vif` as libxl runs it.
+    pub fn online(&self, script: &str, domid: u32, devid: u32) -> Output {
+        self.run(
+            script,
+            &["online", "type_if=vif"],
+            &self.libxl_env(script, domid, devid),
+        )
+    }
+
+    pub fn offline(&self, script: &str, domid: u32, devid: u32) -> Output {
+        self.run(
+            script,
+            &["offline", "type_if=vif"],
+            &self.libxl_env(script, domid, devid),
+        )
+    }
+
+    /// `ip -j -d link show dev NAME`, or None.
+    pub fn link(&self, name: &str) -> Option<Value> {
+        let (ok, out) = self.ip_try(&format!("-j -d link show dev {name}"));
+        if !ok {
+            return None;
+        }
+        let v: Value = serde_json::from_str(&out).ok()?;
+        v.as_array()?.first().cloned()
+    }
+
+    pub fn master(&self, name: &str) -> Option<String> {
+        self.link(name)?
+            .get("master")
+            .and_then(Value::as_str)
+            .map(String::from)
+    }
+
+    pub fn mtu(&self, name: &str) -> u64 {
+        self.link(name).unwrap()["mtu"].as_u64().unwrap()
+    }
+
+    pub fn is_up(&self, name: &str) -> bool {
+        self.link(name).unwrap()["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "UP")
+    }
+
+    pub fn mac(&self, name: &str) -> String {
+        self.link(name).unwrap()["address"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Addresses on a link as "ip/len" strings (IPv6 link-local left out).
+    pub fn addrs(&self, name: &str) -> Vec<String> {
+        let out = self.ip(&format!("-j addr show dev {name}"));
+        let v: Value = serde_json::from_str(&out).unwrap();
+        let mut r = Vec::new();
+        for l in v.as_array().unwrap() {
+            for a in l["addr_info"].as_array().unwrap() {
+                let ip = a["local"].as_str().unwrap();
+                if ip.starts_with("fe80") {
+                    continue;
+                }
+                r.push(format!("{ip}/{}", a["prefixlen"]));
+            }
+        }
+        r
+    }
+
+    pub fn sysctl(&self, path: &str) -> String {
+        let o = self.sh(&format!("cat {path}"));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    /// A normalised picture of links, addresses, routes and neighbours: equal snapshots mean
+    /// the host's network state is the same.
+    pub fn snapshot(&self) -> String {
+        let mut parts = BTreeMap::new();
+        let links: Value = serde_json::from_str(&self.ip("-j -d link show")).unwrap();
+        let mut ls = Vec::new();
+        for l in links.as_array().unwrap() {
+            let flags: Vec<String> = l["flags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f.as_str().unwrap().to_string())
+                .filter(|f| f != "LOWER_UP" && f != "NO-CARRIER" && f != "M-DOWN")
+                .collect();
+            ls.push(format!(
+                "{} kind={} master={} mtu={} mac={} flags={}",
+                l["ifname"].as_str().unwrap(),
+                l["linkinfo"]["info_kind"].as_str().unwrap_or("-"),
+                l["master"].as_str().unwrap_or("-"),
+                l["mtu"],
+                l["address"].as_str().unwrap_or("-"),
+                flags.join(",")
+            ));
+        }
+        ls.sort();
+        parts.insert("links", ls.join("\n"));
+        let addrs: Value = serde_json::from_str(&self.ip("-j addr show")).unwrap();
+        let mut al = Vec::new();
+        for l in addrs.as_array().unwrap() {
+            for a in l["addr_info"].as_array().unwrap() {
+                let ip = a["local"].as_str().unwrap();
+                if ip.starts_with("fe80") {
+                    continue;
+                }
+                al.push(format!(
+                    "{} {ip}/{} scope={} brd={}",
+                    l["ifname"].as_str().unwrap(),
+                    a["prefixlen"],
+                    a["scope"].as_str().unwrap_or("-"),
+                    a["broadcast"].as_str().unwrap_or("-")
+                ));
+            }
+        }
+        al.sort();
+        parts.insert("addrs", al.join("\n"));
+        for (key, fam) in [("routes4", "-4"), ("routes6", "-6")] {
+            let out = self.ip(&format!("{fam} route show table all"));
+            let mut rl: Vec<String> = out
+                .lines()
+                .filter(|l| !l.contains("fe80::") && !l.starts_with("multicast"))
+                .map(String::from)
+                .collect();
+            rl.sort();
+            parts.insert(key, rl.join("\n"));
+        }
+        let out = self.ip("neigh show proxy");
+        parts.insert("proxy", out);
+        parts
+            .iter()
+            .map(|(k, v)| format!("[{k}]\n{v}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.join(p)
+    }
+}
+
+/// A snapshot without the lines of one link (e.g. a port's MAC, which netback's device keeps).
+pub fn without(snapshot: &str, link: &str) -> String {
+    snapshot
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{link} ")))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[track_caller]
+pub fn assert_ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        stdout(o),
+        stderr(o)
+    );
+}
+
+#[track_caller]
+pub fn assert_fails(o: &Output) {
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "expected exit 1\nstdout: {}\nstderr: {}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
