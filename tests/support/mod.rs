@@ -1,7 +1,7 @@
 //! The test sandbox: a fresh network namespace per test, a test xenstored on a unix socket in a
 //! fresh directory, veths standing in for netback's vifs, and the built binary run exactly as
 //! libxl runs it (argv[0] = the script name, argv, environment).
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::collections::BTreeMap;
 use std::fs;
