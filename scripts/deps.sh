@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Install what the test tiers need on a fresh Debian 12 machine (idempotent; root).
+set -euo pipefail
+pkgs=(iproute2 iputils-ping procps file)
+# Each tier adds what it needs here, so a clean clone can run every test.
+pkgs+=(${XEN_VIF_EXTRA_PKGS:-})
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "deps: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

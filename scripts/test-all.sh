@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Every test xen-vif has: unit and kernel tests (each in its own network namespace), with the
+# static release binary checked first. Run as root. With CI=true a missing prerequisite fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+
+echo "== build (static release binaries)"
+cargo build --release --workspace --locked
+bin=target/x86_64-unknown-linux-gnu/release/xen-vif
+scripts/check-static.sh "$bin"
+
+echo "== format and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== unit and kernel tests"
+cargo test --workspace --locked
