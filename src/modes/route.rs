@@ -13,6 +13,8 @@ use crate::netlink::{Address, Link, Netlink, Route};
 use crate::plan::Step;
 use crate::sysctl;
 
+const IFA_F_NODAD: u32 = 0x02;
+
 /// One entry of the backend's `ip` list: an address or a prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GuestAddr {

@@ -44,6 +44,62 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_xen-vif"))
 }
 
+/// Another network namespace (a guest, a "world", a switch) beside a sandbox.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(sb: &Sandbox, tag: &str) -> Netns {
+        let name = format!("{}-{tag}", sb.ns);
+        let st = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip netns add {name}");
+        let ns = Netns { name };
+        ns.ip("link set lo up");
+        ns
+    }
+
+    pub fn ip(&self, args: &str) -> String {
+        let o = Command::new("ip")
+            .arg("-n")
+            .arg(&self.name)
+            .args(args.split_whitespace())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "ip -n {} {args}: {}",
+            self.name,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// `ping` from this namespace; true when any reply came back. Patient enough for proxy NDP,
+    /// which the kernel answers after a random delay of up to 0.8 s.
+    pub fn ping(&self, dst: &str) -> bool {
+        Command::new("ip")
+            .args([
+                "netns", "exec", &self.name, "ping", "-c", "4", "-i", "0.3", "-W", "2", dst,
+            ])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
 pub struct Sandbox {
     pub ns: String,
     pub dir: PathBuf,
@@ -134,6 +190,21 @@ impl Sandbox {
     /// A veth standing in for netback's vif; its peer `peer` stays in this namespace (down).
     pub fn netback_vif(&self, name: &str, peer: &str) {
         self.ip(&format!("link add {name} type veth peer name {peer}"));
+    }
+
+    /// Move one end of a veth created here into `other`.
+    pub fn move_to(&self, link: &str, other: &Netns) {
+        self.ip(&format!("link set {link} netns {}", other.name));
+    }
+
+    /// Write a sysctl inside the sandbox (test set-up only).
+    pub fn set_sysctl(&self, path: &str, value: &str) {
+        let o = self.sh(&format!("echo {value} > {path}"));
+        assert!(
+            o.status.success(),
+            "{path}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
 
     /// A bridge with a fixed MAC, as a bridge over a NIC has: an empty bridge's own MAC otherwise
