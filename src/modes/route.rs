@@ -189,9 +189,15 @@ pub fn online(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
     }
     for (ip, len) in &gw_addrs {
         if !have.iter().any(|a| a.ip == *ip && a.prefix_len == *len) {
+            let mut addr = Address::new(link.index, *ip, *len);
+            if ip.is_ipv6() {
+                // The host already owns this address on the gateway device; duplicate address
+                // detection on a point-to-point vif would only delay the guest by a second.
+                addr.flags = IFA_F_NODAD;
+            }
             steps.push(Step::AddAddress {
                 name: name.clone(),
-                addr: Address::new(link.index, *ip, *len),
+                addr,
             });
         }
     }
