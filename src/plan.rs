@@ -21,10 +21,14 @@ pub enum Step {
         name: String,
         up: bool,
     },
+    /// Rename, and set the alias that records whose device it is in the same message, so no
+    /// kill between the two can leave a renamed device we cannot recognise. The alias is
+    /// `None` when renaming back, which clears it.
     Rename {
         index: u32,
         from: String,
         to: String,
+        alias: Option<String>,
     },
     AddAltName {
         index: u32,
@@ -158,6 +162,12 @@ impl fmt::Display for Step {
             Step::SetUp { name, up, .. } => {
                 write!(f, "ip link set {name} {}", if *up { "up" } else { "down" })
             }
+            Step::Rename {
+                from,
+                to,
+                alias: Some(a),
+                ..
+            } => write!(f, "ip link set {from} name {to} alias \"{a}\""),
             Step::Rename { from, to, .. } => write!(f, "ip link set {from} name {to}"),
             Step::AddAltName { name, alt, .. } => {
                 write!(f, "ip link property add dev {name} altname {alt}")
@@ -252,11 +262,17 @@ impl Step {
                     up: !up,
                 })
             }
-            Step::Rename { index, from, to } => {
+            Step::Rename {
+                index,
+                from,
+                to,
+                alias,
+            } => {
                 nl.set_link(
                     *index,
                     &LinkChange {
                         name: Some(to.clone()),
+                        alias: Some(alias.clone().unwrap_or_default()),
                         ..Default::default()
                     },
                 )
@@ -265,6 +281,7 @@ impl Step {
                     index: *index,
                     from: to.clone(),
                     to: from.clone(),
+                    alias: None,
                 })
             }
             Step::AddAltName { index, name, alt } => {

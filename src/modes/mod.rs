@@ -26,10 +26,17 @@ pub fn find_device(nl: &mut Netlink, hp: &Hotplug) -> Result<Option<Link>> {
     Ok(None)
 }
 
-/// Netback's devices hang off the xenbus device `vif-D-N`; a device we renamed keeps netback's
-/// name as an alternative name. Anything else under that name is not ours to touch.
+/// The alias a device renamed by xen-vif carries: `xen-vif vif5.0`.
+fn owner_alias(hp: &Hotplug) -> String {
+    format!("xen-vif {}", hp.kernel_name)
+}
+
+/// Netback's devices hang off the xenbus device `vif-D-N`; a device we renamed carries our
+/// alias (set in the same message as the new name) and netback's name as an alternative name.
+/// Anything else under that name is not ours to touch.
 fn is_this_backends(l: &Link, hp: &Hotplug) -> bool {
-    l.alt_names.iter().any(|a| a == hp.kernel_name.as_str())
+    l.alias.as_deref() == Some(owner_alias(hp).as_str())
+        || l.alt_names.iter().any(|a| a == hp.kernel_name.as_str())
         || (hp.type_if == TypeIf::Vif
             && l.parent_bus.as_deref() == Some("xen-backend")
             && l.parent_dev.as_deref() == Some(&format!("vif-{}-{}", hp.id.domid, hp.id.devid)))
@@ -61,6 +68,7 @@ pub fn name_steps(nl: &mut Netlink, hp: &Hotplug, link: &Link) -> Result<Vec<Ste
             index: link.index,
             from: link.name.clone(),
             to: hp.wanted_name.to_string(),
+            alias: Some(owner_alias(hp)),
         });
     }
     if hp.wanted_name != hp.kernel_name

@@ -23,6 +23,14 @@ pub struct GuestAddr {
 }
 
 impl GuestAddr {
+    fn overlaps(&self, other: &GuestAddr) -> bool {
+        if self.ip.is_ipv4() != other.ip.is_ipv4() {
+            return false;
+        }
+        let len = self.prefix_len.min(other.prefix_len);
+        network(self.ip, len) == network(other.ip, len)
+    }
+
     fn is_host(&self) -> bool {
         self.prefix_len == if self.ip.is_ipv4() { 32 } else { 128 }
     }
@@ -69,6 +77,11 @@ pub fn parse_guest_addrs(list: &str) -> Result<Vec<GuestAddr>> {
         let g = GuestAddr { ip, prefix_len };
         if out.contains(&g) {
             bail!("ip entry {entry:?} is given twice");
+        }
+        // Overlapping entries would give one guest two routes for the same addresses, and make
+        // offline of one remove the other's: refuse them.
+        if let Some(o) = out.iter().find(|o| o.overlaps(&g)) {
+            bail!("ip entry {entry:?} overlaps {}/{}", o.ip, o.prefix_len);
         }
         out.push(g);
     }
@@ -362,6 +375,8 @@ mod tests {
             "127.0.0.1",
             "10.0.0.1 10.0.0.1",
             "10.0.0.1/+8",
+            "10.0.0.0/24 10.0.0.5",
+            "2001:db8::5 2001:db8::/64",
         ] {
             assert!(parse_guest_addrs(bad).is_err(), "{bad}");
         }

@@ -15,6 +15,8 @@ pub struct Link {
     pub index: u32,
     pub name: String,
     pub alt_names: Vec<String>,
+    /// IFLA_IFALIAS (`ip link set DEV alias ...`).
+    pub alias: Option<String>,
     pub mtu: u32,
     pub mac: Vec<u8>,
     /// ifindex of the bridge this link is a port of.
@@ -49,6 +51,7 @@ impl Link {
         for attr in m.attributes {
             match attr {
                 LinkAttribute::IfName(n) => link.name = n,
+                LinkAttribute::IfAlias(a) if !a.is_empty() => link.alias = Some(a),
                 LinkAttribute::Mtu(v) => link.mtu = v,
                 LinkAttribute::Address(a) => link.mac = a,
                 LinkAttribute::Controller(i) if i != 0 => link.master = Some(i),
@@ -112,6 +115,8 @@ fn kind_name(k: &InfoKind) -> String {
 #[derive(Clone, Debug, Default)]
 pub struct LinkChange {
     pub name: Option<String>,
+    /// An empty alias removes it.
+    pub alias: Option<String>,
     pub mtu: Option<u32>,
     pub mac: Option<Vec<u8>>,
     /// `Some(0)` detaches from the bridge.
@@ -168,6 +173,9 @@ impl Netlink {
         }
         if let Some(n) = &change.name {
             m.attributes.push(LinkAttribute::IfName(n.clone()));
+        }
+        if let Some(a) = &change.alias {
+            m.attributes.push(LinkAttribute::IfAlias(a.clone()));
         }
         if let Some(v) = change.mtu {
             m.attributes.push(LinkAttribute::Mtu(v));

@@ -258,7 +258,38 @@ impl Sandbox {
     /// Run the binary as `script` inside the namespace, with exactly `env` (plus XENSTORED_PATH
     /// and PATH) and `args`.
     pub fn run(&self, script: &str, args: &[&str], env: &[(String, String)]) -> Output {
-        let mut cmd = Command::new(self.dir.join(script));
+        self.command(&[], script, args, env).output().unwrap()
+    }
+
+    /// Like `run`, under a wrapper command (e.g. strace injecting a fault), which execs the
+    /// script by its path so argv[0] stays the script name.
+    pub fn run_wrapped(
+        &self,
+        wrapper: &[&str],
+        script: &str,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> Output {
+        self.command(wrapper, script, args, env).output().unwrap()
+    }
+
+    /// The command `run` runs, for tests that need to start it without waiting.
+    pub fn command(
+        &self,
+        wrapper: &[&str],
+        script: &str,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> Command {
+        let path = self.dir.join(script);
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(&path),
+            Some((w, rest)) => {
+                let mut c = Command::new(w);
+                c.args(rest).arg(&path);
+                c
+            }
+        };
         cmd.args(args)
             .env_clear()
             .env("XENSTORED_PATH", self.xs.socket())
@@ -274,7 +305,7 @@ impl Sandbox {
                     .map_err(std::io::Error::from)
             });
         }
-        cmd.output().unwrap()
+        cmd
     }
 
     /// `script online type_if=vif` as libxl runs it.
