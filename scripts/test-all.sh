@@ -16,3 +16,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== unit and kernel tests"
 cargo test --workspace --locked
+
+echo "== fuzzing (bounded smoke run of every parser)"
+scripts/fuzz-smoke.sh
