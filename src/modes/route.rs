@@ -122,7 +122,7 @@ pub fn gateway_device(nl: &mut Netlink, hp: &Hotplug) -> Result<Link> {
         return Ok(l);
     }
     let default = nl
-        .routes(false)?
+        .routes(false, None)?
         .into_iter()
         .find(|r| r.prefix_len == 0 && r.table == crate::netlink::RT_TABLE_MAIN && r.oif.is_some());
     if let Some(oif) = default.and_then(|r| r.oif) {
@@ -227,10 +227,10 @@ pub fn online(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
     }
     let mut existing = Vec::new();
     if wants_v4 {
-        existing.extend(nl.routes(false)?);
+        existing.extend(nl.routes(false, Some(link.index))?);
     }
     if wants_v6 {
-        existing.extend(nl.routes(true)?);
+        existing.extend(nl.routes(true, Some(link.index))?);
     }
     for g in &hp.ip {
         let src = if g.ip.is_ipv4() { gw4 } else { gw6 };
@@ -301,8 +301,8 @@ pub fn offline(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
     let Some(link) = link else {
         return Ok(steps);
     };
-    let mut existing = nl.routes(false)?;
-    existing.extend(nl.routes(true)?);
+    let mut existing = nl.routes(false, Some(link.index))?;
+    existing.extend(nl.routes(true, Some(link.index))?);
     for r in existing
         .into_iter()
         .filter(|r| r.oif == Some(link.index) && r.table == crate::netlink::RT_TABLE_MAIN)
