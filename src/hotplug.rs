@@ -77,6 +77,12 @@ pub fn run_personality(personality: Personality, args: &[String], env: Env) -> i
             return 1;
         }
     };
+    if env("UDEV_CALL").is_some_and(|v| !v.is_empty()) && libxl_runs_hotplug() {
+        log::debug(
+            "called by udev, but libxl runs the hotplug scripts (libxl/disable_udev): nothing to do",
+        );
+        return 0;
+    }
     match execute(&call, env, false) {
         Ok(()) => 0,
         Err(f) => {
@@ -84,6 +90,13 @@ pub fn run_personality(personality: Personality, args: &[String], env: Env) -> i
             1
         }
     }
+}
+
+/// libxl with `run_hotplug_scripts=1` (the default) writes `libxl/disable_udev` and runs the
+/// scripts itself; the udev rules must then do nothing, or every action would run twice.
+/// Unreadable xenstore: go on, and let the action report the real error.
+fn libxl_runs_hotplug() -> bool {
+    XenStore::open().is_ok_and(|s| s.read("libxl/disable_udev").is_ok_and(|v| v.is_some()))
 }
 
 /// The device name for messages before the backend has been read.
