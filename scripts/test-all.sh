@@ -16,3 +16,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== unit and kernel tests"
 cargo test --workspace --locked
+
+echo "== Debian package: build, install into throwaway dpkg roots, divert, remove"
+scripts/test-deb.sh
