@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the test tiers need on a fresh Debian 12 machine (idempotent; root).
 set -euo pipefail
-pkgs=(iproute2 iputils-ping procps file)
+pkgs=(iproute2 iputils-ping procps file strace)
 # Each tier adds what it needs here, so a clean clone can run every test.
 pkgs+=(${XEN_VIF_EXTRA_PKGS:-})
 missing=()
