@@ -14,13 +14,7 @@ use support::*;
 const BE: &str = "/local/domain/0/backend/vif/5/0";
 
 fn guest(tag: &str, extra: &[(&str, &str)]) -> Option<Sandbox> {
-    let sb = Sandbox::new(tag)?;
-    sb.bridge("xenbr0");
-    sb.netback_vif("vif5.0", "g5.0");
-    let mut keys = vec![("bridge", "xenbr0")];
-    keys.extend_from_slice(extra);
-    sb.backend(5, 0, &keys);
-    Some(sb)
+    guest_on_xenbr0(tag, extra)
 }
 
 fn write(path: &Path, text: &str, mode: u32) {
@@ -159,24 +153,30 @@ fn hooks_run_after_the_change_with_the_stock_variables() {
     );
 }
 
-#[test]
-fn route_hooks_get_main_ip_and_netdev() {
-    let Some(sb) = Sandbox::new("routehook") else {
-        return;
-    };
-    // A bridge with no ports stands in for dummy0 (this kernel has no dummy links).
+/// A guest at 192.0.2.5 behind gateway 192.0.2.1 on gw0: a bridge with no ports stands in
+/// for dummy0 (this kernel has no dummy links).
+fn routed_guest(tag: &str, extra: &[(&str, &str)]) -> Option<Sandbox> {
+    let sb = Sandbox::new(tag)?;
     sb.bridge("gw0");
     sb.ip("addr add 192.0.2.1/24 dev gw0");
     sb.netback_vif("vif5.0", "g5.0");
-    sb.backend(
-        5,
-        0,
+    let mut keys = vec![("ip", "192.0.2.5")];
+    keys.extend_from_slice(extra);
+    sb.backend(5, 0, &keys);
+    Some(sb)
+}
+
+#[test]
+fn route_hooks_get_main_ip_and_netdev() {
+    let Some(sb) = routed_guest(
+        "routehook",
         &[
             ("script", "/etc/xen/scripts/vif-route"),
-            ("ip", "192.0.2.5"),
             ("gatewaydev", "gw0"),
         ],
-    );
+    ) else {
+        return;
+    };
     let out = sb.path("hook-env");
     recording_hook(&sb, "50-record.hook", &out);
     assert_ok(&sb.online("vif-route", 5, 0));
@@ -262,21 +262,10 @@ fn no_hook_no_fork() {
 
 #[test]
 fn configuration_defaults_fill_what_xen_leaves_unset() {
-    let Some(sb) = Sandbox::new("config") else {
+    // The guest's script is vif-setup, which names no mode; xl passes netdev= empty.
+    let Some(sb) = routed_guest("config", &[("script", "/etc/xen/scripts/vif-setup")]) else {
         return;
     };
-    sb.bridge("gw0");
-    sb.ip("addr add 192.0.2.1/24 dev gw0");
-    sb.netback_vif("vif5.0", "g5.0");
-    // The guest's script is vif-setup, which names no mode; xl passes netdev= empty.
-    sb.backend(
-        5,
-        0,
-        &[
-            ("script", "/etc/xen/scripts/vif-setup"),
-            ("ip", "192.0.2.5"),
-        ],
-    );
     let log = "/var/log/xen-vif-actions.log";
     config(
         &sb,

@@ -416,6 +416,18 @@ impl Sandbox {
     }
 }
 
+/// A guest's vif5.0 on xenbr0 as libxl sets it up before running the script, with `extra`
+/// backend keys.
+pub fn guest_on_xenbr0(tag: &str, extra: &[(&str, &str)]) -> Option<Sandbox> {
+    let sb = Sandbox::new(tag)?;
+    sb.bridge("xenbr0");
+    sb.netback_vif("vif5.0", "g5.0");
+    let mut keys = vec![("bridge", "xenbr0")];
+    keys.extend_from_slice(extra);
+    sb.backend(5, 0, &keys);
+    Some(sb)
+}
+
 /// A snapshot without the lines of one link (e.g. a port's MAC, which netback's device keeps).
 pub fn without(snapshot: &str, link: &str) -> String {
     snapshot
