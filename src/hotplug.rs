@@ -131,6 +131,7 @@ pub fn execute(call: &Call, env: Env, dry_run: bool) -> Result<(), Failure> {
     };
     if let (Some(path), false) = (&cfg.log_file, dry_run) {
         let id = invocation::locate(call, env).ok().map(|(id, _)| id);
+        let device = id.map_or_else(|| "-".to_string(), |i| i.kernel_name(call.type_if));
         hotplug_log::append(
             path,
             &hotplug_log::Entry {
@@ -138,7 +139,7 @@ pub fn execute(call: &Call, env: Env, dry_run: bool) -> Result<(), Failure> {
                 call,
                 domid: id.map(|i| i.domid),
                 devid: id.map(|i| i.devid),
-                device: &early_name(call, env),
+                device: &device,
                 error: result.as_ref().err().map(|f| f.message.as_str()),
                 duration: started.elapsed(),
             },

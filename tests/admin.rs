@@ -102,6 +102,15 @@ fn one_log_line_per_action_when_var_log_xen_exists() {
         "{}",
         lines[2]
     );
+    // The administrator's `xen-vif remove` is an action too.
+    assert_ok(&sb.run("xen-vif", &["remove", "5", "0"], &[]));
+    let lines = log_lines(&sb);
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    assert!(
+        lines[3].contains("] domain=5 devid=0 device=vif5.0 offline mode=bridge result=ok "),
+        "{}",
+        lines[3]
+    );
 }
 
 #[test]
