@@ -17,5 +17,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== unit and kernel tests"
 cargo test --workspace --locked
 
+echo "== Debian package: build, install into throwaway dpkg roots, divert, remove"
+scripts/test-deb.sh
+
 echo "== fuzzing (bounded smoke run of every parser)"
 scripts/fuzz-smoke.sh

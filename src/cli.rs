@@ -3,10 +3,13 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use std::io::Write;
+
 use crate::hotplug::{self, Env};
 use crate::invocation::{Call, Command, Mode, Personality, TypeIf, Words};
 use crate::log;
 use crate::status;
+use crate::{config, docs};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -45,6 +48,25 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Check /etc/xen/xen-vif.toml (or FILE) and print the settings in force.
+    CheckConfig {
+        /// A file to check instead (e.g. before installing it).
+        file: Option<std::path::PathBuf>,
+    },
+    /// Write the manual page or shell completions to stdout (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: Generate,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Generate {
+    /// The manual page xen-vif(1), in roff.
+    Man,
+    /// Completions for SHELL.
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(clap::Args, Debug)]
@@ -109,6 +131,43 @@ pub fn run(args: Vec<String>) -> i32 {
                 1
             }
         },
+        Cmd::CheckConfig { file } => check_config(file.as_deref()),
+        Cmd::Generate { what } => generate(what),
+    }
+}
+
+fn check_config(file: Option<&std::path::Path>) -> i32 {
+    let path = file.unwrap_or(std::path::Path::new(config::PATH));
+    match config::load_from(path) {
+        Ok(cfg) => {
+            if !path.exists() {
+                println!("{}: absent (stock behaviour)", path.display());
+            }
+            println!("{}", config::describe(&cfg));
+            0
+        }
+        Err(e) => {
+            log::error(&format!("{e:#}"));
+            1
+        }
+    }
+}
+
+fn generate(what: Generate) -> i32 {
+    let mut out = std::io::stdout().lock();
+    let written = match what {
+        Generate::Man => docs::man_page().and_then(|page| Ok(out.write_all(&page)?)),
+        Generate::Completions { shell } => {
+            docs::completions(shell, &mut out);
+            Ok(())
+        }
+    };
+    match written.and_then(|()| Ok(out.flush()?)) {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error(&format!("generate: {e:#}"));
+            1
+        }
     }
 }
 

@@ -1,8 +1,11 @@
 //! One hotplug call, start to finish: triage → locate → read the backend → validate → lock →
 //! plan → apply → report.
 
+use std::time::Instant;
+
 use anyhow::{Context, Result};
 
+use crate::config::{self, Config};
 use crate::invocation::{self, Call, Command, Hotplug, Mode, Personality, Triage, TypeIf};
 use crate::lock;
 use crate::log;
@@ -10,6 +13,7 @@ use crate::modes::{bridge, route};
 use crate::netlink::Netlink;
 use crate::plan::{self, Step};
 use crate::xenstore::{self, Store, XenStore};
+use crate::{hooks, hotplug_log};
 
 pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
@@ -86,6 +90,10 @@ fn one_line(msg: String) -> String {
 
 /// Run a hotplug personality (vif-bridge, vif-route, vif-setup). Returns the exit status.
 pub fn run_personality(personality: Personality, args: &[String], env: Env) -> i32 {
+    // The configuration's defaults sit under the environment (a bad file: see `execute`).
+    let stock = Config::default();
+    let layered = config::layer(config::current().as_ref().unwrap_or(&stock), env);
+    let env: Env = &layered;
     let call = match invocation::triage(personality, args, env) {
         Ok(Triage::Ignore(why)) => {
             log::debug(&why);
@@ -99,6 +107,12 @@ pub fn run_personality(personality: Personality, args: &[String], env: Env) -> i
             return 1;
         }
     };
+    if env("UDEV_CALL").is_some_and(|v| !v.is_empty()) && libxl_runs_hotplug() {
+        log::debug(
+            "called by udev, but libxl runs the hotplug scripts (libxl/disable_udev): nothing to do",
+        );
+        return 0;
+    }
     match execute(&call, env, false) {
         Ok(()) => 0,
         Err(f) => {
@@ -106,6 +120,13 @@ pub fn run_personality(personality: Personality, args: &[String], env: Env) -> i
             1
         }
     }
+}
+
+/// libxl with `run_hotplug_scripts=1` (the default) writes `libxl/disable_udev` and runs the
+/// scripts itself; the udev rules must then do nothing, or every action would run twice.
+/// Unreadable xenstore: go on, and let the action report the real error.
+fn libxl_runs_hotplug() -> bool {
+    XenStore::open().is_ok_and(|s| s.read("libxl/disable_udev").is_ok_and(|v| v.is_some()))
 }
 
 /// The device name for messages before the backend has been read.
@@ -120,7 +141,46 @@ fn early_name(call: &Call, env: Env) -> String {
         .unwrap_or_else(|| "(unknown device)".into())
 }
 
+/// Do `call` and log it (one line in the hotplug log, unless a dry run).
 pub fn execute(call: &Call, env: Env, dry_run: bool) -> Result<(), Failure> {
+    let started = Instant::now();
+    let stock = Config::default();
+    let (cfg, result) = match config::current() {
+        Ok(cfg) => (cfg, execute_with(call, env, dry_run, cfg)),
+        // A bad file fails every online/add; teardown still runs, with the stock defaults.
+        Err(e) if call.command.is_up() => {
+            let b = env("XENBUS_PATH").filter(|p| invocation::parse_backend_path(p).is_ok());
+            let prefix = format!("{} {} {}", call.script, call.command, early_name(call, env));
+            let e = anyhow::anyhow!("{e}");
+            (&stock, Err(Failure::new(&prefix, e, None, b)))
+        }
+        Err(e) => {
+            log::error(&format!("{e} (tearing down with the stock defaults)"));
+            (&stock, execute_with(call, env, dry_run, &stock))
+        }
+    };
+    if let (Some(path), false) = (&cfg.log_file, dry_run) {
+        let id = invocation::locate(call, env).ok().map(|(id, _)| id);
+        let device = id.map_or_else(|| "-".to_string(), |i| i.kernel_name(call.type_if));
+        hotplug_log::append(
+            path,
+            &hotplug_log::Entry {
+                script: call.script,
+                call,
+                domid: id.map(|i| i.domid),
+                devid: id.map(|i| i.devid),
+                device: &device,
+                error: result.as_ref().err().map(|f| f.message.as_str()),
+                duration: started.elapsed(),
+            },
+        );
+    }
+    result
+}
+
+fn execute_with(call: &Call, env: Env, dry_run: bool, cfg: &Config) -> Result<(), Failure> {
+    let layered = config::layer(cfg, env);
+    let env: Env = &layered;
     let prefix = format!("{} {} {}", call.script, call.command, early_name(call, env));
     let (id, backend) = invocation::locate(call, env).map_err(|e| {
         let b = env("XENBUS_PATH").filter(|p| invocation::parse_backend_path(p).is_ok());
@@ -139,7 +199,7 @@ pub fn execute(call: &Call, env: Env, dry_run: bool) -> Result<(), Failure> {
         Err(e) => return Err(Failure::new(&prefix, e, Some(store), Some(backend))),
     };
     let prefix = format!("{} {} {}", call.script, call.command, hp.device());
-    match act(&hp, &store, dry_run) {
+    match act(&hp, &store, dry_run, cfg) {
         Ok(()) => {
             log::debug(&format!("{prefix}: done"));
             Ok(())
@@ -158,7 +218,7 @@ pub fn plan_for(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
     }
 }
 
-fn act(hp: &Hotplug, store: &dyn Store, dry_run: bool) -> Result<()> {
+fn act(hp: &Hotplug, store: &dyn Store, dry_run: bool, cfg: &Config) -> Result<()> {
     let _lock = if dry_run {
         None
     } else {
@@ -167,22 +227,33 @@ fn act(hp: &Hotplug, store: &dyn Store, dry_run: bool) -> Result<()> {
     let mut nl = Netlink::open().context("open rtnetlink")?;
     let mut steps = plan_for(&mut nl, hp)?;
     // libxl waits for this; netback connects the guest once it reads `connected`.
-    if hp.command == Command::Online && hp.type_if == TypeIf::Vif {
-        steps.push(Step::XsWrite {
+    let connected =
+        (hp.command == Command::Online && hp.type_if == TypeIf::Vif).then(|| Step::XsWrite {
             path: format!("{}/hotplug-status", hp.backend),
             value: "connected".into(),
         });
-    }
     if dry_run {
+        steps.extend(connected);
         plan::print(&steps);
         return Ok(());
     }
-    if hp.command.is_up() {
-        plan::apply(&mut nl, store, &steps)
-    } else {
+    if !hp.command.is_up() {
         if steps.is_empty() {
             log::debug(&format!("{}: nothing to undo (already gone)", hp.device()));
         }
-        plan::teardown(&mut nl, store, &steps)
+        plan::teardown(&mut nl, store, &steps)?;
+        return hooks::run_after(cfg.hook_dir.as_deref(), &mut nl, hp);
+    }
+    let applied = plan::apply(&mut nl, store, &steps)?;
+    // As stock: the hooks run after the change and before `connected` is written. If either
+    // fails, this run's changes are taken back like any other failure.
+    let finish =
+        hooks::run_after(cfg.hook_dir.as_deref(), &mut nl, hp).and_then(|()| match connected {
+            Some(step) => plan::apply(&mut nl, store, &[step]).map(drop),
+            None => Ok(()),
+        });
+    match finish {
+        Ok(()) => Ok(()),
+        Err(e) => Err(applied.undo(&mut nl, store, e)),
     }
 }

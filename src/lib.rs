@@ -4,7 +4,11 @@
 //! `xenstore`. `netlink` knows nothing about Xen.
 
 pub mod cli;
+pub mod config;
+pub mod docs;
+pub mod hooks;
 pub mod hotplug;
+pub mod hotplug_log;
 pub mod ifname;
 pub mod invocation;
 pub mod lock;

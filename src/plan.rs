@@ -473,37 +473,48 @@ pub fn print(steps: &[Step]) {
     }
 }
 
+/// What a successful `apply` changed, kept so a later failure of the same run (a hook, the
+/// final xenstore write) can still take it back.
+#[must_use]
+pub struct Applied(Vec<Step>);
+
+impl Applied {
+    /// Undo this run's changes, newest first; returns `e` with any undo failure added, so
+    /// nothing is hidden.
+    pub fn undo(self, nl: &mut Netlink, store: &dyn Store, e: anyhow::Error) -> anyhow::Error {
+        let mut failed_undo = Vec::new();
+        for u in self.0.iter().rev() {
+            match u.apply(nl, store) {
+                Ok(_) => log::info(&format!("undo: {u}")),
+                Err(ue) => failed_undo.push(format!("{u}: {ue:#}")),
+            }
+        }
+        if failed_undo.is_empty() {
+            e
+        } else {
+            e.context(format!(
+                "and undoing this run's changes failed too: {}",
+                failed_undo.join("; ")
+            ))
+        }
+    }
+}
+
 /// Apply every step in order; if one fails, undo the steps applied so far, newest first, and
-/// return the failure (with any undo failure added, so nothing is hidden).
-pub fn apply(nl: &mut Netlink, store: &dyn Store, steps: &[Step]) -> Result<()> {
-    let mut undo: Vec<Step> = Vec::new();
+/// return the failure.
+pub fn apply(nl: &mut Netlink, store: &dyn Store, steps: &[Step]) -> Result<Applied> {
+    let mut done = Applied(Vec::new());
     for step in steps {
         log::debug(&format!("{step}"));
         match step.apply(nl, store) {
             Ok(inverse) => {
                 log::info(&format!("{step}"));
-                undo.extend(inverse);
+                done.0.extend(inverse);
             }
-            Err(e) => {
-                let e = e.context(step.to_string());
-                let mut failed_undo = Vec::new();
-                for u in undo.iter().rev() {
-                    match u.apply(nl, store) {
-                        Ok(_) => log::info(&format!("undo: {u}")),
-                        Err(ue) => failed_undo.push(format!("{u}: {ue:#}")),
-                    }
-                }
-                if failed_undo.is_empty() {
-                    return Err(e);
-                }
-                return Err(e.context(format!(
-                    "and undoing this run's changes failed too: {}",
-                    failed_undo.join("; ")
-                )));
-            }
+            Err(e) => return Err(done.undo(nl, store, e.context(step.to_string()))),
         }
     }
-    Ok(())
+    Ok(done)
 }
 
 /// Apply every step, treating "already gone" as done, and report every failure together.

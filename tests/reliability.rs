@@ -206,7 +206,7 @@ fn the_vif_vanishing_midway() {
             &format!("inject=sendto:delay_enter=300000:when={n}"),
         ];
         let child = sb
-            .command(&w, "vif-bridge", &["online", "type_if=vif"], &env)
+            .script_command(&w, "vif-bridge", &["online", "type_if=vif"], &env)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -312,7 +312,7 @@ fn run_in_mount_ns(
     setup: fn() -> nix::Result<()>,
 ) -> Output {
     use std::os::unix::process::CommandExt;
-    let mut cmd = sb.command(&[], "vif-bridge", &["online", "type_if=vif"], env);
+    let mut cmd = sb.script_command(&[], "vif-bridge", &["online", "type_if=vif"], env);
     // SAFETY: unshare/mount are async-signal-safe syscalls acting on the child only.
     unsafe {
         cmd.pre_exec(move || {
@@ -508,13 +508,13 @@ fn hostile_input_table() {
         use std::os::unix::ffi::OsStrExt;
         let bad = OsStr::from_bytes(b"bridge=br\xff0");
         let o = sb
-            .command(&[], "vif-bridge", &["online", "type_if=vif"], &base)
+            .script_command(&[], "vif-bridge", &["online", "type_if=vif"], &base)
             .arg(bad)
             .output()
             .unwrap();
         check_refused(&sb, &o, &before, "argv non-UTF-8");
         let o = sb
-            .command(
+            .script_command(
                 &[],
                 "vif-bridge",
                 &["online", "type_if=vif"],

@@ -149,6 +149,9 @@ impl Sandbox {
             .unwrap();
         assert!(st.success(), "ip netns add {ns}");
         let ns_file = fs::File::open(format!("/run/netns/{ns}")).unwrap();
+        for d in ["etc", "etc-work", "varlog"] {
+            fs::create_dir(dir.join(d)).unwrap();
+        }
         let xs = Daemon::start(&dir.join("xenstored.sock")).unwrap();
         let sb = Sandbox {
             ns,
@@ -258,7 +261,9 @@ impl Sandbox {
     /// Run the binary as `script` inside the namespace, with exactly `env` (plus XENSTORED_PATH
     /// and PATH) and `args`.
     pub fn run(&self, script: &str, args: &[&str], env: &[(String, String)]) -> Output {
-        self.command(&[], script, args, env).output().unwrap()
+        self.script_command(&[], script, args, env)
+            .output()
+            .unwrap()
     }
 
     /// Like `run`, under a wrapper command (e.g. strace injecting a fault), which execs the
@@ -270,11 +275,14 @@ impl Sandbox {
         args: &[&str],
         env: &[(String, String)],
     ) -> Output {
-        self.command(wrapper, script, args, env).output().unwrap()
+        self.script_command(wrapper, script, args, env)
+            .output()
+            .unwrap()
     }
 
-    /// The command `run` runs, for tests that need to start it without waiting.
-    pub fn command(
+    /// The command `run` runs (optionally under `wrapper`), for tests that need to start it
+    /// without waiting or to add to it.
+    pub fn script_command(
         &self,
         wrapper: &[&str],
         script: &str,
@@ -283,29 +291,97 @@ impl Sandbox {
     ) -> Command {
         let path = self.dir.join(script);
         let mut cmd = match wrapper.split_first() {
-            None => Command::new(&path),
+            None => self.command(&path),
             Some((w, rest)) => {
-                let mut c = Command::new(w);
+                let mut c = self.command(w);
                 c.args(rest).arg(&path);
                 c
             }
         };
-        cmd.args(args)
-            .env_clear()
+        cmd.args(args).envs(env.iter().map(|(k, v)| (k, v)));
+        cmd
+    }
+
+    /// `program` prepared to run like libxl runs a hotplug script: empty environment but for
+    /// XENSTORED_PATH and PATH, cwd /, stdin /dev/null, inside this sandbox's network namespace,
+    /// and in a private mount namespace where the host's Xen files cannot leak in or be
+    /// written: /etc is an overlay whose changes land in `etc_dir()` (tests put
+    /// /etc/xen/xen-vif.toml and vif-post.d hooks there), /var/log is `log_dir()` (empty: no
+    /// /var/log/xen unless a test creates it).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        use std::ffi::CString;
+        let mut cmd = Command::new(program);
+        cmd.env_clear()
             .env("XENSTORED_PATH", self.xs.socket())
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .envs(env.iter().map(|(k, v)| (k, v)))
             .current_dir("/")
             .stdin(std::process::Stdio::null());
         let fd = self.ns_file.as_fd().try_clone_to_owned().unwrap();
-        // SAFETY: setns(2) is async-signal-safe and touches only the child's own state.
+        let cstr = |p: &Path| CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        // One overlay work directory per command: overlayfs must not share one between mounts
+        // that exist at the same time (the concurrency tests run 32 at once).
+        let work = self.dir.join(format!(
+            "etc-work-{}",
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        fs::create_dir_all(&work).unwrap();
+        let opts = CString::new(format!(
+            "lowerdir=/etc,upperdir={},workdir={}",
+            self.etc_dir().display(),
+            work.display()
+        ))
+        .unwrap();
+        let log_dir = cstr(&self.log_dir());
+        // SAFETY: setns(2), unshare(2) and mount(2) are async-signal-safe syscalls on the
+        // child's own state; every string was built before the fork.
         unsafe {
             cmd.pre_exec(move || {
+                use nix::libc;
                 nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(std::io::Error::from)
+                    .map_err(std::io::Error::from)?;
+                let check = |r: libc::c_int| {
+                    if r == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                };
+                check(libc::unshare(libc::CLONE_NEWNS))?;
+                let none = std::ptr::null();
+                check(libc::mount(
+                    none,
+                    c"/".as_ptr(),
+                    none,
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ))?;
+                check(libc::mount(
+                    c"overlay".as_ptr(),
+                    c"/etc".as_ptr(),
+                    c"overlay".as_ptr(),
+                    0,
+                    opts.as_ptr().cast(),
+                ))?;
+                check(libc::mount(
+                    log_dir.as_ptr(),
+                    c"/var/log".as_ptr(),
+                    none,
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ))
             });
         }
         cmd
+    }
+
+    /// What the binary sees as /etc, on top of the host's (write /etc/xen/... here).
+    pub fn etc_dir(&self) -> PathBuf {
+        self.dir.join("etc")
+    }
+
+    /// What the binary sees as /var/log.
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.join("varlog")
     }
 
     /// `script online type_if=vif` as libxl runs it.
@@ -450,6 +526,18 @@ impl Sandbox {
     pub fn path(&self, p: &str) -> PathBuf {
         self.dir.join(p)
     }
+}
+
+/// A guest's vif5.0 on xenbr0 as libxl sets it up before running the script, with `extra`
+/// backend keys.
+pub fn guest_on_xenbr0(tag: &str, extra: &[(&str, &str)]) -> Option<Sandbox> {
+    let sb = Sandbox::new(tag)?;
+    sb.bridge("xenbr0");
+    sb.netback_vif("vif5.0", "g5.0");
+    let mut keys = vec![("bridge", "xenbr0")];
+    keys.extend_from_slice(extra);
+    sb.backend(5, 0, &keys);
+    Some(sb)
 }
 
 /// A snapshot without the lines of one link (e.g. a port's MAC, which netback's device keeps).
