@@ -164,6 +164,13 @@ impl Instance for NicBridge {
         self.bridge.to_string()
     }
 
+    fn params(&self) -> Vec<(String, String)> {
+        vec![
+            ("netdev".into(), self.netdev.to_string()),
+            ("bridge".into(), self.bridge.to_string()),
+        ]
+    }
+
     fn plan_start(&self, nl: &mut Netlink) -> Result<Start> {
         let (netdev, bridge, pdev) = (&self.netdev, &self.bridge, &self.pdev);
         let Some(nic) = exists(nl, netdev)? else {
@@ -719,6 +726,22 @@ impl Instance for TrunkBridges {
 
     fn key(&self) -> String {
         format!("trunk:{}", self.trunk)
+    }
+
+    fn params(&self) -> Vec<(String, String)> {
+        let vlans: Vec<String> = self.vlans.iter().map(u16::to_string).collect();
+        let mut v = vec![
+            ("trunk".into(), self.trunk.to_string()),
+            ("vlans".into(), vlans.join(",")),
+        ];
+        match &self.mode {
+            TrunkMode::PerVlan => v.push(("bridge_template".into(), self.template.clone())),
+            TrunkMode::Filtering { bridge } => {
+                v.push(("vlan_filtering".into(), "yes".into()));
+                v.push(("bridge".into(), bridge.to_string()));
+            }
+        }
+        v
     }
 
     fn plan_start(&self, nl: &mut Netlink) -> Result<Start> {

@@ -81,6 +81,15 @@ impl Script {
     /// The `k=v` keys each script takes. xend-era keys that still mean something are accepted
     /// (`vifnum`, `antispoof=no`); anything else is refused, so a typo never silently builds
     /// the default set-up.
+    /// The keys that say which instance is meant; without them it is derived from the host.
+    fn naming_keys(self) -> &'static [&'static str] {
+        match self {
+            Script::Bridge => &["netdev", "bridge", "vifnum", "trunk"],
+            Script::Route => &["netdev", "vifnum"],
+            Script::Prebuilt => &[],
+        }
+    }
+
     fn keys(self) -> &'static [&'static str] {
         match self {
             Script::Bridge => &[
@@ -185,6 +194,9 @@ pub trait Instance {
     fn script(&self) -> Script;
     /// Names the instance's state file: one per bridge, trunk or gateway device.
     fn key(&self) -> String;
+    /// The parameters that name this instance again (kept in the state file, so `stop` finds
+    /// it even when the default it was derived from is gone).
+    fn params(&self) -> Vec<(String, String)>;
     fn plan_start(&self, nl: &mut Netlink) -> Result<Start>;
     /// Whether the host still is as a completed start (this `state`) left it.
     fn is_started(&self, nl: &mut Netlink, state: &State) -> Result<bool>;
@@ -276,16 +288,12 @@ fn execute(
 ) -> Result<i32> {
     let params = Params::new(script, vars)?;
     let mut nl = Netlink::open().context("open rtnetlink")?;
-    let inst: Box<dyn Instance> = match script {
-        Script::Prebuilt => return prebuilt::run(&mut nl, action, &params),
-        Script::Route => Box::new(route::instance(&mut nl, &params)?),
-        Script::Bridge => match bridge::instance(&mut nl, &params)? {
-            Some(i) => i,
-            None => {
-                log::info("bridge=null: nothing to do");
-                return Ok(0);
-            }
-        },
+    if script == Script::Prebuilt {
+        return prebuilt::run(&mut nl, action, &params);
+    }
+    let Some(inst) = resolve(&mut nl, script, action, &params, loc)? else {
+        log::info("bridge=null: nothing to do");
+        return Ok(0);
     };
     let path = loc.state_file(script.name(), &inst.key());
     match action {
@@ -298,6 +306,53 @@ fn execute(
         Action::Start => start(&mut nl, inst.as_ref(), loc, &path, dry_run).map(|()| 0),
         Action::Stop => stop(&mut nl, inst.as_ref(), loc, &path, dry_run).map(|()| 0),
     }
+}
+
+fn instance(nl: &mut Netlink, script: Script, p: &Params) -> Result<Option<Box<dyn Instance>>> {
+    Ok(match script {
+        Script::Route => Some(Box::new(route::instance(nl, p)?)),
+        _ => bridge::instance(nl, p)?,
+    })
+}
+
+/// The instance the parameters name, or derive from the host. A crash can take what the
+/// default is derived from (the default route) away with it: when the default cannot be
+/// derived — or, for stop and status, has no state — the one instance this namespace has
+/// state for is meant.
+fn resolve(
+    nl: &mut Netlink,
+    script: Script,
+    action: Action,
+    p: &Params,
+    loc: &Location,
+) -> Result<Option<Box<dyn Instance>>> {
+    let derived = instance(nl, script, p);
+    if script.naming_keys().iter().any(|k| p.has(k)) {
+        return derived;
+    }
+    match &derived {
+        Ok(None) => return derived,
+        Ok(Some(i))
+            if action == Action::Start || loc.state_file(script.name(), &i.key()).exists() =>
+        {
+            return derived;
+        }
+        _ => {}
+    }
+    let files = loc.state_files(script.name());
+    let [only] = files.as_slice() else {
+        return derived;
+    };
+    let Some(st) = State::load(only)? else {
+        return derived;
+    };
+    let mut vars = st.one("instance")?.fields().to_vec();
+    vars.extend(p.vars.iter().filter(|(k, _)| k == "force").cloned());
+    log::debug(&format!(
+        "using the instance recorded in {}",
+        only.display()
+    ));
+    instance(nl, script, &Params::new(script, &vars)?)
 }
 
 fn state_line(inst: &dyn Instance, path: &Path, st: Option<&State>) -> String {
@@ -355,7 +410,11 @@ fn start(
         log::info(&format!("{}: the host already is set up", inst.key()));
         return Ok(());
     }
-    let mut st = State::new(records);
+    let mut named = Record::new("instance");
+    for (k, v) in inst.params() {
+        named = named.set(&k, v);
+    }
+    let mut st = State::new(std::iter::once(named).chain(records).collect());
     st.save(path, name)?;
     if let Err(e) = plan::apply(nl, &NoStore, &steps) {
         // The undo has run; the state goes only when the host provably is as it was.

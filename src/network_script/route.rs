@@ -174,6 +174,19 @@ impl Instance for RouteInstance {
         self.netdev.to_string()
     }
 
+    fn params(&self) -> Vec<(String, String)> {
+        let mut v = vec![("netdev".to_string(), self.netdev.to_string())];
+        if !self.gateways.is_empty() {
+            let g: Vec<String> = self
+                .gateways
+                .iter()
+                .map(|g| format!("{}/{}", g.ip, g.prefix_len))
+                .collect();
+            v.push(("gateway".into(), g.join(",")));
+        }
+        v
+    }
+
     fn plan_start(&self, nl: &mut Netlink) -> Result<Start> {
         let name = self.netdev.to_string();
         let link = nl.link_by_name(&name)?;

@@ -60,6 +60,10 @@ impl Record {
         self
     }
 
+    pub fn fields(&self) -> &[(String, String)] {
+        &self.fields
+    }
+
     pub fn opt(&self, key: &str) -> Option<&str> {
         self.fields
             .iter()
@@ -283,6 +287,25 @@ impl Location {
     /// occurs in an interface name, so keys of different kinds cannot collide).
     pub fn state_file(&self, script: &str, key: &str) -> PathBuf {
         self.dir.join(format!("{script}@{key}.state"))
+    }
+
+    /// Every state file of `script` in this namespace.
+    pub fn state_files(&self, script: &str) -> Vec<PathBuf> {
+        let prefix = format!("{script}@");
+        let mut out: Vec<PathBuf> = fs::read_dir(&self.dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.extension().is_some_and(|x| x == "state")
+                            && p.file_name()
+                                .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
     }
 
     /// The lock every network script of this namespace takes for start and stop.

@@ -139,6 +139,7 @@ impl Sandbox {
             "vif-setup",
             "network-bridge",
             "network-route",
+            "network-prebuilt",
             "xen-vif",
         ] {
             std::os::unix::fs::symlink(binary(), dir.join(script)).unwrap();
@@ -449,6 +450,125 @@ impl Sandbox {
 
     pub fn path(&self, p: &str) -> PathBuf {
         self.dir.join(p)
+    }
+}
+
+/// A second network namespace (a "switch" answering ping, a "guest", a "world"), deleted with
+/// the test.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!(
+            "xvt-{}-{}-{n}",
+            std::process::id(),
+            &tag[..tag.len().min(20)]
+        );
+        let st = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip netns add {name}");
+        let ns = Netns { name };
+        ns.ip("link set lo up");
+        ns
+    }
+
+    pub fn ip(&self, args: &str) -> String {
+        let o = Command::new("ip")
+            .arg("-n")
+            .arg(&self.name)
+            .args(args.split_whitespace())
+            .output()
+            .unwrap();
+        let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
+        s.push_str(&String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success(), "ip -n {} {args}: {s}", self.name);
+        s
+    }
+
+    pub fn sh(&self, cmd: &str) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, "sh", "-c", cmd])
+            .output()
+            .unwrap()
+    }
+
+    /// Whether `dst` answers ping from this namespace (a few tries: ARP and DAD take a moment).
+    pub fn ping(&self, dst: &str) -> bool {
+        ping_in(&self.name, dst)
+    }
+}
+
+fn ping_in(ns: &str, dst: &str) -> bool {
+    Command::new("ip")
+        .args([
+            "netns", "exec", ns, "ping", "-c", "3", "-i", "0.2", "-W", "3", dst,
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+impl Sandbox {
+    pub fn netns(&self, tag: &str) -> Netns {
+        Netns::new(tag)
+    }
+
+    /// A veth `local` in this namespace and its peer `remote` in `other` (up there).
+    pub fn veth_to(&self, local: &str, other: &Netns, remote: &str) {
+        self.ip(&format!(
+            "link add {local} type veth peer name {remote} netns {}",
+            other.name
+        ));
+        other.ip(&format!("link set {remote} up"));
+    }
+
+    pub fn ping(&self, dst: &str) -> bool {
+        ping_in(&self.ns, dst)
+    }
+
+    /// Where network scripts run by `net` keep their state (XEN_VIF_RUN_DIR).
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+
+    /// A network script (`network-bridge`, `network-route`, `network-prebuilt`, or `xen-vif`)
+    /// as xend runs it, its state under `run_dir()`.
+    pub fn net(&self, script: &str, args: &[&str]) -> Output {
+        let env = vec![(
+            "XEN_VIF_RUN_DIR".to_string(),
+            self.run_dir().display().to_string(),
+        )];
+        self.run(script, args, &env)
+    }
+
+    /// Every state file under `run_dir()`.
+    pub fn state_files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "state") {
+                    out.push(p);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.run_dir(), &mut out);
+        out.sort();
+        out
     }
 }
 
