@@ -149,9 +149,14 @@ impl Params {
 
     /// Every value of a key that may repeat, comma-separated lists split.
     pub fn all(&self, key: &str) -> Vec<&str> {
+        self.all_of(&[key])
+    }
+
+    /// Every value of any of `keys`, in the order given.
+    pub fn all_of(&self, keys: &[&str]) -> Vec<&str> {
         self.vars
             .iter()
-            .filter(|(k, _)| k == key)
+            .filter(|(k, _)| keys.contains(&k.as_str()))
             .flat_map(|(_, v)| v.split(','))
             .map(str::trim)
             .filter(|v| !v.is_empty())

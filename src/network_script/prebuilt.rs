@@ -40,7 +40,7 @@ pub fn check(nl: &mut Netlink, names: &[IfName]) -> Result<i32> {
 
 pub fn bridges(p: &Params) -> Result<Vec<IfName>> {
     let mut out: Vec<IfName> = Vec::new();
-    for v in p.all("bridges").into_iter().chain(p.all("bridge")) {
+    for v in p.all_of(&["bridges", "bridge"]) {
         let n = IfName::new(v).map_err(|e| anyhow::anyhow!("bridges: {e}"))?;
         if !out.contains(&n) {
             out.push(n);

@@ -392,10 +392,11 @@ impl Instance for RouteInstance {
         let mut routes = nl.routes(false)?;
         routes.extend(nl.routes(true)?);
         let vifs: Vec<Link> = nl.links()?.into_iter().filter(is_vif).collect();
-        out.push_str(&format!(
-            "vifs: {}\n",
-            if vifs.is_empty() { "none" } else { "" }
-        ));
+        out.push_str(if vifs.is_empty() {
+            "vifs: none\n"
+        } else {
+            "vifs:\n"
+        });
         for v in &vifs {
             let proxy = IfName::new(&v.name)
                 .map(|n| read(&sysctl::ipv4_conf(&n, "proxy_arp")))
