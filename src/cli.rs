@@ -81,6 +81,7 @@ pub enum NetworkCmd {
     /// Check pre-built bridges (what `network-prebuilt start bridges=...` does): changes
     /// nothing; exit 1 with one line per bridge that is missing, not a bridge, or down.
     Check {
+        /// The bridges the distro built (e.g. br4 br100).
         #[arg(required = true, value_name = "BRIDGE")]
         bridges: Vec<String>,
     },
@@ -95,6 +96,8 @@ pub enum ActionArg {
 
 #[derive(clap::Args, Debug)]
 pub struct ScriptArgs {
+    /// start: build (a no-op when already built); stop: put the host back exactly as before
+    /// start; status: show the picture.
     pub action: ActionArg,
     /// Parameters as xend passes them to the script.
     #[arg(value_name = "KEY=VALUE", value_parser = key_value)]

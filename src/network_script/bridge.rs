@@ -44,13 +44,9 @@ pub fn instance(nl: &mut Netlink, p: &Params) -> Result<Option<Box<dyn Instance>
             bail!("{k}= only goes with trunk= (per-VLAN bridges on a trunk)");
         }
     }
-    let netdev = match (p.ifname("netdev")?, p.get("vifnum")) {
-        (Some(n), _) => n,
-        (None, Some(v)) if v.bytes().all(|b| b.is_ascii_digit()) => {
-            IfName::new(&format!("eth{v}")).map_err(anyhow::Error::msg)?
-        }
-        (None, Some(v)) => bail!("vifnum={v:?} is not a number"),
-        (None, None) => match default_route_device(nl)? {
+    let netdev = match p.netdev()? {
+        Some(n) => n,
+        None => match default_route_device(nl)? {
             Some(l) => IfName::new(&l.name).map_err(anyhow::Error::msg)?,
             None => bail!("no netdev= given and the host has no default route to take it from"),
         },
@@ -137,6 +133,31 @@ fn no_ipv6_step(dev: &str) -> Option<Step> {
         value: "1".into(),
         old,
     })
+}
+
+/// A new bridge `name` (ifindex `index`, without IPv6: it carries guests' traffic, not the
+/// host's) with the existing link `port` as its port.
+fn bridge_with_port(
+    name: &str,
+    index: u32,
+    vlan_filtering: bool,
+    port: u32,
+    port_name: &str,
+) -> Vec<Step> {
+    let mut steps = vec![Step::CreateLink {
+        name: name.into(),
+        link: NewLink::Bridge { vlan_filtering },
+        index,
+    }];
+    steps.extend(no_ipv6_step(name));
+    steps.push(Step::SetMaster {
+        index: port,
+        name: port_name.into(),
+        master: index,
+        master_name: name.into(),
+        old: 0,
+    });
+    steps
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -601,22 +622,8 @@ impl TrunkBridges {
                         },
                         index: vi,
                     });
-                    steps.push(Step::CreateLink {
-                        name: bname.clone(),
-                        link: NewLink::Bridge {
-                            vlan_filtering: false,
-                        },
-                        index: bi,
-                    });
                     steps.extend(no_ipv6_step(&vname));
-                    steps.extend(no_ipv6_step(&bname));
-                    steps.push(Step::SetMaster {
-                        index: vi,
-                        name: vname.clone(),
-                        master: bi,
-                        master_name: bname.clone(),
-                        old: 0,
-                    });
+                    steps.extend(bridge_with_port(&bname, bi, false, vi, &vname));
                     records.push(
                         Record::new("vlan")
                             .set("vid", vid)
@@ -637,21 +644,7 @@ impl TrunkBridges {
             TrunkMode::Filtering { bridge } => {
                 let b = bridge.to_string();
                 let bi = indexes.take()?;
-                steps.push(Step::CreateLink {
-                    name: b.clone(),
-                    link: NewLink::Bridge {
-                        vlan_filtering: true,
-                    },
-                    index: bi,
-                });
-                steps.extend(no_ipv6_step(&b));
-                steps.push(Step::SetMaster {
-                    index: trunk.index,
-                    name: t.clone(),
-                    master: bi,
-                    master_name: b.clone(),
-                    old: 0,
-                });
+                steps.extend(bridge_with_port(&b, bi, true, trunk.index, &t));
                 // A new port gets the bridge's default PVID 1 untagged; a trunk carries exactly
                 // the VLANs named, tagged.
                 steps.push(Step::AddPortVlans {

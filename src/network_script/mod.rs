@@ -169,6 +169,20 @@ impl Params {
             .transpose()
     }
 
+    /// `netdev=`, else xend's `eth<vifnum>`; `None` when neither is given.
+    pub fn netdev(&self) -> Result<Option<IfName>> {
+        match (self.ifname("netdev")?, self.get("vifnum")) {
+            (Some(n), _) => Ok(Some(n)),
+            (None, Some(v)) if v.bytes().all(|b| b.is_ascii_digit()) => {
+                IfName::new(&format!("eth{v}"))
+                    .map(Some)
+                    .map_err(anyhow::Error::msg)
+            }
+            (None, Some(v)) => bail!("vifnum={v:?} is not a number"),
+            (None, None) => Ok(None),
+        }
+    }
+
     pub fn yes(&self, key: &str) -> Result<bool> {
         match self.get(key) {
             None | Some("no" | "0" | "false" | "off") => Ok(false),

@@ -78,13 +78,9 @@ pub fn instance(nl: &mut Netlink, p: &Params) -> Result<RouteInstance> {
         }
         gateways.push(g);
     }
-    let netdev = match (p.ifname("netdev")?, p.get("vifnum")) {
-        (Some(n), _) => n,
-        (None, Some(v)) if v.bytes().all(|b| b.is_ascii_digit()) => {
-            IfName::new(&format!("eth{v}")).map_err(anyhow::Error::msg)?
-        }
-        (None, Some(v)) => bail!("vifnum={v:?} is not a number"),
-        (None, None) => {
+    let netdev = match p.netdev()? {
+        Some(n) => n,
+        None => {
             if !gateways.is_empty() || nl.link_by_name(DEFAULT_GATEWAY_DEV)?.is_some() {
                 IfName::new(DEFAULT_GATEWAY_DEV).map_err(anyhow::Error::msg)?
             } else {
