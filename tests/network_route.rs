@@ -280,3 +280,34 @@ fn bad_parameters_change_nothing() {
     assert_eq!(before, sb.snapshot());
     assert_eq!(sys_before, sysctls(&sb));
 }
+
+#[test]
+fn a_failure_midway_leaves_the_host_and_the_sysctls_unchanged() {
+    let Some(sb) = host("midway") else {
+        return;
+    };
+    // The kernel refuses an IPv6 address on a device with IPv6 disabled: the last step fails
+    // after forwarding, proxy ARP and the IPv4 address are done.
+    sb.sh("echo 1 > /proc/sys/net/ipv6/conf/gw0/disable_ipv6");
+    // Undoing ip_forward resets every device's forwarding; this one must come back as 1.
+    sb.sh("echo 1 > /proc/sys/net/ipv4/conf/eth0/forwarding");
+    let (before, sys_before) = (sb.snapshot(), sysctls(&sb));
+    let o = sb.net(
+        "network-route",
+        &[
+            "start",
+            "netdev=gw0",
+            "gateway=10.9.0.1/29",
+            "gateway=2001:db8:9::1/64",
+        ],
+    );
+    assert_fails(&o);
+    assert!(
+        stderr(&o).contains("ip address add 2001:db8:9::1/64 dev gw0"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(before, sb.snapshot());
+    assert_eq!(sys_before, sysctls(&sb));
+    assert!(sb.state_files().is_empty());
+}

@@ -436,14 +436,15 @@ fn start(
     let mut st = State::new(std::iter::once(named).chain(records).collect());
     st.save(path, name)?;
     if let Err(e) = plan::apply(nl, &NoStore, &steps) {
-        // The undo has run; the state goes only when the host provably is as it was.
-        return match inst.plan_stop(nl, &st) {
-            Ok(rest) if rest.is_empty() => {
+        // The undo has run. What it cannot see (the kernel's sysctl cascade) the restore
+        // repairs; the state goes only when the host provably is as it was.
+        return match restore(nl, inst, &st) {
+            Ok(()) => {
                 state::remove(path)?;
                 Err(plainly(e))
             }
-            _ => Err(e.context(format!(
-                "the host is not fully restored: state kept in {}, run `{name} stop`",
+            Err(re) => Err(e.context(format!(
+                "the host is not fully restored ({re:#}): state kept in {}, run `{name} stop`",
                 path.display()
             ))),
         };
@@ -472,26 +473,30 @@ fn stop(
         ));
         return Ok(());
     };
+    if dry_run {
+        plan::print(&inst.plan_stop(nl, &st)?);
+        return Ok(());
+    }
+    restore(nl, inst, &st).with_context(|| {
+        format!(
+            "state kept in {}: fix the cause and run stop again",
+            path.display()
+        )
+    })?;
+    state::remove(path)
+}
+
+/// Put the host back as `st` records it: plan from what the kernel has, apply every step
+/// (collecting errors), and plan again until nothing is left.
+fn restore(nl: &mut Netlink, inst: &dyn Instance, st: &State) -> Result<()> {
     for _ in 0..STOP_PASSES {
-        let steps = inst.plan_stop(nl, &st)?;
-        if dry_run {
-            plan::print(&steps);
+        let steps = inst.plan_stop(nl, st)?;
+        if steps.is_empty() {
             return Ok(());
         }
-        if steps.is_empty() {
-            return state::remove(path);
-        }
-        plan::teardown(nl, &NoStore, &steps).with_context(|| {
-            format!(
-                "state kept in {}: fix the cause and run stop again",
-                path.display()
-            )
-        })?;
+        plan::teardown(nl, &NoStore, &steps)?;
     }
-    bail!(
-        "the host still differs from {} after stop; run stop again",
-        path.display()
-    )
+    bail!("the host still differs from the state after {STOP_PASSES} passes")
 }
 
 /// The device of the main table's default route (IPv4 first, then IPv6), as xend chose netdev.
