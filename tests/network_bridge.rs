@@ -17,6 +17,7 @@ fn host(tag: &str) -> Option<(Sandbox, Netns)> {
     sw.ip("addr add 192.168.5.1/32 dev lo");
     sw.ip("route add 10.0.0.0/24 dev port0 table 10");
     sb.ip("link set eth0 address 02:11:22:33:44:55");
+    sb.ip("link set eth0 alias uplink");
     sb.ip("link set eth0 up");
     sb.ip("addr add 10.0.0.2/24 dev eth0");
     sb.ip("addr add 10.0.0.3/24 dev eth0");
@@ -34,6 +35,10 @@ fn host(tag: &str) -> Option<(Sandbox, Netns)> {
 /// The inode of the sandbox's network namespace, which names its state directory.
 fn netns_inode(sb: &Sandbox) -> u64 {
     std::os::unix::fs::MetadataExt::ino(&fs::metadata(format!("/run/netns/{}", sb.ns)).unwrap())
+}
+
+fn alias(sb: &Sandbox, dev: &str) -> Option<String> {
+    sb.link(dev)?["ifalias"].as_str().map(String::from)
 }
 
 fn info_data(sb: &Sandbox, dev: &str, key: &str) -> serde_json::Value {
@@ -59,6 +64,7 @@ fn start_bridges_the_nic_and_stop_restores_the_host() {
     assert_eq!(sb.master("peth0").as_deref(), Some("eth0"));
     assert!(sb.is_up("peth0") && sb.is_up("eth0"));
     assert_eq!(sb.mac("eth0"), "02:11:22:33:44:55");
+    assert_eq!(alias(&sb, "peth0").as_deref(), Some("uplink"));
     assert!(sb.addrs("peth0").is_empty(), "{:?}", sb.addrs("peth0"));
     let mut addrs = sb.addrs("eth0");
     addrs.sort();
@@ -110,6 +116,7 @@ fn start_bridges_the_nic_and_stop_restores_the_host() {
     // Stop in a new process, as xend does, without netdev=: back exactly as before.
     assert_ok(&sb.net("network-bridge", &["stop"]));
     assert_eq!(before, sb.snapshot());
+    assert_eq!(alias(&sb, "eth0").as_deref(), Some("uplink"));
     assert!(sb.state_files().is_empty());
     assert!(sb.ping("10.0.0.1"));
     // Stop again: nothing to undo.
@@ -253,6 +260,7 @@ fn a_failure_midway_leaves_the_host_unchanged() {
     assert!(err.contains("EBUSY"), "{err}");
     assert_eq!(before, sb.snapshot());
     assert!(sb.state_files().is_empty(), "no state after a clean undo");
+    assert_eq!(alias(&sb, "eth0").as_deref(), Some("uplink"));
     assert!(sb.ping("10.0.0.1"));
 }
 
@@ -411,6 +419,7 @@ fn stop_restores_after_a_start_that_was_interrupted() {
         let o = sb.net("network-bridge", &["stop"]);
         assert_ok(&o);
         assert_eq!(before, sb.snapshot(), "{label}");
+        assert_eq!(alias(&sb, "eth0").as_deref(), Some("uplink"), "{label}");
         assert!(sb.state_files().is_empty(), "{label}");
     }
 }

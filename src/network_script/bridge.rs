@@ -87,8 +87,8 @@ fn is_v6_link_local(ip: &IpAddr) -> bool {
 /// address (those come back by themselves). Direct routes first: a gateway must be reachable
 /// when its route is added.
 pub fn movable_routes(nl: &mut Netlink, index: u32) -> Result<Vec<Route>> {
-    let mut routes: Vec<Route> = nl.routes(false)?;
-    routes.extend(nl.routes(true)?);
+    let mut routes: Vec<Route> = nl.routes(false, Some(index))?;
+    routes.extend(nl.routes(true, Some(index))?);
     routes.retain(|r| {
         r.oif == Some(index)
             && r.kind == RTN_UNICAST
@@ -253,6 +253,8 @@ impl Instance for NicBridge {
             index: nic.index,
             from: n.clone(),
             to: p.clone(),
+            // The NIC keeps its description (a rename without one would clear it).
+            alias: nic.alias.clone(),
         });
         steps.push(Step::CreateLink {
             name: b.clone(),
@@ -310,11 +312,17 @@ impl Instance for NicBridge {
         }
 
         let mut records = vec![
-            Record::new("nic")
-                .set("index", nic.index)
-                .set("name", &n)
-                .set("pdev", &p)
-                .set("up", u8::from(nic.up)),
+            {
+                let r = Record::new("nic")
+                    .set("index", nic.index)
+                    .set("name", &n)
+                    .set("pdev", &p)
+                    .set("up", u8::from(nic.up));
+                match &nic.alias {
+                    Some(a) => r.set("alias", a),
+                    None => r,
+                }
+            },
             Record::new("bridge").set("index", bindex).set("name", &b),
         ];
         records.extend(addrs.iter().map(|a| address_record("addr", a)));
@@ -360,6 +368,7 @@ impl Instance for NicBridge {
             ));
             return Ok(steps);
         };
+        let alias = nic_rec.opt("alias").map(String::from);
         let mut up = nic.up;
         if nic.name != name {
             if nic.up {
@@ -374,6 +383,15 @@ impl Instance for NicBridge {
                 index: nindex,
                 from: nic.name.clone(),
                 to: name.into(),
+                alias: alias.clone(),
+            });
+        } else if nic.alias != alias {
+            // An undone rename clears the alias; put the NIC's own back.
+            steps.push(Step::Rename {
+                index: nindex,
+                from: nic.name.clone(),
+                to: name.into(),
+                alias: Some(alias.clone().unwrap_or_default()),
             });
         }
         let was_up = nic_rec.flag("up")?;
@@ -397,8 +415,8 @@ impl Instance for NicBridge {
                 });
             }
         }
-        let mut now = nl.routes(false)?;
-        now.extend(nl.routes(true)?);
+        let mut now = nl.routes(false, Some(nindex))?;
+        now.extend(nl.routes(true, Some(nindex))?);
         for r in state.of_kind("route") {
             let route = route_of(r)?;
             if !now.iter().any(|n| same_route(n, &route)) {
@@ -449,8 +467,8 @@ impl Instance for NicBridge {
                 out.push_str(&format!("  address {}/{}\n", a.ip, a.prefix_len));
             }
         }
-        let mut routes = nl.routes(false)?;
-        routes.extend(nl.routes(true)?);
+        let mut routes = nl.routes(false, Some(br.index))?;
+        routes.extend(nl.routes(true, Some(br.index))?);
         for r in routes.iter().filter(|r| {
             r.oif == Some(br.index) && r.kind == RTN_UNICAST && !is_v6_link_local(&r.dst)
         }) {

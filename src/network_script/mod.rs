@@ -503,7 +503,7 @@ fn restore(nl: &mut Netlink, inst: &dyn Instance, st: &State) -> Result<()> {
 pub fn default_route_device(nl: &mut Netlink) -> Result<Option<Link>> {
     for v6 in [false, true] {
         let oif = nl
-            .routes(v6)?
+            .routes(v6, None)?
             .into_iter()
             .filter(|r| r.prefix_len == 0 && r.table == RT_TABLE_MAIN && r.kind == 1)
             .find_map(|r| r.oif);

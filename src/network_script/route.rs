@@ -385,8 +385,8 @@ impl Instance for RouteInstance {
             self.netdev,
             read(&sysctl::ipv4_conf(&self.netdev, "proxy_arp"))
         ));
-        let mut routes = nl.routes(false)?;
-        routes.extend(nl.routes(true)?);
+        let mut routes = nl.routes(false, None)?;
+        routes.extend(nl.routes(true, None)?);
         let vifs: Vec<Link> = nl.links()?.into_iter().filter(is_vif).collect();
         out.push_str(if vifs.is_empty() {
             "vifs: none\n"

@@ -453,64 +453,6 @@ impl Sandbox {
     }
 }
 
-/// A second network namespace (a "switch" answering ping, a "guest", a "world"), deleted with
-/// the test.
-pub struct Netns {
-    pub name: String,
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-impl Netns {
-    pub fn new(tag: &str) -> Netns {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let name = format!(
-            "xvt-{}-{}-{n}",
-            std::process::id(),
-            &tag[..tag.len().min(20)]
-        );
-        let st = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap();
-        assert!(st.success(), "ip netns add {name}");
-        let ns = Netns { name };
-        ns.ip("link set lo up");
-        ns
-    }
-
-    pub fn ip(&self, args: &str) -> String {
-        let o = Command::new("ip")
-            .arg("-n")
-            .arg(&self.name)
-            .args(args.split_whitespace())
-            .output()
-            .unwrap();
-        let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
-        s.push_str(&String::from_utf8_lossy(&o.stderr));
-        assert!(o.status.success(), "ip -n {} {args}: {s}", self.name);
-        s
-    }
-
-    pub fn sh(&self, cmd: &str) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name, "sh", "-c", cmd])
-            .output()
-            .unwrap()
-    }
-
-    /// Whether `dst` answers ping from this namespace (a few tries: ARP and DAD take a moment).
-    pub fn ping(&self, dst: &str) -> bool {
-        ping_in(&self.name, dst)
-    }
-}
-
 fn ping_in(ns: &str, dst: &str) -> bool {
     Command::new("ip")
         .args([
@@ -522,7 +464,7 @@ fn ping_in(ns: &str, dst: &str) -> bool {
 
 impl Sandbox {
     pub fn netns(&self, tag: &str) -> Netns {
-        Netns::new(tag)
+        Netns::new(self, tag)
     }
 
     /// A veth `local` in this namespace and its peer `remote` in `other` (up there).
