@@ -994,16 +994,21 @@ mod tests {
         }
     }
 
+    /// The plan as `ip` commands, without the sysctls (which depend on the test host's IPv6).
+    fn shown(steps: &[Step]) -> Vec<String> {
+        steps
+            .iter()
+            .filter(|s| !matches!(s, Step::Sysctl { .. }))
+            .map(|s| s.to_string())
+            .collect()
+    }
+
     #[test]
     fn per_vlan_plan() {
         let t = trunk(TrunkMode::PerVlan, vec![4, 100]);
         let mut idx = FreeIndexes(10);
         let (steps, records) = t.steps_for(&eth1(), &mut idx).unwrap();
-        let shown: Vec<String> = steps
-            .iter()
-            .filter(|s| !matches!(s, Step::Sysctl { .. }))
-            .map(|s| s.to_string())
-            .collect();
+        let shown = shown(&steps);
         assert_eq!(
             shown,
             vec![
@@ -1043,11 +1048,7 @@ mod tests {
         let mut up = eth1();
         up.up = true;
         let (steps, _) = t.steps_for(&up, &mut FreeIndexes(10)).unwrap();
-        let shown: Vec<String> = steps
-            .iter()
-            .filter(|s| !matches!(s, Step::Sysctl { .. }))
-            .map(|s| s.to_string())
-            .collect();
+        let shown = shown(&steps);
         assert_eq!(
             shown,
             vec![
