@@ -8,6 +8,7 @@ use std::io::Write;
 use crate::hotplug::{self, Env};
 use crate::invocation::{Call, Command, Mode, Personality, TypeIf, Words};
 use crate::log;
+use crate::network_script::{self, Action, Script};
 use crate::status;
 use crate::{config, docs};
 
@@ -59,6 +60,12 @@ pub enum Cmd {
         #[command(subcommand)]
         what: Generate,
     },
+    /// Host network set-up, as xend's network-script: network-bridge, network-route, and the
+    /// check of pre-built bridges.
+    Network {
+        #[command(subcommand)]
+        command: NetworkCmd,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -67,6 +74,66 @@ pub enum Generate {
     Man,
     /// Completions for SHELL.
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NetworkCmd {
+    /// What `network-bridge` does: a bridge takes a NIC's place, or per-VLAN bridges on a trunk.
+    #[command(after_help = "Parameters:\n  \
+        netdev=ethX          the NIC (default: the device of the default route)\n  \
+        bridge=NAME          the bridge's name (default: the NIC's; `null`: do nothing)\n  \
+        trunk=eth1 vlans=4,100 [bridge_template=br%d]\n                       \
+        an 802.1q device per VLAN (eth1.4) in its own bridge (br4)\n  \
+        trunk=eth1 vlans=4,100 vlan_filtering=yes [bridge=xenbr0]\n                       \
+        one VLAN-aware bridge, the trunk a tagged port\n  \
+        force=yes            stop even with vifs still attached\n\n\
+        Examples:\n  xen-vif network bridge start netdev=eth0\n  \
+        xen-vif network bridge start trunk=eth1 vlans=4,100 --dry-run\n  \
+        xen-vif network bridge stop netdev=eth0")]
+    Bridge(ScriptArgs),
+    /// What `network-route` does: forwarding, proxy ARP, and a dummy gateway device.
+    #[command(after_help = "Parameters:\n  \
+        netdev=DEV           the gateway device (default: dummy0 with gateway= or when it \
+        exists, else the device of the default route)\n  \
+        gateway=ADDR/LEN     an address for the gateway device (repeatable); the device is \
+        created as a dummy link if missing\n\n\
+        Examples:\n  xen-vif network route start netdev=dummy0 gateway=10.9.0.1/29\n  \
+        xen-vif network route status netdev=dummy0")]
+    Route(ScriptArgs),
+    /// Check pre-built bridges (what `network-prebuilt start bridges=...` does): changes
+    /// nothing; exit 1 with one line per bridge that is missing, not a bridge, or down.
+    Check {
+        /// The bridges the distro built (e.g. br4 br100).
+        #[arg(required = true, value_name = "BRIDGE")]
+        bridges: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ActionArg {
+    Start,
+    Stop,
+    Status,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ScriptArgs {
+    /// start: build (a no-op when already built); stop: put the host back exactly as before
+    /// start; status: show the picture.
+    pub action: ActionArg,
+    /// Parameters as xend passes them to the script.
+    #[arg(value_name = "KEY=VALUE", value_parser = key_value)]
+    pub params: Vec<(String, String)>,
+    /// Print each planned change and make none.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -124,6 +191,7 @@ pub fn run(args: Vec<String>) -> i32 {
     match cli.command {
         Cmd::Add(a) => device(&a, true),
         Cmd::Remove(a) => device(&a, false),
+        Cmd::Network { command } => network(command),
         Cmd::Status { json } => match status::run(json) {
             Ok(()) => 0,
             Err(e) => {
@@ -169,6 +237,23 @@ fn generate(what: Generate) -> i32 {
             1
         }
     }
+}
+
+fn network(cmd: NetworkCmd) -> i32 {
+    let (script, a) = match cmd {
+        NetworkCmd::Bridge(a) => (Script::Bridge, a),
+        NetworkCmd::Route(a) => (Script::Route, a),
+        NetworkCmd::Check { bridges } => {
+            let vars = vec![("bridges".to_string(), bridges.join(","))];
+            return network_script::run(Script::Prebuilt, Action::Start, &vars, false);
+        }
+    };
+    let action = match a.action {
+        ActionArg::Start => Action::Start,
+        ActionArg::Stop => Action::Stop,
+        ActionArg::Status => Action::Status,
+    };
+    network_script::run(script, action, &a.params, a.dry_run)
 }
 
 fn device(a: &DeviceArgs, up: bool) -> i32 {

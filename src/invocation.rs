@@ -17,6 +17,8 @@ pub enum Personality {
     VifSetup,
     NetworkBridge,
     NetworkRoute,
+    /// The checking replacement for `(network-script /bin/true)`: pre-built bridges.
+    NetworkPrebuilt,
     Cli,
 }
 
@@ -28,6 +30,7 @@ impl Personality {
             "vif-setup" => Personality::VifSetup,
             "network-bridge" => Personality::NetworkBridge,
             "network-route" => Personality::NetworkRoute,
+            "network-prebuilt" => Personality::NetworkPrebuilt,
             _ => Personality::Cli,
         }
     }
@@ -40,6 +43,7 @@ impl Personality {
             Personality::VifSetup => "vif-setup",
             Personality::NetworkBridge => "network-bridge",
             Personality::NetworkRoute => "network-route",
+            Personality::NetworkPrebuilt => "network-prebuilt",
             Personality::Cli => "xen-vif",
         }
     }

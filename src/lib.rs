@@ -15,6 +15,7 @@ pub mod lock;
 pub mod log;
 pub mod modes;
 pub mod netlink;
+pub mod network_script;
 pub mod plan;
 pub mod status;
 pub mod sysctl;
@@ -39,13 +40,10 @@ pub fn main_entry() -> i32 {
     watchdog::install(personality.name());
     match personality {
         Personality::Cli => cli::run(args),
-        Personality::NetworkBridge | Personality::NetworkRoute => {
-            log::init(personality.name(), false, false);
-            log::error(&format!(
-                "{}: not implemented yet in this version of xen-vif",
-                personality.name()
-            ));
-            1
+        Personality::NetworkBridge | Personality::NetworkRoute | Personality::NetworkPrebuilt => {
+            let verbose = env_var("XEN_VIF_LOG").is_some_and(|v| v == "debug");
+            log::init(personality.name(), verbose, false);
+            network_script::run_personality(personality, &args[1..])
         }
         p => {
             let verbose = env_var("XEN_VIF_LOG").is_some_and(|v| v == "debug");

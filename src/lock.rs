@@ -4,8 +4,10 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
@@ -29,7 +31,7 @@ pub fn lock_device(name: &str) -> anyhow::Result<DeviceLock> {
             .mode(0o600)
             .open(&path)
     });
-    let mut file = match file {
+    let file = match file {
         Ok(f) => f,
         Err(e) => {
             log::warn(&format!(
@@ -38,10 +40,36 @@ pub fn lock_device(name: &str) -> anyhow::Result<DeviceLock> {
             return Ok(DeviceLock(None));
         }
     };
+    match wait_exclusive(file, &path)? {
+        Ok(l) => Ok(DeviceLock(Some(l))),
+        Err(e) => {
+            log::warn(&format!("cannot lock {path} ({e}); going on without it"));
+            Ok(DeviceLock(None))
+        }
+    }
+}
+
+/// An exclusive lock on `path` (created if needed) where the lock is a precondition, not a
+/// safeguard: every failure is an error.
+pub fn lock_file(path: &Path) -> anyhow::Result<Flock<File>> {
+    let shown = path.display().to_string();
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("open lock {shown}"))?;
+    wait_exclusive(file, &shown)?.map_err(|e| anyhow::anyhow!("cannot lock {shown}: {e}"))
+}
+
+/// Wait, bounded, while another process holds the lock; `Ok(Err(errno))` for any other
+/// locking failure, so each caller decides what that means.
+fn wait_exclusive(mut file: File, path: &str) -> anyhow::Result<Result<Flock<File>, Errno>> {
     let start = Instant::now();
     loop {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(l) => return Ok(DeviceLock(Some(l))),
+            Ok(l) => return Ok(Ok(l)),
             Err((f, Errno::EWOULDBLOCK)) | Err((f, Errno::EINTR)) => {
                 if start.elapsed() > LOCK_WAIT {
                     anyhow::bail!(
@@ -52,10 +80,7 @@ pub fn lock_device(name: &str) -> anyhow::Result<DeviceLock> {
                 file = f;
                 std::thread::sleep(Duration::from_millis(5));
             }
-            Err((_, e)) => {
-                log::warn(&format!("cannot lock {path} ({e}); going on without it"));
-                return Ok(DeviceLock(None));
-            }
+            Err((_, e)) => return Ok(Err(e)),
         }
     }
 }

@@ -103,9 +103,12 @@ pub enum Step {
         value: String,
         old: String,
     },
+    /// `index`: the new link's ifindex, chosen by the plan so later steps can name it (0: the
+    /// kernel picks).
     CreateLink {
         name: String,
         link: NewLink,
+        index: u32,
     },
     /// Deleting a link cannot be undone by recreating it; only links this run created are deleted.
     DeleteLink {
@@ -139,7 +142,39 @@ fn vlans_str(v: &[PortVlan]) -> String {
         .join(", ")
 }
 
-fn route_str(r: &Route, dev: &str) -> String {
+fn index_str(index: u32) -> String {
+    if index == 0 {
+        String::new()
+    } else {
+        format!(" index {index}")
+    }
+}
+
+/// A link kind the running kernel does not have (EOPNOTSUPP on creation): the one line to show.
+#[derive(Debug)]
+pub struct Unsupported(pub &'static str);
+
+impl fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for Unsupported {}
+
+fn unsupported(link: &NewLink) -> Unsupported {
+    Unsupported(match link {
+        NewLink::Dummy => "kernel has no dummy link support (CONFIG_DUMMY)",
+        NewLink::Vlan { .. } => "kernel has no 802.1q support (CONFIG_VLAN_8021Q)",
+        NewLink::Bridge {
+            vlan_filtering: true,
+        } => "kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)",
+        NewLink::Bridge { .. } => "kernel has no bridge support (CONFIG_BRIDGE)",
+    })
+}
+
+/// A route as `ip route` spells it (without the verb).
+pub fn route_str(r: &Route, dev: &str) -> String {
     let mut s = format!("{}/{} dev {dev}", r.dst, r.prefix_len);
     if let Some(g) = r.gateway {
         s = format!("{}/{} via {g} dev {dev}", r.dst, r.prefix_len);
@@ -214,18 +249,23 @@ impl fmt::Display for Step {
                 write!(f, "ip neigh del proxy {ip} dev {dev}")
             }
             Step::Sysctl { path, value, .. } => write!(f, "echo {value} > {path}"),
-            Step::CreateLink { name, link } => match link {
+            Step::CreateLink { name, link, index } => match link {
                 NewLink::Bridge { vlan_filtering } => write!(
                     f,
-                    "ip link add {name} type bridge stp_state 0 forward_delay 0{}",
+                    "ip link add {name}{} type bridge stp_state 0 forward_delay 0{}",
+                    index_str(*index),
                     if *vlan_filtering {
                         " vlan_filtering 1"
                     } else {
                         ""
                     }
                 ),
-                NewLink::Dummy => write!(f, "ip link add {name} type dummy"),
-                NewLink::Vlan { id, .. } => write!(f, "ip link add {name} type vlan id {id}"),
+                NewLink::Dummy => write!(f, "ip link add {name}{} type dummy", index_str(*index)),
+                NewLink::Vlan { id, .. } => write!(
+                    f,
+                    "ip link add {name}{} type vlan id {id}",
+                    index_str(*index)
+                ),
             },
             Step::DeleteLink { name, .. } => write!(f, "ip link del {name}"),
             Step::XsWrite { path, value } => write!(f, "xenstore-write {path} {value}"),
@@ -441,8 +481,14 @@ impl Step {
                     old: value.clone(),
                 })
             }
-            Step::CreateLink { name, link } => {
-                nl.add_link(name, link).map_err(k)?;
+            Step::CreateLink { name, link, index } => {
+                match nl.add_link_at(name, link, *index) {
+                    Ok(()) => {}
+                    Err(e) if e.errno == Errno::EOPNOTSUPP => {
+                        return Err(anyhow::Error::new(e).context(unsupported(link)));
+                    }
+                    Err(e) => return Err(k(e)),
+                }
                 let created = nl
                     .link_by_name(name)
                     .map_err(k)?

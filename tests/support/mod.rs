@@ -139,6 +139,7 @@ impl Sandbox {
             "vif-setup",
             "network-bridge",
             "network-route",
+            "network-prebuilt",
             "xen-vif",
         ] {
             std::os::unix::fs::symlink(binary(), dir.join(script)).unwrap();
@@ -332,6 +333,10 @@ impl Sandbox {
         ))
         .unwrap();
         let log_dir = cstr(&self.log_dir());
+        // /run/xen-vif (device locks, network-script state) is the sandbox's own, too.
+        fs::create_dir_all(self.run_dir()).unwrap();
+        fs::create_dir_all("/run/xen-vif").unwrap();
+        let run_dir = cstr(&self.run_dir());
         // SAFETY: setns(2), unshare(2) and mount(2) are async-signal-safe syscalls on the
         // child's own state; every string was built before the fork.
         unsafe {
@@ -365,6 +370,13 @@ impl Sandbox {
                 check(libc::mount(
                     log_dir.as_ptr(),
                     c"/var/log".as_ptr(),
+                    none,
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ))?;
+                check(libc::mount(
+                    run_dir.as_ptr(),
+                    c"/run/xen-vif".as_ptr(),
                     none,
                     libc::MS_BIND,
                     std::ptr::null(),
@@ -538,6 +550,63 @@ pub fn guest_on_xenbr0(tag: &str, extra: &[(&str, &str)]) -> Option<Sandbox> {
     keys.extend_from_slice(extra);
     sb.backend(5, 0, &keys);
     Some(sb)
+}
+
+fn ping_in(ns: &str, dst: &str) -> bool {
+    Command::new("ip")
+        .args([
+            "netns", "exec", ns, "ping", "-c", "3", "-i", "0.2", "-W", "3", dst,
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+impl Sandbox {
+    pub fn netns(&self, tag: &str) -> Netns {
+        Netns::new(self, tag)
+    }
+
+    /// A veth `local` in this namespace and its peer `remote` in `other` (up there).
+    pub fn veth_to(&self, local: &str, other: &Netns, remote: &str) {
+        self.ip(&format!(
+            "link add {local} type veth peer name {remote} netns {}",
+            other.name
+        ));
+        other.ip(&format!("link set {remote} up"));
+    }
+
+    pub fn ping(&self, dst: &str) -> bool {
+        ping_in(&self.ns, dst)
+    }
+
+    /// What the binary sees as /run/xen-vif (its locks, the network scripts' state).
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+
+    /// A network script (`network-bridge`, `network-route`, `network-prebuilt`, or `xen-vif`)
+    /// as xend runs it.
+    pub fn net(&self, script: &str, args: &[&str]) -> Output {
+        self.run(script, args, &[])
+    }
+
+    /// Every state file under `run_dir()`.
+    pub fn state_files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "state") {
+                    out.push(p);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.run_dir(), &mut out);
+        out.sort();
+        out
+    }
 }
 
 /// A snapshot without the lines of one link (e.g. a port's MAC, which netback's device keeps).
