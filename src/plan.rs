@@ -21,14 +21,15 @@ pub enum Step {
         name: String,
         up: bool,
     },
-    /// Rename, and set the alias that records whose device it is in the same message, so no
-    /// kill between the two can leave a renamed device we cannot recognise. The alias is
-    /// `None` when renaming back, which clears it.
+    /// Rename, and set the alias in the same message (for a vif: the one that records whose
+    /// device it is, so no kill between the two can leave a renamed device we cannot
+    /// recognise). `None` clears the alias; `old_alias` is what the undo puts back.
     Rename {
         index: u32,
         from: String,
         to: String,
         alias: Option<String>,
+        old_alias: Option<String>,
     },
     AddAltName {
         index: u32,
@@ -307,6 +308,7 @@ impl Step {
                 from,
                 to,
                 alias,
+                old_alias,
             } => {
                 nl.set_link(
                     *index,
@@ -321,7 +323,8 @@ impl Step {
                     index: *index,
                     from: to.clone(),
                     to: from.clone(),
-                    alias: None,
+                    alias: old_alias.clone(),
+                    old_alias: alias.clone(),
                 })
             }
             Step::AddAltName { index, name, alt } => {

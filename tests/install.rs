@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
 
-const NAMES: [&str; 5] = [
+const NAMES: [&str; 6] = [
     "vif-bridge",
     "vif-route",
     "vif-setup",
     "network-bridge",
     "network-route",
+    "network-prebuilt",
 ];
 const STOCK: [&str; 3] = ["vif-bridge", "vif-route", "vif-setup"];
 

@@ -69,6 +69,7 @@ pub fn name_steps(nl: &mut Netlink, hp: &Hotplug, link: &Link) -> Result<Vec<Ste
             from: link.name.clone(),
             to: hp.wanted_name.to_string(),
             alias: Some(owner_alias(hp)),
+            old_alias: link.alias.clone(),
         });
     }
     if hp.wanted_name != hp.kernel_name

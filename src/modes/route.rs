@@ -121,14 +121,8 @@ pub fn gateway_device(nl: &mut Netlink, hp: &Hotplug) -> Result<Link> {
     if let Some(l) = nl.link_by_name("dummy0")? {
         return Ok(l);
     }
-    let default = nl
-        .routes(false, None)?
-        .into_iter()
-        .find(|r| r.prefix_len == 0 && r.table == crate::netlink::RT_TABLE_MAIN && r.oif.is_some());
-    if let Some(oif) = default.and_then(|r| r.oif) {
-        if let Some(l) = nl.link_by_index(oif)? {
-            return Ok(l);
-        }
+    if let Some(l) = nl.default_route_link()? {
+        return Ok(l);
     }
     bail!("no gateway device: set gatewaydev (netdev=), create dummy0, or add a default route")
 }

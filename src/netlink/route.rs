@@ -158,4 +158,23 @@ impl Netlink {
         m.header.scope = RouteScope::NoWhere;
         self.request(Rt::DelRoute(m), 0)
     }
+
+    /// The link of the main table's default route (IPv4 first, then IPv6), if any.
+    pub fn default_route_link(&mut self) -> Result<Option<super::Link>> {
+        for v6 in [false, true] {
+            let oif = self
+                .routes(v6, None)?
+                .into_iter()
+                .filter(|r| {
+                    r.prefix_len == 0
+                        && r.table == RT_TABLE_MAIN
+                        && r.kind == u8::from(RouteType::Unicast)
+                })
+                .find_map(|r| r.oif);
+            if let Some(i) = oif {
+                return self.link_by_index(i);
+            }
+        }
+        Ok(None)
+    }
 }

@@ -16,7 +16,7 @@ use anyhow::{Result, anyhow, bail};
 use netlink_packet_route::address::AddressFlags;
 
 use super::state::{Record, State, address_of, address_record, route_of, route_record};
-use super::{FreeIndexes, Instance, Params, Script, Start, default_route_device, ports, updown};
+use super::{FreeIndexes, Instance, Params, Script, Start, ports, updown};
 use crate::ifname::IfName;
 use crate::log;
 use crate::netlink::{Address, Link, Netlink, NewLink, PortVlan, Route};
@@ -46,7 +46,7 @@ pub fn instance(nl: &mut Netlink, p: &Params) -> Result<Option<Box<dyn Instance>
     }
     let netdev = match p.netdev()? {
         Some(n) => n,
-        None => match default_route_device(nl)? {
+        None => match nl.default_route_link()? {
             Some(l) => IfName::new(&l.name).map_err(anyhow::Error::msg)?,
             None => bail!("no netdev= given and the host has no default route to take it from"),
         },
@@ -255,6 +255,7 @@ impl Instance for NicBridge {
             to: p.clone(),
             // The NIC keeps its description (a rename without one would clear it).
             alias: nic.alias.clone(),
+            old_alias: nic.alias.clone(),
         });
         steps.push(Step::CreateLink {
             name: b.clone(),
@@ -384,6 +385,7 @@ impl Instance for NicBridge {
                 from: nic.name.clone(),
                 to: name.into(),
                 alias: alias.clone(),
+                old_alias: nic.alias.clone(),
             });
         } else if nic.alias != alias {
             // An undone rename clears the alias; put the NIC's own back.
@@ -392,6 +394,7 @@ impl Instance for NicBridge {
                 from: nic.name.clone(),
                 to: name.into(),
                 alias: Some(alias.clone().unwrap_or_default()),
+                old_alias: nic.alias.clone(),
             });
         }
         let was_up = nic_rec.flag("up")?;

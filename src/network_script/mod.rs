@@ -26,7 +26,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use crate::ifname::IfName;
 use crate::invocation::{Personality, Words};
 use crate::log;
-use crate::netlink::{Link, Netlink, RT_TABLE_MAIN};
+use crate::netlink::{Link, Netlink};
 use crate::plan::{self, Step, Unsupported};
 use crate::xenstore::Store;
 use state::{Location, Phase, Record, State};
@@ -493,21 +493,6 @@ fn restore(nl: &mut Netlink, inst: &dyn Instance, st: &State) -> Result<()> {
         plan::teardown(nl, &NoStore, &steps)?;
     }
     bail!("the host still differs from the state after {STOP_PASSES} passes")
-}
-
-/// The device of the main table's default route (IPv4 first, then IPv6), as xend chose netdev.
-pub fn default_route_device(nl: &mut Netlink) -> Result<Option<Link>> {
-    for v6 in [false, true] {
-        let oif = nl
-            .routes(v6, None)?
-            .into_iter()
-            .filter(|r| r.prefix_len == 0 && r.table == RT_TABLE_MAIN && r.kind == 1)
-            .find_map(|r| r.oif);
-        if let Some(i) = oif {
-            return Ok(nl.link_by_index(i)?);
-        }
-    }
-    Ok(None)
 }
 
 /// Ifindexes for the links a plan creates: above every index in use, so each step after the

@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use anyhow::{Result, anyhow, bail};
 
 use super::state::{Record, State, address_of, address_record};
-use super::{FreeIndexes, Instance, Params, Script, Start, default_route_device, updown};
+use super::{FreeIndexes, Instance, Params, Script, Start, updown};
 use crate::ifname::IfName;
 use crate::log;
 use crate::netlink::{Address, Link, Netlink, NewLink, RT_TABLE_MAIN};
@@ -84,7 +84,7 @@ pub fn instance(nl: &mut Netlink, p: &Params) -> Result<RouteInstance> {
             if !gateways.is_empty() || nl.link_by_name(DEFAULT_GATEWAY_DEV)?.is_some() {
                 IfName::new(DEFAULT_GATEWAY_DEV).map_err(anyhow::Error::msg)?
             } else {
-                match default_route_device(nl)? {
+                match nl.default_route_link()? {
                     Some(l) => IfName::new(&l.name).map_err(anyhow::Error::msg)?,
                     None => bail!(
                         "no netdev= given, no dummy0 and no default route: name the gateway device"

@@ -78,17 +78,9 @@ impl Netns {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
-    /// `ping` from this namespace; true when any reply came back. Patient enough for proxy NDP,
-    /// which the kernel answers after a random delay of up to 0.8 s.
+    /// `ping` from this namespace; true when any reply came back.
     pub fn ping(&self, dst: &str) -> bool {
-        Command::new("ip")
-            .args([
-                "netns", "exec", &self.name, "ping", "-c", "4", "-i", "0.3", "-W", "2", dst,
-            ])
-            .output()
-            .unwrap()
-            .status
-            .success()
+        ping_in(&self.name, dst)
     }
 }
 
@@ -552,10 +544,12 @@ pub fn guest_on_xenbr0(tag: &str, extra: &[(&str, &str)]) -> Option<Sandbox> {
     Some(sb)
 }
 
+/// `ping` from namespace `ns`; true when any reply came back. Patient enough for proxy NDP,
+/// which the kernel answers after a random delay of up to 0.8 s.
 fn ping_in(ns: &str, dst: &str) -> bool {
     Command::new("ip")
         .args([
-            "netns", "exec", ns, "ping", "-c", "3", "-i", "0.2", "-W", "3", dst,
+            "netns", "exec", ns, "ping", "-c", "4", "-i", "0.3", "-W", "2", dst,
         ])
         .output()
         .is_ok_and(|o| o.status.success())
