@@ -559,3 +559,108 @@ fn check_refused(sb: &Sandbox, o: &Output, before: &str, what: &str) {
     sb.xs.rm(&format!("{BE}/hotplug-error"));
     sb.xs.write(&format!("{BE}/hotplug-status"), "");
 }
+
+/// network-bridge start and stop racing vif hotplugs: every vif ends attached and up (its
+/// online succeeded) or detached (it failed, or went offline) — never half attached — and the
+/// host's bridge is either fully built or fully gone.
+#[test]
+fn network_bridge_start_and_stop_racing_vif_hotplugs() {
+    let Some(sb) = Sandbox::new("netrace") else {
+        return;
+    };
+    let sw = sb.netns("sw");
+    sb.veth_to("eth0", &sw, "port0");
+    sb.ip("link set eth0 up");
+    sb.ip("addr add 10.0.0.2/24 dev eth0");
+    sb.ip("route add default via 10.0.0.1 dev eth0");
+    let domids: Vec<u32> = (1..=8).collect();
+    for d in &domids {
+        sb.netback_vif(&format!("vif{d}.0"), &format!("g{d}"));
+        sb.backend(*d, 0, &[("bridge", "eth0")]);
+    }
+    let is_bridge = |sb: &Sandbox| {
+        sb.link("eth0")
+            .and_then(|l| l["linkinfo"]["info_kind"].as_str().map(String::from))
+            == Some("bridge".into())
+    };
+    let consistent = |sb: &Sandbox, d: u32, ok: bool, what: &str| {
+        let vif = format!("vif{d}.0");
+        let attached = sb.master(&vif).is_some();
+        let status = sb
+            .xs
+            .read(&format!("/local/domain/0/backend/vif/{d}/0/hotplug-status"));
+        if ok {
+            assert!(
+                attached && sb.is_up(&vif),
+                "{what}: {vif} succeeded but is not attached and up"
+            );
+            assert_eq!(status.as_deref(), Some("connected"), "{what}: {vif}");
+        } else {
+            assert!(!attached, "{what}: {vif} failed but is attached");
+            assert_eq!(status.as_deref(), Some("error"), "{what}: {vif}");
+        }
+    };
+
+    // Start racing eight onlines.
+    let (start, onlines) = std::thread::scope(|s| {
+        let st = s.spawn(|| sb.net("network-bridge", &["start", "netdev=eth0"]));
+        let on: Vec<_> = domids
+            .iter()
+            .map(|d| {
+                let sb = &sb;
+                s.spawn(move || sb.online("vif-bridge", *d, 0))
+            })
+            .collect();
+        (
+            st.join().unwrap(),
+            on.into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>(),
+        )
+    });
+    assert_ok(&start);
+    assert!(is_bridge(&sb), "start built the bridge");
+    for (d, o) in domids.iter().zip(&onlines) {
+        consistent(&sb, *d, o.status.success(), "start racing online");
+        if !o.status.success() {
+            // Once the bridge is there, the retry libxl would do succeeds.
+            assert_ok(&sb.online("vif-bridge", *d, 0));
+            consistent(&sb, *d, true, "retry");
+        }
+    }
+
+    // Stop (without force) racing eight offlines: stop refuses while a vif is attached, or
+    // runs after they all left; either way nothing is half done.
+    let (stop, offlines) = std::thread::scope(|s| {
+        let st = s.spawn(|| sb.net("network-bridge", &["stop", "netdev=eth0"]));
+        let off: Vec<_> = domids
+            .iter()
+            .map(|d| {
+                let sb = &sb;
+                s.spawn(move || sb.offline("vif-bridge", *d, 0))
+            })
+            .collect();
+        (
+            st.join().unwrap(),
+            off.into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>(),
+        )
+    });
+    for (d, o) in domids.iter().zip(&offlines) {
+        assert_ok(o);
+        assert_eq!(
+            sb.master(&format!("vif{d}.0")),
+            None,
+            "vif{d}.0 left attached"
+        );
+    }
+    if stop.status.success() {
+        assert!(!is_bridge(&sb), "stop succeeded, so the bridge is gone");
+    } else {
+        assert!(is_bridge(&sb), "stop refused, so the bridge is whole");
+        assert!(stderr(&stop).contains("attached"), "{}", stderr(&stop));
+        assert_ok(&sb.net("network-bridge", &["stop", "netdev=eth0"]));
+        assert!(!is_bridge(&sb));
+    }
+}

@@ -263,24 +263,11 @@ pub struct Location {
     pub dir: PathBuf,
 }
 
-fn netns_inode(path: &str) -> Option<u64> {
-    nix::sys::stat::stat(path).ok().map(|s| s.st_ino)
-}
-
-/// The initial network namespace's inode on kernels that fix it (PROC_NET_INIT_INO), for when
-/// pid 1's namespace cannot be read.
-const INIT_NETNS_INODE: u64 = 0xEFFF_FFF9;
-
 impl Location {
     pub fn new(base: &Path) -> Location {
-        let own = netns_inode("/proc/self/ns/net");
-        let host = netns_inode("/proc/1/ns/net").unwrap_or(INIT_NETNS_INODE);
-        // Unknown namespaces get a subdirectory too: a longer path, never a shared one.
-        let dir = match own {
-            Some(o) if o != host => base.join(format!("netns-{o}")),
-            _ => base.to_path_buf(),
-        };
-        Location { dir }
+        Location {
+            dir: crate::lock::namespace_dir(base),
+        }
     }
 
     /// `<dir>/<script>@<key>.state`; `key` is an interface name or `trunk:<name>` (':' never
