@@ -3,23 +3,13 @@
 mod support;
 use support::*;
 
-fn guest(tag: &str, extra: &[(&str, &str)]) -> Option<Sandbox> {
-    let sb = Sandbox::new(tag)?;
-    sb.bridge("xenbr0");
-    sb.netback_vif("vif5.0", "g5.0");
-    let mut keys = vec![("bridge", "xenbr0")];
-    keys.extend_from_slice(extra);
-    sb.backend(5, 0, &keys);
-    Some(sb)
-}
-
 fn cli(sb: &Sandbox, args: &[&str]) -> std::process::Output {
     sb.run("xen-vif", args, &[])
 }
 
 #[test]
 fn add_and_remove_by_domid_and_devid() {
-    let Some(sb) = guest("cli-add", &[]) else {
+    let Some(sb) = guest_on_xenbr0("cli-add", &[]) else {
         return;
     };
     assert_ok(&cli(&sb, &["add", "5", "0"]));
@@ -37,7 +27,7 @@ fn add_and_remove_by_domid_and_devid() {
 
 #[test]
 fn dry_run_prints_the_plan_and_changes_nothing() {
-    let Some(sb) = guest("cli-dry", &[("mtu", "1400")]) else {
+    let Some(sb) = guest_on_xenbr0("cli-dry", &[("mtu", "1400")]) else {
         return;
     };
     let before = sb.snapshot();
@@ -98,7 +88,7 @@ fn route_mode_comes_from_the_backend_script_key() {
 
 #[test]
 fn status_shows_every_vif_and_the_differences() {
-    let Some(sb) = guest("cli-status", &[]) else {
+    let Some(sb) = guest_on_xenbr0("cli-status", &[]) else {
         return;
     };
     sb.netback_vif("vif5.1", "g5.1");
@@ -170,7 +160,7 @@ fn help_and_version() {
 
 #[test]
 fn personality_errors_are_one_clear_line() {
-    let Some(sb) = guest("cli-bad", &[]) else {
+    let Some(sb) = guest_on_xenbr0("cli-bad", &[]) else {
         return;
     };
     let env = sb.libxl_env("vif-bridge", 5, 0);
@@ -195,7 +185,7 @@ fn personality_errors_are_one_clear_line() {
 
 #[test]
 fn xenstore_unreachable_is_a_clear_error() {
-    let Some(sb) = guest("cli-noxs", &[]) else {
+    let Some(sb) = guest_on_xenbr0("cli-noxs", &[]) else {
         return;
     };
     let mut env = sb.libxl_env("vif-bridge", 5, 0);

@@ -10,16 +10,6 @@ use support::*;
 
 const BE: &str = "/local/domain/0/backend/vif/5/0";
 
-fn guest(tag: &str, extra: &[(&str, &str)]) -> Option<Sandbox> {
-    let sb = Sandbox::new(tag)?;
-    sb.bridge("xenbr0");
-    sb.netback_vif("vif5.0", "g5.0");
-    let mut keys = vec![("bridge", "xenbr0")];
-    keys.extend_from_slice(extra);
-    sb.backend(5, 0, &keys);
-    Some(sb)
-}
-
 /// Run `f` on `items` with at most `width` at a time.
 fn in_parallel<T: Sync, R: Send>(items: &[T], width: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let mut out = Vec::new();
@@ -75,7 +65,9 @@ fn two_hundred_vifs_32_at_a_time() {
 
 #[test]
 fn online_and_offline_of_the_same_vif_racing_end_consistent() {
-    let Some(sb) = guest("race", &[]) else { return };
+    let Some(sb) = guest_on_xenbr0("race", &[]) else {
+        return;
+    };
     for round in 0..20 {
         let (a, b) = std::thread::scope(|s| {
             let on = s.spawn(|| sb.online("vif-bridge", 5, 0));
@@ -116,7 +108,7 @@ fn killed(o: &Output) -> bool {
 /// same command again must converge to the state a clean run reaches.
 #[test]
 fn killed_at_any_step_the_same_command_converges() {
-    let Some(sb) = guest("kill", &[("vifname", "web0"), ("mtu", "1400")]) else {
+    let Some(sb) = guest_on_xenbr0("kill", &[("vifname", "web0"), ("mtu", "1400")]) else {
         return;
     };
     if !require(have_tool("strace"), "strace (fault injection)") {
@@ -182,7 +174,7 @@ fn killed_at_any_step_the_same_command_converges() {
 /// offline succeeds.
 #[test]
 fn the_vif_vanishing_midway() {
-    let Some(sb) = guest("vanish", &[("mtu", "1400")]) else {
+    let Some(sb) = guest_on_xenbr0("vanish", &[("mtu", "1400")]) else {
         return;
     };
     if !require(have_tool("strace"), "strace (fault injection)") {
@@ -246,7 +238,7 @@ fn fault(sb: &Sandbox, op: &str, prefix: &str, action: FaultAction) {
 
 #[test]
 fn xenstore_errors_are_clear_and_bounded() {
-    let Some(sb) = guest("xsfault", &[]) else {
+    let Some(sb) = guest_on_xenbr0("xsfault", &[]) else {
         return;
     };
     let before = sb.snapshot();
@@ -281,7 +273,7 @@ fn xenstore_errors_are_clear_and_bounded() {
 
 #[test]
 fn a_hung_xenstored_gives_a_clear_error_well_before_libxl_kills() {
-    let Some(sb) = guest("xshang", &[]) else {
+    let Some(sb) = guest_on_xenbr0("xshang", &[]) else {
         return;
     };
     fault(&sb, "READ", BE, FaultAction::Hang);
@@ -296,7 +288,7 @@ fn a_hung_xenstored_gives_a_clear_error_well_before_libxl_kills() {
 
 #[test]
 fn xenstored_closing_the_connection_is_a_clear_error() {
-    let Some(sb) = guest("xsclose", &[]) else {
+    let Some(sb) = guest_on_xenbr0("xsclose", &[]) else {
         return;
     };
     fault(&sb, "READ", BE, FaultAction::Close);
@@ -333,7 +325,7 @@ fn run_in_mount_ns(
 
 #[test]
 fn run_not_writable_and_no_syslog_still_work() {
-    let Some(sb) = guest("norun", &[]) else {
+    let Some(sb) = guest_on_xenbr0("norun", &[]) else {
         return;
     };
     let env = sb.libxl_env("vif-bridge", 5, 0);
@@ -365,7 +357,7 @@ fn run_not_writable_and_no_syslog_still_work() {
 /// the host unchanged.
 #[test]
 fn hostile_input_table() {
-    let Some(sb) = guest("hostile", &[]) else {
+    let Some(sb) = guest_on_xenbr0("hostile", &[]) else {
         return;
     };
     sb.ip("link add eth0 type veth peer name eth0p");

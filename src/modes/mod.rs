@@ -50,9 +50,34 @@ pub fn require_device(nl: &mut Netlink, hp: &Hotplug) -> Result<Link> {
     }
 }
 
-/// Rename to `vifname` (the link must be down: the caller orders that), keeping netback's
-/// name as an alternative name so `ip link show vifD.N` and offline still find it.
-pub fn name_steps(nl: &mut Netlink, hp: &Hotplug, link: &Link) -> Result<Vec<Step>> {
+/// The steps that give the link its name: down first when it is up and must be (a rename
+/// always needs that; `down_anyway` for the caller's own reasons, e.g. a netback MAC change),
+/// then the rename. Returns the steps and whether they take the link down, so the caller
+/// brings it up again.
+pub fn down_and_rename(
+    nl: &mut Netlink,
+    hp: &Hotplug,
+    link: &Link,
+    down_anyway: bool,
+) -> Result<(Vec<Step>, bool)> {
+    let rename = name_steps(nl, hp, link)?;
+    let needs_down =
+        link.up && (down_anyway || rename.iter().any(|s| matches!(s, Step::Rename { .. })));
+    let mut steps = Vec::new();
+    if needs_down {
+        steps.push(Step::SetUp {
+            index: link.index,
+            name: link.name.clone(),
+            up: false,
+        });
+    }
+    steps.extend(rename);
+    Ok((steps, needs_down))
+}
+
+/// Rename to `vifname` (the link must be down: `down_and_rename` orders that), keeping
+/// netback's name as an alternative name so `ip link show vifD.N` and offline still find it.
+fn name_steps(nl: &mut Netlink, hp: &Hotplug, link: &Link) -> Result<Vec<Step>> {
     let mut steps = Vec::new();
     if link.name != hp.wanted_name.as_str() {
         if let Some(other) = nl.link_by_name(hp.wanted_name.as_str())? {

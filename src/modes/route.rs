@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use anyhow::{Result, bail};
 
-use super::{find_device, name_steps, require_device};
+use super::{down_and_rename, find_device, require_device};
 use crate::ifname::IfName;
 use crate::invocation::{Hotplug, TypeIf};
 use crate::netlink::{Address, Link, Netlink, Route};
@@ -175,17 +175,7 @@ pub fn online(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
         bail!("gateway device {} has no global IPv6 address", gw.name);
     }
     let name = hp.wanted_name.to_string();
-    let rename = name_steps(nl, hp, &link)?;
-    let needs_down = link.up && rename.iter().any(|s| matches!(s, Step::Rename { .. }));
-    let mut steps = Vec::new();
-    if needs_down {
-        steps.push(Step::SetUp {
-            index: link.index,
-            name: link.name.clone(),
-            up: false,
-        });
-    }
-    steps.extend(rename);
+    let (mut steps, needs_down) = down_and_rename(nl, hp, &link, false)?;
     let have = nl.addresses(Some(link.index))?;
     let mut gw_addrs = Vec::new();
     if wants_v4 {
