@@ -2,6 +2,8 @@
 # Install what the test tiers need on a fresh Debian 12 machine (idempotent; root).
 set -euo pipefail
 pkgs=(iproute2 iputils-ping procps file strace)
+# Conformance tier (tests/conformance.rs): what Debian's stock vif scripts run.
+pkgs+=(xenstore-utils bridge-utils net-tools bsdutils mount)
 # Each tier adds what it needs here, so a clean clone can run every test.
 pkgs+=(${XEN_VIF_EXTRA_PKGS:-})
 missing=()
@@ -13,3 +15,5 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# The stock scripts themselves, unpacked from Debian's package into a cache (not installed).
+"$(dirname "$0")/stock-scripts.sh" >/dev/null
