@@ -7,8 +7,9 @@
 //! Both sides run exactly as deployed: as `/etc/xen/scripts/<name>` under `ip netns exec` (which
 //! gives each run its own mount namespace and the netns's /sys). There a read-only overlay puts
 //! the stock scripts (or the same directory with vif-bridge, vif-route and vif-setup linked to
-//! xen-vif, as an installation of xen-vif leaves it) at /etc/xen/scripts, and a per-sandbox overlay on /var/log catches the stock scripts'
-//! xen-hotplug.log. The host's /etc and /var/log are never changed. The C xenstore tools the
+//! xen-vif, as an installation of xen-vif leaves it) at /etc/xen/scripts, and a per-sandbox
+//! overlay on /var/log catches the stock scripts' xen-hotplug.log. The host's /etc and /var/log
+//! are never changed. The C xenstore tools the
 //! stock scripts use reach the sandbox's test xenstored through XENSTORED_PATH.
 //!
 //! XEN_VIF_STOCK_SCRIPTS=DIR compares against another scripts directory (e.g. a newer Xen's,
