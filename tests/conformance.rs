@@ -506,10 +506,13 @@ fn etc_layer(sb: &Sandbox, stock: &Path, side: Side) -> PathBuf {
 }
 
 /// Inside `ip netns exec` (a private mount namespace): the overlays, then the program.
+/// Exits HARNESS_FAILED (never a script's status) if the overlays cannot be set up.
 const WRAPPER: &str = r#"layer=$1 upper=$2 work=$3; shift 3
 mount -t overlay xen-vif-etc -o "lowerdir=$layer:/etc" /etc &&
-mount -t overlay xen-vif-log -o "lowerdir=/var/log,upperdir=$upper,workdir=$work" /var/log &&
+mount -t overlay xen-vif-log -o "lowerdir=/var/log,upperdir=$upper,workdir=$work" /var/log ||
+exit 97
 exec "$@""#;
+const HARNESS_FAILED: i32 = 97;
 
 struct Twin {
     sb: Sandbox,
@@ -555,7 +558,7 @@ impl Twin {
     }
 
     fn run(&self, call: &Call) -> Output {
-        Command::new("ip")
+        let out = Command::new("ip")
             .args(["netns", "exec", &self.sb.ns, "sh", "-c", WRAPPER, "wrapper"])
             .arg(&self.layer)
             .arg(self.sb.path("log-upper"))
@@ -572,7 +575,14 @@ impl Twin {
             .current_dir("/")
             .stdin(Stdio::null())
             .output()
-            .unwrap()
+            .unwrap();
+        assert_ne!(
+            out.status.code(),
+            Some(HARNESS_FAILED),
+            "cannot lay the scripts over /etc/xen/scripts (overlayfs): {}",
+            stderr(&out)
+        );
+        out
     }
 
     fn hotplug_log(&self) -> String {
