@@ -223,10 +223,18 @@ fn on_off() -> Vec<Call> {
     ]
 }
 
-fn route_on_off() -> Vec<Call> {
+/// online and offline as libxl runs them; `netdev` is what libxl passes from gatewaydev.
+fn route_on_off(netdev: &str) -> Vec<Call> {
     vec![
-        route_call("online", "online", "eth0"),
-        route_call("offline", "offline", "eth0"),
+        route_call("online", "online", netdev),
+        route_call("offline", "offline", netdev),
+    ]
+}
+
+fn tap_add_remove(script: &'static str, netdev: &str) -> Vec<Call> {
+    vec![
+        libxl_tap("add", script, &["add", "type_if=tap"], netdev),
+        libxl_tap("remove", script, &["remove", "type_if=tap"], netdev),
     ]
 }
 
@@ -313,20 +321,14 @@ fn scenarios() -> Vec<Scenario> {
             host: concat(&[bridged_host(), tap()]),
             script: "vif-bridge",
             keys: vec![],
-            calls: vec![
-                libxl_tap("add", "vif-bridge", &["add", "type_if=tap"], ""),
-                libxl_tap("remove", "vif-bridge", &["remove", "type_if=tap"], ""),
-            ],
+            calls: tap_add_remove("vif-bridge", ""),
         },
         Scenario {
             name: "bridge-tap-vifname",
             host: concat(&[bridged_host(), tap()]),
             script: "vif-bridge",
             keys: vec![("vifname", "web0")],
-            calls: vec![
-                libxl_tap("add", "vif-bridge", &["add", "type_if=tap"], ""),
-                libxl_tap("remove", "vif-bridge", &["remove", "type_if=tap"], ""),
-            ],
+            calls: tap_add_remove("vif-bridge", ""),
         },
         Scenario {
             name: "bridge-ignored",
@@ -391,29 +393,27 @@ fn scenarios() -> Vec<Scenario> {
                 udev_vif("offline", "offline", "vif-route"),
             ],
         },
-        routed("route", "192.0.2.10", route_on_off()),
+        routed("route", "192.0.2.10", route_on_off("eth0")),
         routed(
             "route-several",
             "192.0.2.10 192.0.2.11 198.51.100.0/28",
-            route_on_off(),
+            route_on_off("eth0"),
         ),
-        routed("route-no-ip", "", route_on_off()),
+        routed("route-no-ip", "", route_on_off("eth0")),
         Scenario {
             name: "route-default-netdev",
             host: concat(&[uplink(true), vif()]),
             script: "vif-route",
+            // No gatewaydev: libxl passes netdev empty, the stock default is eth0.
             keys: vec![("ip", "192.0.2.10")],
-            calls: vec![
-                route_call("online", "online", ""),
-                route_call("offline", "offline", ""),
-            ],
+            calls: route_on_off(""),
         },
         Scenario {
             name: "route-no-gateway-address",
             host: concat(&[uplink(false), vif()]),
             script: "vif-route",
             keys: vec![("gatewaydev", "eth0"), ("ip", "192.0.2.10")],
-            calls: route_on_off(),
+            calls: route_on_off("eth0"),
         },
         Scenario {
             name: "route-vifname",
@@ -424,17 +424,14 @@ fn scenarios() -> Vec<Scenario> {
                 ("ip", "192.0.2.10"),
                 ("vifname", "web0"),
             ],
-            calls: route_on_off(),
+            calls: route_on_off("eth0"),
         },
         Scenario {
             name: "route-tap",
             host: concat(&[uplink(true), tap()]),
             script: "vif-route",
             keys: vec![("gatewaydev", "eth0"), ("ip", "192.0.2.10")],
-            calls: vec![
-                libxl_tap("add", "vif-route", &["add", "type_if=tap"], "eth0"),
-                libxl_tap("remove", "vif-route", &["remove", "type_if=tap"], "eth0"),
-            ],
+            calls: tap_add_remove("vif-route", "eth0"),
         },
         Scenario {
             name: "route-ipv6",
@@ -445,7 +442,7 @@ fn scenarios() -> Vec<Scenario> {
             ]),
             script: "vif-route",
             keys: vec![("gatewaydev", "eth0"), ("ip", "192.0.2.10 2001:db8::10")],
-            calls: route_on_off(),
+            calls: route_on_off("eth0"),
         },
         routed(
             "route-vanished",
