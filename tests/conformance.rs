@@ -8,13 +8,14 @@
 //! gives each run its own mount namespace and the netns's /sys). There a read-only overlay puts
 //! the stock scripts (or the same directory with vif-bridge, vif-route and vif-setup linked to
 //! xen-vif, as an installation of xen-vif leaves it) at /etc/xen/scripts, and a per-sandbox
-//! overlay on /var/log catches the stock scripts' xen-hotplug.log. The host's /etc and /var/log
-//! are never changed. The C xenstore tools the
-//! stock scripts use reach the sandbox's test xenstored through XENSTORED_PATH.
+//! overlay on /var/log catches the stock scripts' xen-hotplug.log; the runs write nothing to the
+//! host's /etc or /var/log. The C xenstore tools the stock scripts use reach the sandbox's test
+//! xenstored through XENSTORED_PATH.
 //!
-//! XEN_VIF_STOCK_SCRIPTS=DIR compares against another scripts directory (e.g. a newer Xen's,
-//! see scripts/stock-scripts.sh); XEN_VIF_KNOWN_DIFFERENCES=FILE reads another list;
-//! XEN_VIF_CONFORMANCE=TEXT runs only the scenarios whose name contains TEXT.
+//! The stock scripts come from scripts/stock-scripts.sh (Debian's package, unpacked once into a
+//! cache); XEN_VIF_STOCK_SCRIPTS=DIR compares against another scripts directory (e.g. a newer
+//! Xen's); XEN_VIF_KNOWN_DIFFERENCES=FILE reads another list; XEN_VIF_CONFORMANCE=TEXT runs only
+//! the scenarios whose name contains TEXT.
 
 mod support;
 
@@ -30,7 +31,6 @@ use support::*;
 const BE: &str = "/local/domain/0/backend/vif/5/0";
 const FE: &str = "/local/domain/5/device/vif/0";
 const SCRIPTS: &str = "/etc/xen/scripts";
-const DEFAULT_STOCK: &str = "/var/cache/xen-vif/xen-utils-common/etc/xen/scripts";
 const ABSENT: &str = "(absent)";
 
 // ---------------------------------------------------------------------------------------------
@@ -915,10 +915,16 @@ fn parse_known(text: &str) -> Vec<Known> {
 // ---------------------------------------------------------------------------------------------
 // The test
 
-fn stock_dir() -> PathBuf {
-    std::env::var_os("XEN_VIF_STOCK_SCRIPTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_STOCK))
+/// The stock scripts' directory: what scripts/stock-scripts.sh prints (it honours
+/// XEN_VIF_STOCK_SCRIPTS, else fetches Debian's package once into a cache), or None.
+fn stock_dir() -> Option<PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/stock-scripts.sh");
+    let out = Command::new(&script).stdin(Stdio::null()).output().ok()?;
+    if !out.status.success() {
+        eprintln!("{}: {}", script.display(), stderr(&out));
+        return None;
+    }
+    Some(PathBuf::from(stdout(&out).trim()))
 }
 
 fn known_file() -> PathBuf {
@@ -927,10 +933,10 @@ fn known_file() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/known-differences"))
 }
 
-fn prerequisites(stock: &Path) -> bool {
+fn prerequisites() -> Option<PathBuf> {
     let root = nix::unistd::geteuid().is_root();
     if !require(root, "root (network and mount namespaces)") {
-        return false;
+        return None;
     }
     for tool in [
         "ip",
@@ -946,24 +952,30 @@ fn prerequisites(stock: &Path) -> bool {
             have_tool(tool),
             &format!("{tool} (scripts/deps.sh installs it)"),
         ) {
-            return false;
+            return None;
         }
     }
-    require(
-        stock.join("vif-bridge").is_file() && stock.join("vif-common.sh").is_file(),
+    let stock = stock_dir().filter(|d| d.join("vif-bridge").is_file());
+    if !require(
+        stock
+            .as_ref()
+            .is_some_and(|d| d.join("vif-common.sh").is_file()),
         &format!(
-            "the stock Xen scripts in {} (scripts/stock-scripts.sh, run by scripts/deps.sh)",
-            stock.display()
+            "the stock Xen scripts (scripts/stock-scripts.sh gave {:?})",
+            stock
         ),
-    )
+    ) {
+        return None;
+    }
+    stock
 }
 
 #[test]
 fn stock_scripts_and_xen_vif_differ_only_as_listed() {
-    let stock = stock_dir();
-    if !prerequisites(&stock) {
+    let Some(stock) = prerequisites() else {
         return;
-    }
+    };
+    eprintln!("stock scripts: {}", stock.display());
     let only = std::env::var("XEN_VIF_CONFORMANCE").unwrap_or_default();
     let file = known_file();
     let text = fs::read_to_string(&file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
