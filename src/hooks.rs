@@ -131,23 +131,27 @@ pub fn vars_for(nl: &mut Netlink, hp: &Hotplug) -> Vars {
     let mut vars = Vars {
         command: hp.command.to_string(),
         dev: hp.device().to_string(),
-        vif: (hp.type_if == TypeIf::Vif).then(|| hp.device().to_string()),
+        // The stock scripts leave `vif` as libxl passed it: netback's name, also after a
+        // vifname rename (only `dev` follows the rename).
+        vif: (hp.type_if == TypeIf::Vif).then(|| hp.kernel_name.to_string()),
         type_if: match hp.type_if {
             TypeIf::Vif => "vif",
             TypeIf::Tap => "tap",
         }
         .to_string(),
         xenbus_path: hp.backend.clone(),
-        bridge: hp.bridge.as_ref().map(name),
+        // vif-route never sets `bridge` (libxl's default xenbr0 is in every backend).
+        bridge: None,
         ip: ip.join(" "),
         main_ip: None,
         netdev: hp.gatewaydev.as_ref().map(name),
     };
     match hp.mode {
         Mode::Bridge => {
-            if let Ok(b) = bridge::resolve_bridge(nl, hp) {
-                vars.bridge = Some(b.name);
-            }
+            vars.bridge = match bridge::resolve_bridge(nl, hp) {
+                Ok(b) => Some(b.name),
+                Err(_) => hp.bridge.as_ref().map(name),
+            };
         }
         Mode::Route => {
             if let Ok(gw) = route::gateway_device(nl, hp) {

@@ -197,6 +197,41 @@ fn route_hooks_get_main_ip_and_netdev() {
 }
 
 #[test]
+fn hooks_keep_vif_as_libxl_passed_it_after_a_vifname_rename() {
+    let Some(sb) = guest("hookvifname", &[("vifname", "web0")]) else {
+        return;
+    };
+    recording_hook(&sb, "50-record.hook", &sb.path("hook-env"));
+    assert_ok(&sb.online("vif-bridge", 5, 0));
+    let env = env_file(&sb.path("hook-env.online"));
+    // The stock scripts rename `dev` only; `vif` stays netback's name (found by
+    // tests/conformance.rs, scenario bridge-vifname-hook).
+    assert_eq!(env.get("dev").map(String::as_str), Some("web0"));
+    assert_eq!(env.get("vif").map(String::as_str), Some("vif5.0"));
+}
+
+#[test]
+fn route_hooks_get_no_bridge() {
+    // libxl writes its default bridge=xenbr0 into every backend, routed ones too.
+    let Some(sb) = routed_guest(
+        "routehooknobr",
+        &[
+            ("script", "/etc/xen/scripts/vif-route"),
+            ("gatewaydev", "gw0"),
+            ("bridge", "xenbr0"),
+        ],
+    ) else {
+        return;
+    };
+    recording_hook(&sb, "50-record.hook", &sb.path("hook-env"));
+    assert_ok(&sb.online("vif-route", 5, 0));
+    let env = env_file(&sb.path("hook-env.online"));
+    // Stock vif-route never sets `bridge`: a hook may test it to tell the modes apart.
+    assert_eq!(env.get("bridge"), None, "{env:?}");
+    assert_eq!(env.get("main_ip").map(String::as_str), Some("192.0.2.1"));
+}
+
+#[test]
 fn a_failing_hook_fails_online_before_connected() {
     let Some(sb) = guest("badhook", &[]) else {
         return;
