@@ -22,6 +22,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -32,6 +33,7 @@ const BE: &str = "/local/domain/0/backend/vif/5/0";
 const FE: &str = "/local/domain/5/device/vif/0";
 const SCRIPTS: &str = "/etc/xen/scripts";
 const ABSENT: &str = "(absent)";
+const EMPTY: &str = "(empty)";
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
@@ -53,9 +55,12 @@ struct Scenario {
     host: Vec<String>,
     /// The backend's `script` key (libxl writes the script it will run).
     script: &'static str,
-    /// Backend keys beyond the ones libxl always writes (a key given "" is left out).
+    /// Backend keys beyond the ones libxl always writes (a key given "" is left out); a key that
+    /// starts with '/' is a node elsewhere.
     keys: Vec<(&'static str, &'static str)>,
     calls: Vec<Call>,
+    /// An administrator's hook in /etc/xen/scripts/vif-post.d recording what it is given.
+    hook: bool,
 }
 
 fn cmds(list: &[&str]) -> Vec<String> {
@@ -199,6 +204,7 @@ fn bridged(
 ) -> Scenario {
     Scenario {
         name,
+        hook: false,
         host: bridged_host(),
         script: "vif-bridge",
         keys: keys.to_vec(),
@@ -209,6 +215,7 @@ fn bridged(
 fn routed(name: &'static str, ip: &'static str, calls: Vec<Call>) -> Scenario {
     Scenario {
         name,
+        hook: false,
         host: concat(&[uplink(true), vif()]),
         script: "vif-route",
         keys: vec![("gatewaydev", "eth0"), ("ip", ip)],
@@ -244,6 +251,7 @@ fn scenarios() -> Vec<Scenario> {
         bridged("bridge-mtu-key", &[("mtu", "1400")], on_off()),
         Scenario {
             name: "bridge-jumbo",
+            hook: false,
             host: concat(&[
                 bridged_host(),
                 cmds(&["link set xenbr0 mtu 9000", "link set g5.0 mtu 9000"]),
@@ -263,6 +271,7 @@ fn scenarios() -> Vec<Scenario> {
         ),
         Scenario {
             name: "bridge-vifname-taken",
+            hook: false,
             host: concat(&[
                 bridged_host(),
                 cmds(&[
@@ -275,6 +284,7 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "bridge-xenbr-to-eth",
+            hook: false,
             host: concat(&[bridge("eth0", 0), vif()]),
             script: "vif-bridge",
             keys: vec![],
@@ -282,6 +292,7 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "bridge-autodetect",
+            hook: false,
             host: concat(&[bridge("br-only", 0), vif()]),
             script: "vif-bridge",
             keys: vec![("bridge", "")],
@@ -289,6 +300,7 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "bridge-autodetect-several",
+            hook: false,
             host: concat(&[bridge("br-a", 0), bridge("br-b", 1), vif()]),
             script: "vif-bridge",
             keys: vec![("bridge", "")],
@@ -296,6 +308,7 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "bridge-missing",
+            hook: false,
             host: vif(),
             script: "vif-bridge",
             keys: vec![],
@@ -304,6 +317,7 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "bridge-not-a-bridge",
+            hook: false,
             host: concat(&[
                 bridged_host(),
                 cmds(&[
@@ -318,6 +332,7 @@ fn scenarios() -> Vec<Scenario> {
         bridged("bridge-vlan-key", &[("vlan", "10")], on_off()),
         Scenario {
             name: "bridge-tap",
+            hook: false,
             host: concat(&[bridged_host(), tap()]),
             script: "vif-bridge",
             keys: vec![],
@@ -325,13 +340,31 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "bridge-tap-vifname",
+            hook: false,
             host: concat(&[bridged_host(), tap()]),
             script: "vif-bridge",
             keys: vec![("vifname", "web0")],
             calls: tap_add_remove("vif-bridge", ""),
         },
         Scenario {
+            hook: true,
+            ..bridged("bridge-hook", &[], on_off())
+        },
+        Scenario {
+            hook: true,
+            ..bridged("bridge-vifname-hook", &[("vifname", "web0")], on_off())
+        },
+        Scenario {
+            name: "bridge-tap-hook",
+            hook: true,
+            host: concat(&[bridged_host(), tap()]),
+            script: "vif-bridge",
+            keys: vec![],
+            calls: tap_add_remove("vif-bridge", ""),
+        },
+        Scenario {
             name: "bridge-ignored",
+            hook: false,
             host: concat(&[bridged_host(), tap()]),
             script: "vif-bridge",
             keys: vec![],
@@ -375,8 +408,19 @@ fn scenarios() -> Vec<Scenario> {
                 udev_vif("offline", "offline", "vif-bridge"),
             ],
         ),
+        // libxl (run_hotplug_scripts=1, the default) runs the scripts and says so in xenstore;
+        // a udev rule calling vif-setup as well would run every action twice.
+        bridged(
+            "bridge-udev-under-libxl",
+            &[("/local/domain/0/libxl/disable_udev", "1")],
+            vec![
+                udev_vif("online", "online", "vif-bridge"),
+                udev_vif("offline", "offline", "vif-bridge"),
+            ],
+        ),
         Scenario {
             name: "bridge-udev-tap",
+            hook: false,
             host: concat(&[bridged_host(), tap()]),
             script: "vif-bridge",
             keys: vec![],
@@ -384,6 +428,7 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "route-udev",
+            hook: false,
             host: concat(&[uplink(true), vif()]),
             script: "vif-route",
             // udev passes no netdev: the gateway is the default (eth0 for the stock script).
@@ -402,6 +447,7 @@ fn scenarios() -> Vec<Scenario> {
         routed("route-no-ip", "", route_on_off("eth0")),
         Scenario {
             name: "route-default-netdev",
+            hook: true,
             host: concat(&[uplink(true), vif()]),
             script: "vif-route",
             // No gatewaydev: libxl passes netdev empty, the stock default is eth0.
@@ -410,6 +456,7 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "route-no-gateway-address",
+            hook: false,
             host: concat(&[uplink(false), vif()]),
             script: "vif-route",
             keys: vec![("gatewaydev", "eth0"), ("ip", "192.0.2.10")],
@@ -417,6 +464,7 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "route-vifname",
+            hook: false,
             host: concat(&[uplink(true), vif()]),
             script: "vif-route",
             keys: vec![
@@ -428,6 +476,7 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "route-tap",
+            hook: false,
             host: concat(&[uplink(true), tap()]),
             script: "vif-route",
             keys: vec![("gatewaydev", "eth0"), ("ip", "192.0.2.10")],
@@ -435,6 +484,7 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "route-ipv6",
+            hook: false,
             host: concat(&[
                 uplink(true),
                 cmds(&["addr add 2001:db8::1/64 dev eth0 nodad"]),
@@ -443,6 +493,14 @@ fn scenarios() -> Vec<Scenario> {
             script: "vif-route",
             keys: vec![("gatewaydev", "eth0"), ("ip", "192.0.2.10 2001:db8::10")],
             calls: route_on_off("eth0"),
+        },
+        Scenario {
+            hook: true,
+            ..routed(
+                "route-hook",
+                "192.0.2.10 198.51.100.0/28",
+                route_on_off("eth0"),
+            )
         },
         routed(
             "route-vanished",
@@ -480,7 +538,7 @@ type Observed = Vec<(&'static str, BTreeMap<String, String>)>;
 
 /// The directory laid over /etc for one side: `xen/scripts/` with the stock scripts, or with
 /// xen-vif linked as vif-bridge, vif-route and vif-setup (the rest stays stock, as installed).
-fn etc_layer(sb: &Sandbox, stock: &Path, side: Side) -> PathBuf {
+fn etc_layer(sb: &Sandbox, stock: &Path, side: Side, hook: bool) -> PathBuf {
     let layer = sb.path(match side {
         Side::Stock => "etc-stock",
         Side::XenVif => "etc-xen-vif",
@@ -493,6 +551,13 @@ fn etc_layer(sb: &Sandbox, stock: &Path, side: Side) -> PathBuf {
             fs::copy(entry.path(), scripts.join(entry.file_name())).unwrap();
         }
     }
+    if hook {
+        let dir = scripts.join("vif-post.d");
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("50-record.hook");
+        fs::write(&path, HOOK).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
     if side == Side::XenVif {
         for name in ["vif-bridge", "vif-route", "vif-setup"] {
             let _ = fs::remove_file(scripts.join(name));
@@ -501,6 +566,15 @@ fn etc_layer(sb: &Sandbox, stock: &Path, side: Side) -> PathBuf {
     }
     layer
 }
+
+/// The stock scripts source hooks into their shell; the variables they document for hooks are
+/// recorded one per line in the sandbox's /var/log overlay.
+const HOOK: &str = r#"# Records what a vif-post.d hook is given (tests/conformance.rs).
+for _xv_var in command dev vif type_if XENBUS_PATH bridge ip main_ip netdev; do
+    eval "echo \"$_xv_var=\${$_xv_var-(unset)}\""
+done >>/var/log/xen/hook.out
+"#;
+const HOOK_OUT: &str = "log-upper/xen/hook.out";
 
 /// Inside `ip netns exec` (a private mount namespace): the overlays, then the program.
 /// Exits HARNESS_FAILED (never a script's status) if the overlays cannot be set up.
@@ -519,7 +593,7 @@ struct Twin {
 impl Twin {
     fn new(sc: &Scenario, stock: &Path, side: Side, tag: &str) -> Twin {
         let sb = Sandbox::new(&format!("cf-{tag}")).expect("sandbox (checked before)");
-        let layer = etc_layer(&sb, stock, side);
+        let layer = etc_layer(&sb, stock, side, sc.hook);
         // The stock scripts append their stderr to /var/log/xen/xen-hotplug.log.
         fs::create_dir_all(sb.path("log-upper/xen")).unwrap();
         fs::create_dir_all(sb.path("log-work")).unwrap();
@@ -547,7 +621,11 @@ impl Twin {
             }
         }
         for (k, v) in &keys {
-            sb.xs.write(&format!("{BE}/{k}"), v);
+            if k.starts_with('/') {
+                sb.xs.write(k, v);
+            } else {
+                sb.xs.write(&format!("{BE}/{k}"), v);
+            }
         }
         sb.xs.write(&format!("{FE}/backend-id"), "0");
         sb.xs.write(&format!("{FE}/mac"), "00:16:3e:00:00:05");
@@ -600,7 +678,25 @@ fn run_side(sc: &Scenario, stock: &Path, side: Side, tag: &str) -> (Observed, St
         twin.sb.xs.clear_traffic();
         let out = twin.run(call);
         let _ = write!(errors, "[{}] {}", call.label, stderr(&out));
-        observed.push((call.label, observe(&twin.sb, &out)));
+        let mut seen = observe(&twin.sb, &out);
+        if let Ok(text) = fs::read_to_string(twin.sb.path(HOOK_OUT)) {
+            fs::remove_file(twin.sb.path(HOOK_OUT)).unwrap();
+            for line in text.lines() {
+                let (var, value) = line.split_once('=').unwrap_or((line, ""));
+                let key = format!("hook {var}");
+                // A hook that ran twice in one call shows both values.
+                match seen.get_mut(&key) {
+                    Some(v) => {
+                        v.push_str(" ; ");
+                        v.push_str(value);
+                    }
+                    None => {
+                        seen.insert(key, value.to_string());
+                    }
+                }
+            }
+        }
+        observed.push((call.label, seen));
     }
     let log = match side {
         Side::Stock => twin.hotplug_log(),
@@ -791,6 +887,14 @@ fn covered(key: &str, other: &BTreeMap<String, String>) -> bool {
         .is_some_and(|p| other.contains_key(&format!("xs DIRECTORY {}", parent(p))))
 }
 
+fn shown(v: Option<&String>) -> String {
+    match v.map(String::as_str) {
+        None => ABSENT.into(),
+        Some("") => EMPTY.into(),
+        Some(v) => v.into(),
+    }
+}
+
 fn differences(scenario: &str, a: &Observed, b: &Observed) -> Vec<Difference> {
     let mut out = Vec::new();
     for ((label, sa), (_, sb)) in a.iter().zip(b) {
@@ -804,8 +908,8 @@ fn differences(scenario: &str, a: &Observed, b: &Observed) -> Vec<Difference> {
                 scenario: scenario.to_string(),
                 call: label.to_string(),
                 key: k.clone(),
-                stock: va.map_or(ABSENT.into(), Clone::clone),
-                xen_vif: vb.map_or(ABSENT.into(), Clone::clone),
+                stock: shown(va),
+                xen_vif: shown(vb),
             });
         }
     }
