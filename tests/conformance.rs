@@ -577,9 +577,11 @@ done >>/var/log/xen/hook.out
 const HOOK_OUT: &str = "log-upper/xen/hook.out";
 
 /// Inside `ip netns exec` (a private mount namespace): the overlays, then the program.
-/// Exits HARNESS_FAILED (never a script's status) if the overlays cannot be set up.
+/// /etc/xen is exactly the layer's (a Xen host's own /etc/xen, its hooks and xen-vif.toml, must
+/// not leak in). Exits HARNESS_FAILED (never a script's status) if the overlays cannot be set up.
 const WRAPPER: &str = r#"layer=$1 upper=$2 work=$3; shift 3
 mount -t overlay xen-vif-etc -o "lowerdir=$layer:/etc" /etc &&
+mount --bind "$layer/xen" /etc/xen &&
 mount -t overlay xen-vif-log -o "lowerdir=/var/log,upperdir=$upper,workdir=$work" /var/log ||
 exit 97
 exec "$@""#;
