@@ -101,8 +101,12 @@ pub fn run_personality(personality: Personality, args: &[String], env: Env) -> i
         }
         Ok(Triage::Run(c)) => c,
         Err(e) => {
-            // Report where libxl looks if the caller told us where that is.
-            let backend = env("XENBUS_PATH").filter(|p| invocation::parse_backend_path(p).is_ok());
+            // A word that is no hotplug request (an unknown command or interface type) is the
+            // caller's mistake, not the device's: log it and leave the device's status alone,
+            // as the stock scripts do. Otherwise report where libxl looks.
+            let backend = env("XENBUS_PATH")
+                .filter(|p| invocation::parse_backend_path(p).is_ok())
+                .filter(|_| invocation::is_hotplug_request(args, env));
             Failure::new(personality.name(), e, None, backend).report();
             return 1;
         }

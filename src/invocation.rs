@@ -350,6 +350,18 @@ pub enum Triage {
     Run(Call),
 }
 
+/// Whether argv (and the environment) name a hotplug request at all: a known command and
+/// interface type.
+pub fn is_hotplug_request(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> bool {
+    let words = Words::parse(args);
+    let type_if = words
+        .get("type_if")
+        .map(String::from)
+        .or_else(|| env("type_if"));
+    words.command.as_deref().and_then(Command::parse).is_some()
+        && matches!(type_if.as_deref(), None | Some("" | "vif" | "tap"))
+}
+
 /// Command and interface type from argv and the environment.
 pub fn triage(
     personality: Personality,

@@ -174,13 +174,28 @@ fn personality_errors_are_one_clear_line() {
         let err = stderr(&o);
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.contains(want), "{err}");
-        // libxl reads hotplug-error: it gets the same line.
-        let he = sb
-            .xs
-            .read("/local/domain/0/backend/vif/5/0/hotplug-error")
-            .unwrap();
-        assert!(he.contains(want), "{he}");
+        // Not a hotplug request: as stock, the device's status is left alone.
+        assert_eq!(
+            sb.xs.read("/local/domain/0/backend/vif/5/0/hotplug-error"),
+            None
+        );
+        assert_eq!(
+            sb.xs
+                .read("/local/domain/0/backend/vif/5/0/hotplug-status")
+                .as_deref(),
+            Some("")
+        );
     }
+    // A vif-setup whose script names no mode xen-vif has is a real device waiting: reported.
+    let mut env = sb.libxl_env("vif-setup", 5, 0);
+    env.retain(|(k, _)| k != "script");
+    env.push(("script".into(), "/etc/xen/scripts/vif-nat".into()));
+    assert_fails(&sb.run("vif-setup", &["online", "type_if=vif"], &env));
+    let he = sb
+        .xs
+        .read("/local/domain/0/backend/vif/5/0/hotplug-error")
+        .unwrap();
+    assert!(he.contains("vif-nat"), "{he}");
 }
 
 #[test]
