@@ -637,3 +637,54 @@ fn man_page_and_completions_cover_everything_help_shows() {
     // The hidden packaging command stays out of the user-facing docs.
     assert!(!man.contains("xen-vif generate"));
 }
+
+/// syslog: facility daemon, ident = the script name, one info line per change. /dev/log is a
+/// datagram socket of the test's, bound over /dev in the binary's private mount namespace.
+#[test]
+fn syslog_gets_daemon_lines_with_the_script_as_ident() {
+    use std::os::unix::net::UnixDatagram;
+    use std::os::unix::process::CommandExt;
+    let Some(sb) = guest("syslog", &[]) else {
+        return;
+    };
+    let dev = sb.path("dev");
+    fs::create_dir_all(&dev).unwrap();
+    let sock = UnixDatagram::bind(dev.join("log")).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let env = sb.libxl_env("vif-bridge", 5, 0);
+    let mut cmd = sb.script_command(&[], "vif-bridge", &["online", "type_if=vif"], &env);
+    let src = std::ffi::CString::new(dev.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mount(2) is async-signal-safe and acts on the child's own mount namespace.
+    unsafe {
+        cmd.pre_exec(move || {
+            let r = nix::libc::mount(
+                src.as_ptr(),
+                c"/dev".as_ptr(),
+                std::ptr::null(),
+                nix::libc::MS_BIND,
+                std::ptr::null(),
+            );
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let o = cmd.output().unwrap();
+    assert_ok(&o);
+    let mut lines = Vec::new();
+    let mut buf = [0u8; 2048];
+    sock.set_nonblocking(true).unwrap();
+    while let Ok(n) = sock.recv(&mut buf) {
+        lines.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    // <30> = facility daemon (3) * 8 + info (6).
+    assert!(
+        lines.iter().any(|l| l.starts_with("<30>")
+            && l.contains("vif-bridge[")
+            && l.contains("ip link set vif5.0 master xenbr0")),
+        "{lines:#?}"
+    );
+}
