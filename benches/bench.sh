@@ -79,6 +79,10 @@ bench_pair stock-route "$stock/vif-route online type_if=vif" "$stock/vif-route o
 bench_pair xen-vif-route "$dir/xv/vif-route online type_if=vif" "$dir/xv/vif-route offline type_if=vif"
 bench_pair floor-route "ip -batch $dir/route-on.batch" "ip -batch $dir/route-off.batch"
 
+# What any process costs here: the floor under every per-call figure.
+hyperfine -N --warmup 10 -r "$runs" /bin/true --export-json "$out/true.json" >/dev/null
+hyperfine -N --warmup 10 -r "$runs" "$dir/xv/vif-bridge add type_if=vif" --export-json "$out/noop.json" >/dev/null
+
 echo "bench: processes, syscalls, memory..." >&2
 procs() { # successful execve calls: the script itself and everything it starts
     strace -f -qq -e trace=execve -e signal=none -o "$dir/trace" "$@" >/dev/null 2>&1 || true
@@ -146,6 +150,8 @@ print(f"## One vif: online + offline (median of {runs} runs each, ms)\n")
 print("| implementation | online | offline | cycle | σ online / offline |\n|---|---|---|---|---|")
 print("\n".join(rows))
 print()
+print(f"\nProcess start alone: `/bin/true` {t('true')[0]:.2f} ms; xen-vif doing nothing "
+      f"(`vif-bridge add type_if=vif`, an ignored combination) {t('noop')[0]:.2f} ms.\n")
 for mode in ["bridge", "route"]:
     print(f"- {mode}: stock / xen-vif = **{cyc['stock-'+mode]/cyc['xen-vif-'+mode]:.1f}x**; "
           f"xen-vif / `ip -batch` floor = **{cyc['xen-vif-'+mode]/cyc['floor-'+mode]:.2f}x**")
