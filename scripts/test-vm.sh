@@ -52,6 +52,11 @@ cp tests/vm/lib.sh tests/vm/kernel/xs.sh "$r/vm/"
 cp -r tests/vm/kernel/checks "$r/vm/checks"
 vm_cpio "$r" "$run/run.cpio"
 cat "$base/base.cpio" "$run/run.cpio" > "$run/initrd"
+# XEN_VIF_VM_OVERLAY=DIR: files that replace the image's (e.g. a stand-in script to debug a check).
+if [ -n "${XEN_VIF_VM_OVERLAY:-}" ]; then
+    vm_cpio "$XEN_VIF_VM_OVERLAY" "$run/overlay.cpio"
+    cat "$run/overlay.cpio" >> "$run/initrd"
+fi
 
 vm_log "booting $kpkg ($kver) under QEMU TCG"
 start=$SECONDS

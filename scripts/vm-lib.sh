@@ -56,13 +56,26 @@ EOF
     command -v qemu-system-x86_64 >/dev/null || vm_die "qemu-system-x86_64 missing after install"
 }
 
+# apt-cache answers (~1 s each) remembered until the package lists change.
+vm_apt_memo() {
+    local stamp f
+    stamp=$(stat -c '%n %Y %s' /var/lib/apt/lists/*Packages* 2>/dev/null | md5sum | cut -c1-16)
+    f=$VM_CACHE/apt-memo/$(echo "$stamp $*" | md5sum | cut -c1-16)
+    if [ ! -s "$f" ]; then
+        mkdir -p "$VM_CACHE/apt-memo"
+        "$@" > "$f.tmp" 2>/dev/null || true
+        mv "$f.tmp" "$f"
+    fi
+    cat "$f"
+}
+
 # The candidate version of a Debian package (apt-get update has run in vm_ensure_qemu or deps).
 vm_pkg_version() {
     local v
-    v=$(apt-cache policy "$1" | awk '/Candidate:/ { print $2 }')
+    v=$(vm_apt_memo apt-cache policy "$1" | awk '/Candidate:/ { print $2 }')
     if [ -z "$v" ] || [ "$v" = "(none)" ]; then
         apt-get update -qq
-        v=$(apt-cache policy "$1" | awk '/Candidate:/ { print $2 }')
+        v=$(vm_apt_memo apt-cache policy "$1" | awk '/Candidate:/ { print $2 }')
     fi
     [ -n "$v" ] && [ "$v" != "(none)" ] || vm_die "no candidate version for Debian package $1"
     echo "$v"
@@ -70,7 +83,7 @@ vm_pkg_version() {
 
 # Debian's kernel image package (what linux-image-amd64 depends on), e.g. linux-image-6.1.0-41-amd64.
 vm_kernel_pkg() {
-    apt-cache depends linux-image-amd64 2>/dev/null |
+    vm_apt_memo apt-cache depends linux-image-amd64 |
         awk '/Depends: linux-image-[0-9]/ { print $2; exit }'
 }
 

@@ -5,11 +5,19 @@ XS_SOCK=/run/xenstored.sock
 XS_TRAFFIC=/run/xenstored.traffic
 XS_PID=
 
-# xs_start KEY=VALUE...: a fresh daemon holding libxl's backend keys for vif5.0 plus these
-# (not in a pipeline: the daemon's pid must stay in this shell).
+# The daemon's tree is built with xs_reset and xs_add, then started with xs_start (not in a
+# pipeline: the daemon's pid must stay in this shell). xs_one KEY=VALUE... does all three for
+# vif5.0.
+xs_reset() { : > /run/xenstore.init; }
+xs_add() { xs_backend "$@" >> /run/xenstore.init; }
+xs_one() {
+    xs_reset
+    xs_add 5 0 "$@"
+    xs_start
+}
+
 xs_start() {
     xs_stop
-    xs_backend 5 0 "$@" > /run/xenstore.init
     : > "$XS_TRAFFIC"
     # The last daemon's "ready" must not be read as this one's.
     rm -f /run/xenstored.out

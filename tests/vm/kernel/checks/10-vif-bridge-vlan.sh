@@ -9,7 +9,7 @@ vlan_case() {
     setup ip link set br0 up
     # netback's vif5.0: exists, down, when libxl runs online.
     setup ip link add vif5.0 type veth peer name dom5eth0
-    xs_start bridge=br0 "vlan=$spec"
+    xs_one bridge=br0 "vlan=$spec"
     if expect "vif-bridge online with vlan=$spec" hotplug vif-bridge online 5 0; then
         expect_eq "vif5.0's bridge" "$(master_of vif5.0)" br0
         expect_eq "vif5.0's VLAN table (vlan=$spec)" "$(port_vlans vif5.0)" "$want"
@@ -33,7 +33,7 @@ check_begin vif-bridge-vlan-nonfiltering
 setup ip link add br0 type bridge
 setup ip link set br0 up
 setup ip link add vif5.0 type veth peer name dom5eth0
-xs_start bridge=br0 vlan=10
+xs_one bridge=br0 vlan=10
 expect_fail "vif-bridge online with vlan=10 on a non-filtering bridge" hotplug vif-bridge online 5 0
 expect_contains "online's output" "$HP_OUT" "does not filter VLANs"
 expect_contains "hotplug-error" "$(xs_written 5 0 hotplug-error)" "does not filter VLANs"
