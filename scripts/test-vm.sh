@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The kernel VM tier: what this host's kernel lacks (dummy links, 802.1q, bridge VLAN
+# filtering) proven in Debian's own kernel under QEMU (TCG). The initramfs holds busybox, the
+# host's ip/bridge/jq with their libraries, the static xen-vif and test-xenstored, and the
+# guest checks of tests/vm/kernel; the guest prints one line per check on its serial console.
+# Kernel, busybox and the base image are cached under /var/tmp keyed by package versions.
+# Usage: scripts/test-vm.sh   (root; installs what it needs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/vm-lib.sh
+[ "$(id -u)" = 0 ] || vm_die "run as root"
+
+vm_host_deps
+[ "${XEN_VIF_SKIP_BUILD:-}" = 1 ] || cargo build --release --workspace --locked --quiet
+for b in xen-vif test-xenstored; do scripts/check-static.sh "$REL/$b" >/dev/null; done
+
+modules=(veth bridge 8021q dummy)
+kpkg=$(vm_kernel_pkg)
+[ -n "$kpkg" ] || vm_die "cannot tell which kernel linux-image-amd64 depends on"
+kdir=$(vm_unpack "$kpkg")
+kver=$(ls "$kdir/lib/modules")
+bbdir=$(vm_unpack busybox-static)
+key="${kpkg}_$(vm_pkg_version "$kpkg")-bb_$(vm_pkg_version busybox-static)"
+key+="-ip_$(dpkg-query -W -f='${Version}' iproute2)-jq_$(dpkg-query -W -f='${Version}' jq)"
+key+="-$(echo "${modules[*]}" | md5sum | cut -c1-8)"
+base=$VM_CACHE/kernel-tier/${key//:/%}
+if [ ! -f "$base/base.cpio" ]; then
+    vm_log "building the base image ($key)"
+    rm -rf "$base"
+    mkdir -p "$base/root/bin" "$base/root/etc"
+    cp "$bbdir/bin/busybox" "$base/root/bin/busybox"
+    vm_modules "$kdir" "$kver" "$base/root" "${modules[@]}" > "$base/root/etc/vm-modules"
+    vm_copy_with_libs "$base/root" /usr/sbin/ip /usr/sbin/bridge /usr/bin/jq
+    cp "$kdir/boot/vmlinuz-$kver" "$base/vmlinuz"
+    vm_cpio "$base/root" "$base/base.cpio.tmp"
+    mv "$base/base.cpio.tmp" "$base/base.cpio"
+    rm -rf "$base/root"
+fi
+
+# This run: the binaries under test and the checks, appended to the cached base image.
+run=$(mktemp -d /tmp/xen-vif-vm.XXXXXX)
+trap 'rm -rf "$run"' EXIT
+r=$run/root
+mkdir -p "$r/vm" "$r/etc/xen/scripts" "$r/usr/lib/xen-vif" "$r/usr/bin"
+cp "$REL/xen-vif" "$r/usr/lib/xen-vif/xen-vif"
+cp "$REL/test-xenstored" "$r/usr/bin/test-xenstored"
+for s in vif-bridge vif-route vif-setup network-bridge network-route; do
+    ln -s /usr/lib/xen-vif/xen-vif "$r/etc/xen/scripts/$s"
+done
+install -m 755 tests/vm/kernel/init "$r/init"
+cp tests/vm/lib.sh tests/vm/kernel/xs.sh "$r/vm/"
+cp -r tests/vm/kernel/checks "$r/vm/checks"
+vm_cpio "$r" "$run/run.cpio"
+cat "$base/base.cpio" "$run/run.cpio" > "$run/initrd"
+# XEN_VIF_VM_OVERLAY=DIR: files that replace the image's (e.g. a stand-in script to debug a check).
+if [ -n "${XEN_VIF_VM_OVERLAY:-}" ]; then
+    vm_cpio "$XEN_VIF_VM_OVERLAY" "$run/overlay.cpio"
+    cat "$run/overlay.cpio" >> "$run/initrd"
+fi
+
+vm_log "booting $kpkg ($kver) under QEMU TCG"
+start=$SECONDS
+rc=0
+vm_boot "${XEN_VIF_VM_TIMEOUT:-300}" "$run/console.log" -m 512 -kernel "$base/vmlinuz" \
+    -initrd "$run/initrd" -append "console=ttyS0 panic=-1 quiet" || rc=$?
+vm_log "guest ran $((SECONDS - start)) s (QEMU status $rc)"
+[ -z "${XEN_VIF_VM_CONSOLE:-}" ] || cp "$run/console.log" "$XEN_VIF_VM_CONSOLE"
+if ! vm_verdict "$run/console.log" "$rc" "$(grep -v '^#' tests/vm/kernel/CHECKS)" vm; then
+    echo "---- guest console (tail) ----"
+    tail -n 80 "$run/console.log.txt"
+    exit 1
+fi
