@@ -17,6 +17,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== unit and kernel tests"
 cargo test --workspace --locked
 
+echo "== kernel VM tier (Debian's kernel under QEMU: VLAN filtering, 802.1q trunks, dummy0)"
+XEN_VIF_SKIP_BUILD=1 scripts/test-vm.sh
+
 echo "== Debian package: build, install into throwaway dpkg roots, divert, remove"
 scripts/test-deb.sh
 
