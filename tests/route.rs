@@ -68,18 +68,20 @@ fn guest(r: &Routed, domid: u32, v4: &str, v6: Option<&str>, ip_key: &str) -> Ne
     g
 }
 
-fn online(r: &Routed, domid: u32) {
+/// `vif-route COMMAND type_if=vif` as libxl runs it, with the backend's gatewaydev as netdev.
+fn hotplug(r: &Routed, domid: u32, command: &str) {
     let mut env = r.sb.libxl_env("vif-route", domid, 0);
     env.retain(|(k, _)| k != "netdev");
     env.push(("netdev".into(), "gw0".into()));
-    assert_ok(&r.sb.run("vif-route", &["online", "type_if=vif"], &env));
+    assert_ok(&r.sb.run("vif-route", &[command, "type_if=vif"], &env));
+}
+
+fn online(r: &Routed, domid: u32) {
+    hotplug(r, domid, "online")
 }
 
 fn offline(r: &Routed, domid: u32) {
-    let mut env = r.sb.libxl_env("vif-route", domid, 0);
-    env.retain(|(k, _)| k != "netdev");
-    env.push(("netdev".into(), "gw0".into()));
-    assert_ok(&r.sb.run("vif-route", &["offline", "type_if=vif"], &env));
+    hotplug(r, domid, "offline")
 }
 
 #[test]
