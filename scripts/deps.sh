@@ -2,6 +2,9 @@
 # Install what the test tiers need on a fresh Debian 12 machine (idempotent; root).
 set -euo pipefail
 pkgs=(iproute2 iputils-ping procps file)
+# The VM tiers (scripts/test-vm.sh, scripts/test-xen.sh); they add qemu-system-x86 from
+# backports themselves (scripts/vm-lib.sh).
+pkgs+=(cpio jq kmod debootstrap)
 # Each tier adds what it needs here, so a clean clone can run every test.
 pkgs+=(${XEN_VIF_EXTRA_PKGS:-})
 missing=()

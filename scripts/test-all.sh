@@ -16,3 +16,14 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== unit and kernel tests"
 cargo test --workspace --locked
+
+# The VM tiers (tests/vm): what this host's kernel lacks, in Debian's kernel under QEMU; then
+# real Xen 4.17 with xen-vif as dom0's vif scripts, driven by xl. Both print one line per check
+# and `N passed, N failed`; both run even if the first fails.
+echo "== kernel VM tier"
+vm=0
+XEN_VIF_SKIP_BUILD=1 scripts/test-vm.sh || vm=$?
+echo "== Xen tier"
+xen=0
+XEN_VIF_SKIP_BUILD=1 scripts/test-xen.sh || xen=$?
+[ "$vm" = 0 ] && [ "$xen" = 0 ]
