@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install what the test tiers need on a fresh Debian 12 machine (idempotent; root).
 set -euo pipefail
-pkgs=(iproute2 iputils-ping procps file)
+pkgs=(iproute2 iputils-ping procps file strace)
+# Conformance tier (tests/conformance.rs): what Debian's stock vif scripts run.
+pkgs+=(xenstore-utils bridge-utils net-tools bsdutils mount)
 # The VM tiers (scripts/test-vm.sh, scripts/test-xen.sh); they add qemu-system-x86 from
 # backports themselves (scripts/vm-lib.sh).
 pkgs+=(cpio jq kmod debootstrap)
@@ -16,3 +18,5 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# The stock scripts themselves, unpacked from Debian's package into a cache (not installed).
+"$(dirname "$0")/stock-scripts.sh" >/dev/null

@@ -3,10 +3,14 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use std::io::Write;
+
 use crate::hotplug::{self, Env};
 use crate::invocation::{Call, Command, Mode, Personality, TypeIf, Words};
 use crate::log;
+use crate::network_script::{self, Action, Script};
 use crate::status;
+use crate::{config, docs};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -45,6 +49,91 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Check /etc/xen/xen-vif.toml (or FILE) and print the settings in force.
+    CheckConfig {
+        /// A file to check instead (e.g. before installing it).
+        file: Option<std::path::PathBuf>,
+    },
+    /// Write the manual page or shell completions to stdout (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: Generate,
+    },
+    /// Host network set-up, as xend's network-script: network-bridge, network-route, and the
+    /// check of pre-built bridges.
+    Network {
+        #[command(subcommand)]
+        command: NetworkCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Generate {
+    /// The manual page xen-vif(1), in roff.
+    Man,
+    /// Completions for SHELL.
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NetworkCmd {
+    /// What `network-bridge` does: a bridge takes a NIC's place, or per-VLAN bridges on a trunk.
+    #[command(after_help = "Parameters:\n  \
+        netdev=ethX          the NIC (default: the device of the default route)\n  \
+        bridge=NAME          the bridge's name (default: the NIC's; `null`: do nothing)\n  \
+        trunk=eth1 vlans=4,100 [bridge_template=br%d]\n                       \
+        an 802.1q device per VLAN (eth1.4) in its own bridge (br4)\n  \
+        trunk=eth1 vlans=4,100 vlan_filtering=yes [bridge=xenbr0]\n                       \
+        one VLAN-aware bridge, the trunk a tagged port\n  \
+        force=yes            stop even with vifs still attached\n\n\
+        Examples:\n  xen-vif network bridge start netdev=eth0\n  \
+        xen-vif network bridge start trunk=eth1 vlans=4,100 --dry-run\n  \
+        xen-vif network bridge stop netdev=eth0")]
+    Bridge(ScriptArgs),
+    /// What `network-route` does: forwarding, proxy ARP, and a dummy gateway device.
+    #[command(after_help = "Parameters:\n  \
+        netdev=DEV           the gateway device (default: dummy0 with gateway= or when it \
+        exists, else the device of the default route)\n  \
+        gateway=ADDR/LEN     an address for the gateway device (repeatable); the device is \
+        created as a dummy link if missing\n\n\
+        Examples:\n  xen-vif network route start netdev=dummy0 gateway=10.9.0.1/29\n  \
+        xen-vif network route status netdev=dummy0")]
+    Route(ScriptArgs),
+    /// Check pre-built bridges (what `network-prebuilt start bridges=...` does): changes
+    /// nothing; exit 1 with one line per bridge that is missing, not a bridge, or down.
+    Check {
+        /// The bridges the distro built (e.g. br4 br100).
+        #[arg(required = true, value_name = "BRIDGE")]
+        bridges: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ActionArg {
+    Start,
+    Stop,
+    Status,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ScriptArgs {
+    /// start: build (a no-op when already built); stop: put the host back exactly as before
+    /// start; status: show the picture.
+    pub action: ActionArg,
+    /// Parameters as xend passes them to the script.
+    #[arg(value_name = "KEY=VALUE", value_parser = key_value)]
+    pub params: Vec<(String, String)>,
+    /// Print each planned change and make none.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -102,6 +191,7 @@ pub fn run(args: Vec<String>) -> i32 {
     match cli.command {
         Cmd::Add(a) => device(&a, true),
         Cmd::Remove(a) => device(&a, false),
+        Cmd::Network { command } => network(command),
         Cmd::Status { json } => match status::run(json) {
             Ok(()) => 0,
             Err(e) => {
@@ -109,7 +199,61 @@ pub fn run(args: Vec<String>) -> i32 {
                 1
             }
         },
+        Cmd::CheckConfig { file } => check_config(file.as_deref()),
+        Cmd::Generate { what } => generate(what),
     }
+}
+
+fn check_config(file: Option<&std::path::Path>) -> i32 {
+    let path = file.unwrap_or(std::path::Path::new(config::PATH));
+    match config::load_from(path) {
+        Ok(cfg) => {
+            if !path.exists() {
+                println!("{}: absent (stock behaviour)", path.display());
+            }
+            println!("{}", config::describe(&cfg));
+            0
+        }
+        Err(e) => {
+            log::error(&format!("{e:#}"));
+            1
+        }
+    }
+}
+
+fn generate(what: Generate) -> i32 {
+    let mut out = std::io::stdout().lock();
+    let written = match what {
+        Generate::Man => docs::man_page().and_then(|page| Ok(out.write_all(&page)?)),
+        Generate::Completions { shell } => {
+            docs::completions(shell, &mut out);
+            Ok(())
+        }
+    };
+    match written.and_then(|()| Ok(out.flush()?)) {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error(&format!("generate: {e:#}"));
+            1
+        }
+    }
+}
+
+fn network(cmd: NetworkCmd) -> i32 {
+    let (script, a) = match cmd {
+        NetworkCmd::Bridge(a) => (Script::Bridge, a),
+        NetworkCmd::Route(a) => (Script::Route, a),
+        NetworkCmd::Check { bridges } => {
+            let vars = vec![("bridges".to_string(), bridges.join(","))];
+            return network_script::run(Script::Prebuilt, Action::Start, &vars, false);
+        }
+    };
+    let action = match a.action {
+        ActionArg::Start => Action::Start,
+        ActionArg::Stop => Action::Stop,
+        ActionArg::Status => Action::Status,
+    };
+    network_script::run(script, action, &a.params, a.dry_run)
 }
 
 fn device(a: &DeviceArgs, up: bool) -> i32 {

@@ -1,8 +1,11 @@
 //! One hotplug call, start to finish: triage → locate → read the backend → validate → lock →
 //! plan → apply → report.
 
+use std::time::Instant;
+
 use anyhow::{Context, Result};
 
+use crate::config::{self, Config};
 use crate::invocation::{self, Call, Command, Hotplug, Mode, Personality, Triage, TypeIf};
 use crate::lock;
 use crate::log;
@@ -10,6 +13,7 @@ use crate::modes::{bridge, route};
 use crate::netlink::Netlink;
 use crate::plan::{self, Step};
 use crate::xenstore::{self, Store, XenStore};
+use crate::{hooks, hotplug_log};
 
 pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
@@ -28,34 +32,68 @@ impl Failure {
         backend: Option<String>,
     ) -> Failure {
         Failure {
-            message: format!("{prefix}: {e:#}"),
+            message: one_line(format!("{prefix}: {e:#}")),
             store,
             backend,
         }
     }
 
-    /// hotplug-error + hotplug-status=error, as libxl reads them, and the log.
+    /// hotplug-error + hotplug-status=error, as libxl reads them, and one line in the log.
     pub fn report(self) {
-        log::error(&self.message);
-        let (Some(backend), Some(store)) =
-            (&self.backend, self.store.or_else(|| XenStore::open().ok()))
-        else {
+        let Some(backend) = &self.backend else {
+            log::error(&self.message);
             return;
         };
-        for (key, value) in [
-            ("hotplug-error", self.message.as_str()),
-            ("hotplug-status", "error"),
-        ] {
-            if let Err(e) = store.write(&format!("{backend}/{key}"), value) {
-                log::error(&format!("cannot write {backend}/{key}: {e}"));
-                return;
-            }
+        let write = |store: &XenStore| -> std::io::Result<()> {
+            store.write(&format!("{backend}/hotplug-error"), &self.message)?;
+            store.write(&format!("{backend}/hotplug-status"), "error")
+        };
+        let mut result = match &self.store {
+            Some(s) => write(s),
+            None => Err(std::io::Error::other("no connection")),
+        };
+        // A connection that broke or timed out gets one fresh try: libxl must hear about it.
+        if result
+            .as_ref()
+            .is_err_and(|e| self.store.is_none() || xenstore::is_connection_error(e))
+        {
+            result = XenStore::open()
+                .map_err(|e| std::io::Error::other(format!("{e:#}")))
+                .and_then(|s| write(&s));
+        }
+        match result {
+            Ok(()) => log::error(&self.message),
+            Err(e) => log::error(&format!(
+                "{} (and it could not be reported in {backend}: {e})",
+                self.message
+            )),
         }
     }
 }
 
+/// The longest hotplug-error we write: a hostile 4 KiB value quoted in a message must not make
+/// the report itself too big for xenstore (4096-byte payloads) or unreadable in `xl` output.
+const MAX_MESSAGE: usize = 400;
+
+fn one_line(msg: String) -> String {
+    let mut m = msg.replace(['\n', '\r'], " ");
+    if m.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE;
+        while !m.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        m.truncate(cut);
+        m.push_str("...");
+    }
+    m
+}
+
 /// Run a hotplug personality (vif-bridge, vif-route, vif-setup). Returns the exit status.
 pub fn run_personality(personality: Personality, args: &[String], env: Env) -> i32 {
+    // The configuration's defaults sit under the environment (a bad file: see `execute`).
+    let stock = Config::default();
+    let layered = config::layer(config::current().as_ref().unwrap_or(&stock), env);
+    let env: Env = &layered;
     let call = match invocation::triage(personality, args, env) {
         Ok(Triage::Ignore(why)) => {
             log::debug(&why);
@@ -63,12 +101,22 @@ pub fn run_personality(personality: Personality, args: &[String], env: Env) -> i
         }
         Ok(Triage::Run(c)) => c,
         Err(e) => {
-            // Report where libxl looks if the caller told us where that is.
-            let backend = env("XENBUS_PATH").filter(|p| invocation::parse_backend_path(p).is_ok());
+            // A word that is no hotplug request (an unknown command or interface type) is the
+            // caller's mistake, not the device's: log it and leave the device's status alone,
+            // as the stock scripts do. Otherwise report where libxl looks.
+            let backend = env("XENBUS_PATH")
+                .filter(|p| invocation::parse_backend_path(p).is_ok())
+                .filter(|_| invocation::is_hotplug_request(args, env));
             Failure::new(personality.name(), e, None, backend).report();
             return 1;
         }
     };
+    if env("UDEV_CALL").is_some_and(|v| !v.is_empty()) && libxl_runs_hotplug() {
+        log::debug(
+            "called by udev, but libxl runs the hotplug scripts (libxl/disable_udev): nothing to do",
+        );
+        return 0;
+    }
     match execute(&call, env, false) {
         Ok(()) => 0,
         Err(f) => {
@@ -76,6 +124,13 @@ pub fn run_personality(personality: Personality, args: &[String], env: Env) -> i
             1
         }
     }
+}
+
+/// libxl with `run_hotplug_scripts=1` (the default) writes `libxl/disable_udev` and runs the
+/// scripts itself; the udev rules must then do nothing, or every action would run twice.
+/// Unreadable xenstore: go on, and let the action report the real error.
+fn libxl_runs_hotplug() -> bool {
+    XenStore::open().is_ok_and(|s| s.read("libxl/disable_udev").is_ok_and(|v| v.is_some()))
 }
 
 /// The device name for messages before the backend has been read.
@@ -90,7 +145,46 @@ fn early_name(call: &Call, env: Env) -> String {
         .unwrap_or_else(|| "(unknown device)".into())
 }
 
+/// Do `call` and log it (one line in the hotplug log, unless a dry run).
 pub fn execute(call: &Call, env: Env, dry_run: bool) -> Result<(), Failure> {
+    let started = Instant::now();
+    let stock = Config::default();
+    let (cfg, result) = match config::current() {
+        Ok(cfg) => (cfg, execute_with(call, env, dry_run, cfg)),
+        // A bad file fails every online/add; teardown still runs, with the stock defaults.
+        Err(e) if call.command.is_up() => {
+            let b = env("XENBUS_PATH").filter(|p| invocation::parse_backend_path(p).is_ok());
+            let prefix = format!("{} {} {}", call.script, call.command, early_name(call, env));
+            let e = anyhow::anyhow!("{e}");
+            (&stock, Err(Failure::new(&prefix, e, None, b)))
+        }
+        Err(e) => {
+            log::error(&format!("{e} (tearing down with the stock defaults)"));
+            (&stock, execute_with(call, env, dry_run, &stock))
+        }
+    };
+    if let (Some(path), false) = (&cfg.log_file, dry_run) {
+        let id = invocation::locate(call, env).ok().map(|(id, _)| id);
+        let device = id.map_or_else(|| "-".to_string(), |i| i.kernel_name(call.type_if));
+        hotplug_log::append(
+            path,
+            &hotplug_log::Entry {
+                script: call.script,
+                call,
+                domid: id.map(|i| i.domid),
+                devid: id.map(|i| i.devid),
+                device: &device,
+                error: result.as_ref().err().map(|f| f.message.as_str()),
+                duration: started.elapsed(),
+            },
+        );
+    }
+    result
+}
+
+fn execute_with(call: &Call, env: Env, dry_run: bool, cfg: &Config) -> Result<(), Failure> {
+    let layered = config::layer(cfg, env);
+    let env: Env = &layered;
     let prefix = format!("{} {} {}", call.script, call.command, early_name(call, env));
     let (id, backend) = invocation::locate(call, env).map_err(|e| {
         let b = env("XENBUS_PATH").filter(|p| invocation::parse_backend_path(p).is_ok());
@@ -109,7 +203,7 @@ pub fn execute(call: &Call, env: Env, dry_run: bool) -> Result<(), Failure> {
         Err(e) => return Err(Failure::new(&prefix, e, Some(store), Some(backend))),
     };
     let prefix = format!("{} {} {}", call.script, call.command, hp.device());
-    match act(&hp, &store, dry_run) {
+    match act(&hp, &store, dry_run, cfg) {
         Ok(()) => {
             log::debug(&format!("{prefix}: done"));
             Ok(())
@@ -128,7 +222,7 @@ pub fn plan_for(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
     }
 }
 
-fn act(hp: &Hotplug, store: &dyn Store, dry_run: bool) -> Result<()> {
+fn act(hp: &Hotplug, store: &dyn Store, dry_run: bool, cfg: &Config) -> Result<()> {
     let _lock = if dry_run {
         None
     } else {
@@ -137,22 +231,33 @@ fn act(hp: &Hotplug, store: &dyn Store, dry_run: bool) -> Result<()> {
     let mut nl = Netlink::open().context("open rtnetlink")?;
     let mut steps = plan_for(&mut nl, hp)?;
     // libxl waits for this; netback connects the guest once it reads `connected`.
-    if hp.command == Command::Online && hp.type_if == TypeIf::Vif {
-        steps.push(Step::XsWrite {
+    let connected =
+        (hp.command == Command::Online && hp.type_if == TypeIf::Vif).then(|| Step::XsWrite {
             path: format!("{}/hotplug-status", hp.backend),
             value: "connected".into(),
         });
-    }
     if dry_run {
+        steps.extend(connected);
         plan::print(&steps);
         return Ok(());
     }
-    if hp.command.is_up() {
-        plan::apply(&mut nl, store, &steps)
-    } else {
+    if !hp.command.is_up() {
         if steps.is_empty() {
             log::debug(&format!("{}: nothing to undo (already gone)", hp.device()));
         }
-        plan::teardown(&mut nl, store, &steps)
+        plan::teardown(&mut nl, store, &steps)?;
+        return hooks::run_after(cfg.hook_dir.as_deref(), &mut nl, hp);
+    }
+    let applied = plan::apply(&mut nl, store, &steps)?;
+    // As stock: the hooks run after the change and before `connected` is written. If either
+    // fails, this run's changes are taken back like any other failure.
+    let finish =
+        hooks::run_after(cfg.hook_dir.as_deref(), &mut nl, hp).and_then(|()| match connected {
+            Some(step) => plan::apply(&mut nl, store, &[step]).map(drop),
+            None => Ok(()),
+        });
+    match finish {
+        Ok(()) => Ok(()),
+        Err(e) => Err(applied.undo(&mut nl, store, e)),
     }
 }

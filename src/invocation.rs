@@ -17,6 +17,8 @@ pub enum Personality {
     VifSetup,
     NetworkBridge,
     NetworkRoute,
+    /// The checking replacement for `(network-script /bin/true)`: pre-built bridges.
+    NetworkPrebuilt,
     Cli,
 }
 
@@ -28,6 +30,7 @@ impl Personality {
             "vif-setup" => Personality::VifSetup,
             "network-bridge" => Personality::NetworkBridge,
             "network-route" => Personality::NetworkRoute,
+            "network-prebuilt" => Personality::NetworkPrebuilt,
             _ => Personality::Cli,
         }
     }
@@ -40,6 +43,7 @@ impl Personality {
             Personality::VifSetup => "vif-setup",
             Personality::NetworkBridge => "network-bridge",
             Personality::NetworkRoute => "network-route",
+            Personality::NetworkPrebuilt => "network-prebuilt",
             Personality::Cli => "xen-vif",
         }
     }
@@ -344,6 +348,18 @@ pub enum Triage {
     /// A combination the stock scripts ignore (e.g. `online type_if=tap`): exit 0.
     Ignore(String),
     Run(Call),
+}
+
+/// Whether argv (and the environment) name a hotplug request at all: a known command and
+/// interface type.
+pub fn is_hotplug_request(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> bool {
+    let words = Words::parse(args);
+    let type_if = words
+        .get("type_if")
+        .map(String::from)
+        .or_else(|| env("type_if"));
+    words.command.as_deref().and_then(Command::parse).is_some()
+        && matches!(type_if.as_deref(), None | Some("" | "vif" | "tap"))
 }
 
 /// Command and interface type from argv and the environment.

@@ -4,13 +4,18 @@
 //! `xenstore`. `netlink` knows nothing about Xen.
 
 pub mod cli;
+pub mod config;
+pub mod docs;
+pub mod hooks;
 pub mod hotplug;
+pub mod hotplug_log;
 pub mod ifname;
 pub mod invocation;
 pub mod lock;
 pub mod log;
 pub mod modes;
 pub mod netlink;
+pub mod network_script;
 pub mod plan;
 pub mod status;
 pub mod sysctl;
@@ -35,13 +40,10 @@ pub fn main_entry() -> i32 {
     watchdog::install(personality.name());
     match personality {
         Personality::Cli => cli::run(args),
-        Personality::NetworkBridge | Personality::NetworkRoute => {
-            log::init(personality.name(), false, false);
-            log::error(&format!(
-                "{}: not implemented yet in this version of xen-vif",
-                personality.name()
-            ));
-            1
+        Personality::NetworkBridge | Personality::NetworkRoute | Personality::NetworkPrebuilt => {
+            let verbose = env_var("XEN_VIF_LOG").is_some_and(|v| v == "debug");
+            log::init(personality.name(), verbose, false);
+            network_script::run_personality(personality, &args[1..])
         }
         p => {
             let verbose = env_var("XEN_VIF_LOG").is_some_and(|v| v == "debug");

@@ -54,12 +54,17 @@ pub fn log(level: Level, msg: &str) {
     }
     if !s.syslog_tried {
         s.syslog_tried = true;
-        s.syslog = syslog::unix(Formatter3164 {
-            facility: Facility::LOG_DAEMON,
-            hostname: None,
-            process: s.ident.to_string(),
-            pid: std::process::id(),
-        })
+        // /dev/log only: Linux has no other syslog socket, and probing the BSD paths costs two
+        // failed connects on every call of a host without syslog.
+        s.syslog = syslog::unix_custom(
+            Formatter3164 {
+                facility: Facility::LOG_DAEMON,
+                hostname: None,
+                process: s.ident.to_string(),
+                pid: std::process::id(),
+            },
+            "/dev/log",
+        )
         .ok();
     }
     if let Some(l) = s.syslog.as_mut() {

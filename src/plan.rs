@@ -21,10 +21,15 @@ pub enum Step {
         name: String,
         up: bool,
     },
+    /// Rename, and set the alias in the same message (for a vif: the one that records whose
+    /// device it is, so no kill between the two can leave a renamed device we cannot
+    /// recognise). `None` clears the alias; `old_alias` is what the undo puts back.
     Rename {
         index: u32,
         from: String,
         to: String,
+        alias: Option<String>,
+        old_alias: Option<String>,
     },
     AddAltName {
         index: u32,
@@ -99,9 +104,12 @@ pub enum Step {
         value: String,
         old: String,
     },
+    /// `index`: the new link's ifindex, chosen by the plan so later steps can name it (0: the
+    /// kernel picks).
     CreateLink {
         name: String,
         link: NewLink,
+        index: u32,
     },
     /// Deleting a link cannot be undone by recreating it; only links this run created are deleted.
     DeleteLink {
@@ -135,7 +143,39 @@ fn vlans_str(v: &[PortVlan]) -> String {
         .join(", ")
 }
 
-fn route_str(r: &Route, dev: &str) -> String {
+fn index_str(index: u32) -> String {
+    if index == 0 {
+        String::new()
+    } else {
+        format!(" index {index}")
+    }
+}
+
+/// A link kind the running kernel does not have (EOPNOTSUPP on creation): the one line to show.
+#[derive(Debug)]
+pub struct Unsupported(pub &'static str);
+
+impl fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for Unsupported {}
+
+fn unsupported(link: &NewLink) -> Unsupported {
+    Unsupported(match link {
+        NewLink::Dummy => "kernel has no dummy link support (CONFIG_DUMMY)",
+        NewLink::Vlan { .. } => "kernel has no 802.1q support (CONFIG_VLAN_8021Q)",
+        NewLink::Bridge {
+            vlan_filtering: true,
+        } => "kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)",
+        NewLink::Bridge { .. } => "kernel has no bridge support (CONFIG_BRIDGE)",
+    })
+}
+
+/// A route as `ip route` spells it (without the verb).
+pub fn route_str(r: &Route, dev: &str) -> String {
     let mut s = format!("{}/{} dev {dev}", r.dst, r.prefix_len);
     if let Some(g) = r.gateway {
         s = format!("{}/{} via {g} dev {dev}", r.dst, r.prefix_len);
@@ -158,6 +198,12 @@ impl fmt::Display for Step {
             Step::SetUp { name, up, .. } => {
                 write!(f, "ip link set {name} {}", if *up { "up" } else { "down" })
             }
+            Step::Rename {
+                from,
+                to,
+                alias: Some(a),
+                ..
+            } => write!(f, "ip link set {from} name {to} alias \"{a}\""),
             Step::Rename { from, to, .. } => write!(f, "ip link set {from} name {to}"),
             Step::AddAltName { name, alt, .. } => {
                 write!(f, "ip link property add dev {name} altname {alt}")
@@ -204,18 +250,23 @@ impl fmt::Display for Step {
                 write!(f, "ip neigh del proxy {ip} dev {dev}")
             }
             Step::Sysctl { path, value, .. } => write!(f, "echo {value} > {path}"),
-            Step::CreateLink { name, link } => match link {
+            Step::CreateLink { name, link, index } => match link {
                 NewLink::Bridge { vlan_filtering } => write!(
                     f,
-                    "ip link add {name} type bridge stp_state 0 forward_delay 0{}",
+                    "ip link add {name}{} type bridge stp_state 0 forward_delay 0{}",
+                    index_str(*index),
                     if *vlan_filtering {
                         " vlan_filtering 1"
                     } else {
                         ""
                     }
                 ),
-                NewLink::Dummy => write!(f, "ip link add {name} type dummy"),
-                NewLink::Vlan { id, .. } => write!(f, "ip link add {name} type vlan id {id}"),
+                NewLink::Dummy => write!(f, "ip link add {name}{} type dummy", index_str(*index)),
+                NewLink::Vlan { id, .. } => write!(
+                    f,
+                    "ip link add {name}{} type vlan id {id}",
+                    index_str(*index)
+                ),
             },
             Step::DeleteLink { name, .. } => write!(f, "ip link del {name}"),
             Step::XsWrite { path, value } => write!(f, "xenstore-write {path} {value}"),
@@ -252,11 +303,18 @@ impl Step {
                     up: !up,
                 })
             }
-            Step::Rename { index, from, to } => {
+            Step::Rename {
+                index,
+                from,
+                to,
+                alias,
+                old_alias,
+            } => {
                 nl.set_link(
                     *index,
                     &LinkChange {
                         name: Some(to.clone()),
+                        alias: Some(alias.clone().unwrap_or_default()),
                         ..Default::default()
                     },
                 )
@@ -265,6 +323,8 @@ impl Step {
                     index: *index,
                     from: to.clone(),
                     to: from.clone(),
+                    alias: old_alias.clone(),
+                    old_alias: alias.clone(),
                 })
             }
             Step::AddAltName { index, name, alt } => {
@@ -424,8 +484,14 @@ impl Step {
                     old: value.clone(),
                 })
             }
-            Step::CreateLink { name, link } => {
-                nl.add_link(name, link).map_err(k)?;
+            Step::CreateLink { name, link, index } => {
+                match nl.add_link_at(name, link, *index) {
+                    Ok(()) => {}
+                    Err(e) if e.errno == Errno::EOPNOTSUPP => {
+                        return Err(anyhow::Error::new(e).context(unsupported(link)));
+                    }
+                    Err(e) => return Err(k(e)),
+                }
                 let created = nl
                     .link_by_name(name)
                     .map_err(k)?
@@ -456,37 +522,48 @@ pub fn print(steps: &[Step]) {
     }
 }
 
+/// What a successful `apply` changed, kept so a later failure of the same run (a hook, the
+/// final xenstore write) can still take it back.
+#[must_use]
+pub struct Applied(Vec<Step>);
+
+impl Applied {
+    /// Undo this run's changes, newest first; returns `e` with any undo failure added, so
+    /// nothing is hidden.
+    pub fn undo(self, nl: &mut Netlink, store: &dyn Store, e: anyhow::Error) -> anyhow::Error {
+        let mut failed_undo = Vec::new();
+        for u in self.0.iter().rev() {
+            match u.apply(nl, store) {
+                Ok(_) => log::info(&format!("undo: {u}")),
+                Err(ue) => failed_undo.push(format!("{u}: {ue:#}")),
+            }
+        }
+        if failed_undo.is_empty() {
+            e
+        } else {
+            e.context(format!(
+                "and undoing this run's changes failed too: {}",
+                failed_undo.join("; ")
+            ))
+        }
+    }
+}
+
 /// Apply every step in order; if one fails, undo the steps applied so far, newest first, and
-/// return the failure (with any undo failure added, so nothing is hidden).
-pub fn apply(nl: &mut Netlink, store: &dyn Store, steps: &[Step]) -> Result<()> {
-    let mut undo: Vec<Step> = Vec::new();
+/// return the failure.
+pub fn apply(nl: &mut Netlink, store: &dyn Store, steps: &[Step]) -> Result<Applied> {
+    let mut done = Applied(Vec::new());
     for step in steps {
         log::debug(&format!("{step}"));
         match step.apply(nl, store) {
             Ok(inverse) => {
                 log::info(&format!("{step}"));
-                undo.extend(inverse);
+                done.0.extend(inverse);
             }
-            Err(e) => {
-                let e = e.context(step.to_string());
-                let mut failed_undo = Vec::new();
-                for u in undo.iter().rev() {
-                    match u.apply(nl, store) {
-                        Ok(_) => log::info(&format!("undo: {u}")),
-                        Err(ue) => failed_undo.push(format!("{u}: {ue:#}")),
-                    }
-                }
-                if failed_undo.is_empty() {
-                    return Err(e);
-                }
-                return Err(e.context(format!(
-                    "and undoing this run's changes failed too: {}",
-                    failed_undo.join("; ")
-                )));
-            }
+            Err(e) => return Err(done.undo(nl, store, e.context(step.to_string()))),
         }
     }
-    Ok(())
+    Ok(done)
 }
 
 /// Apply every step, treating "already gone" as done, and report every failure together.

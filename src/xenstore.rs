@@ -41,7 +41,8 @@ impl XenStore {
     pub fn open() -> Result<XenStore> {
         // xenstore-rs owns its socket and sets no timeout. The kernel hands out the lowest free
         // descriptor, so probing for it just before connecting tells us which one it will use.
-        let probe = std::fs::File::open("/dev/null").ok();
+        // (A socket, not a file: it needs no /dev, which a broken host may lack.)
+        let probe = std::os::unix::net::UnixDatagram::unbound().ok();
         let fd = probe.as_ref().map(|f| f.as_raw_fd());
         drop(probe);
         let xs = XsUnix::new().context("cannot connect to xenstored")?;
@@ -61,15 +62,31 @@ fn set_timeouts(fd: i32) {
     let _ = setsockopt(&fd, sockopt::SendTimeout, &tv);
 }
 
+/// Name the connection failures; xenstored's own error replies (EAGAIN, EACCES, ...) pass as
+/// they are, since they carry no OS error number.
 fn timeout_named(e: io::Error) -> io::Error {
-    if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut {
-        io::Error::new(
+    match (e.raw_os_error(), e.kind()) {
+        (Some(nix::libc::EAGAIN), _) | (Some(nix::libc::ETIMEDOUT), _) => io::Error::new(
             io::ErrorKind::TimedOut,
             format!("xenstored did not answer within {} s", XS_TIMEOUT.as_secs()),
-        )
-    } else {
-        e
+        ),
+        (_, io::ErrorKind::UnexpectedEof) | (Some(nix::libc::ECONNRESET), _) => io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "xenstored closed the connection",
+        ),
+        _ => e,
     }
+}
+
+/// True when the connection itself is unusable (as opposed to xenstored refusing a request).
+pub fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+    )
 }
 
 impl Store for XenStore {

@@ -6,15 +6,8 @@ use support::*;
 
 const BE: &str = "/local/domain/0/backend/vif/5/0";
 
-/// A guest's vif5.0 on xenbr0 as libxl sets it up before running the script.
 fn guest(tag: &str, extra: &[(&str, &str)]) -> Option<Sandbox> {
-    let sb = Sandbox::new(tag)?;
-    sb.bridge("xenbr0");
-    sb.netback_vif("vif5.0", "g5.0");
-    let mut keys = vec![("bridge", "xenbr0")];
-    keys.extend_from_slice(extra);
-    sb.backend(5, 0, &keys);
-    Some(sb)
+    guest_on_xenbr0(tag, extra)
 }
 
 fn hotplug_status(sb: &Sandbox) -> Option<String> {

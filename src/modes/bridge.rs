@@ -2,7 +2,7 @@
 
 use anyhow::{Result, bail};
 
-use super::{find_device, name_steps, require_device};
+use super::{down_and_rename, find_device, require_device};
 use crate::invocation::{Hotplug, TypeIf};
 use crate::netlink::{Link, Netlink, PortVlan};
 use crate::plan::Step;
@@ -91,22 +91,11 @@ pub fn online(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
         );
     }
     let mtu = hp.mtu.unwrap_or(bridge.mtu);
-    let rename = name_steps(nl, hp, &link)?;
     let set_mac = link.mac != PORT_MAC;
-    // Renaming and changing a netback device's MAC need the link down; otherwise a second
-    // online leaves a working port alone.
-    let needs_down =
-        link.up && (set_mac || rename.iter().any(|s| matches!(s, Step::Rename { .. })));
+    // Changing a netback device's MAC needs the link down (as renaming does); otherwise a
+    // second online leaves a working port alone.
+    let (mut steps, needs_down) = down_and_rename(nl, hp, &link, set_mac)?;
     let name = hp.wanted_name.to_string();
-    let mut steps = Vec::new();
-    if needs_down {
-        steps.push(Step::SetUp {
-            index: link.index,
-            name: link.name.clone(),
-            up: false,
-        });
-    }
-    steps.extend(rename);
     if set_mac {
         steps.push(Step::SetMac {
             index: link.index,

@@ -26,10 +26,17 @@ pub fn find_device(nl: &mut Netlink, hp: &Hotplug) -> Result<Option<Link>> {
     Ok(None)
 }
 
-/// Netback's devices hang off the xenbus device `vif-D-N`; a device we renamed keeps netback's
-/// name as an alternative name. Anything else under that name is not ours to touch.
+/// The alias a device renamed by xen-vif carries: `xen-vif vif5.0`.
+fn owner_alias(hp: &Hotplug) -> String {
+    format!("xen-vif {}", hp.kernel_name)
+}
+
+/// Netback's devices hang off the xenbus device `vif-D-N`; a device we renamed carries our
+/// alias (set in the same message as the new name) and netback's name as an alternative name.
+/// Anything else under that name is not ours to touch.
 fn is_this_backends(l: &Link, hp: &Hotplug) -> bool {
-    l.alt_names.iter().any(|a| a == hp.kernel_name.as_str())
+    l.alias.as_deref() == Some(owner_alias(hp).as_str())
+        || l.alt_names.iter().any(|a| a == hp.kernel_name.as_str())
         || (hp.type_if == TypeIf::Vif
             && l.parent_bus.as_deref() == Some("xen-backend")
             && l.parent_dev.as_deref() == Some(&format!("vif-{}-{}", hp.id.domid, hp.id.devid)))
@@ -43,9 +50,34 @@ pub fn require_device(nl: &mut Netlink, hp: &Hotplug) -> Result<Link> {
     }
 }
 
-/// Rename to `vifname` (the link must be down: the caller orders that), keeping netback's
-/// name as an alternative name so `ip link show vifD.N` and offline still find it.
-pub fn name_steps(nl: &mut Netlink, hp: &Hotplug, link: &Link) -> Result<Vec<Step>> {
+/// The steps that give the link its name: down first when it is up and must be (a rename
+/// always needs that; `down_anyway` for the caller's own reasons, e.g. a netback MAC change),
+/// then the rename. Returns the steps and whether they take the link down, so the caller
+/// brings it up again.
+pub fn down_and_rename(
+    nl: &mut Netlink,
+    hp: &Hotplug,
+    link: &Link,
+    down_anyway: bool,
+) -> Result<(Vec<Step>, bool)> {
+    let rename = name_steps(nl, hp, link)?;
+    let needs_down =
+        link.up && (down_anyway || rename.iter().any(|s| matches!(s, Step::Rename { .. })));
+    let mut steps = Vec::new();
+    if needs_down {
+        steps.push(Step::SetUp {
+            index: link.index,
+            name: link.name.clone(),
+            up: false,
+        });
+    }
+    steps.extend(rename);
+    Ok((steps, needs_down))
+}
+
+/// Rename to `vifname` (the link must be down: `down_and_rename` orders that), keeping
+/// netback's name as an alternative name so `ip link show vifD.N` and offline still find it.
+fn name_steps(nl: &mut Netlink, hp: &Hotplug, link: &Link) -> Result<Vec<Step>> {
     let mut steps = Vec::new();
     if link.name != hp.wanted_name.as_str() {
         if let Some(other) = nl.link_by_name(hp.wanted_name.as_str())? {
@@ -61,6 +93,8 @@ pub fn name_steps(nl: &mut Netlink, hp: &Hotplug, link: &Link) -> Result<Vec<Ste
             index: link.index,
             from: link.name.clone(),
             to: hp.wanted_name.to_string(),
+            alias: Some(owner_alias(hp)),
+            old_alias: link.alias.clone(),
         });
     }
     if hp.wanted_name != hp.kernel_name

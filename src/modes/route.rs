@@ -6,12 +6,14 @@ use std::net::IpAddr;
 
 use anyhow::{Result, bail};
 
-use super::{find_device, name_steps, require_device};
+use super::{down_and_rename, find_device, require_device};
 use crate::ifname::IfName;
 use crate::invocation::{Hotplug, TypeIf};
 use crate::netlink::{Address, Link, Netlink, Route};
 use crate::plan::Step;
 use crate::sysctl;
+
+const IFA_F_NODAD: u32 = 0x02;
 
 /// One entry of the backend's `ip` list: an address or a prefix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,6 +23,14 @@ pub struct GuestAddr {
 }
 
 impl GuestAddr {
+    fn overlaps(&self, other: &GuestAddr) -> bool {
+        if self.ip.is_ipv4() != other.ip.is_ipv4() {
+            return false;
+        }
+        let len = self.prefix_len.min(other.prefix_len);
+        network(self.ip, len) == network(other.ip, len)
+    }
+
     fn is_host(&self) -> bool {
         self.prefix_len == if self.ip.is_ipv4() { 32 } else { 128 }
     }
@@ -68,6 +78,11 @@ pub fn parse_guest_addrs(list: &str) -> Result<Vec<GuestAddr>> {
         if out.contains(&g) {
             bail!("ip entry {entry:?} is given twice");
         }
+        // Overlapping entries would give one guest two routes for the same addresses, and make
+        // offline of one remove the other's: refuse them.
+        if let Some(o) = out.iter().find(|o| o.overlaps(&g)) {
+            bail!("ip entry {entry:?} overlaps {}/{}", o.ip, o.prefix_len);
+        }
         out.push(g);
     }
     Ok(out)
@@ -106,14 +121,8 @@ pub fn gateway_device(nl: &mut Netlink, hp: &Hotplug) -> Result<Link> {
     if let Some(l) = nl.link_by_name("dummy0")? {
         return Ok(l);
     }
-    let default = nl
-        .routes(false)?
-        .into_iter()
-        .find(|r| r.prefix_len == 0 && r.table == crate::netlink::RT_TABLE_MAIN && r.oif.is_some());
-    if let Some(oif) = default.and_then(|r| r.oif) {
-        if let Some(l) = nl.link_by_index(oif)? {
-            return Ok(l);
-        }
+    if let Some(l) = nl.default_route_link()? {
+        return Ok(l);
     }
     bail!("no gateway device: set gatewaydev (netdev=), create dummy0, or add a default route")
 }
@@ -166,17 +175,7 @@ pub fn online(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
         bail!("gateway device {} has no global IPv6 address", gw.name);
     }
     let name = hp.wanted_name.to_string();
-    let rename = name_steps(nl, hp, &link)?;
-    let needs_down = link.up && rename.iter().any(|s| matches!(s, Step::Rename { .. }));
-    let mut steps = Vec::new();
-    if needs_down {
-        steps.push(Step::SetUp {
-            index: link.index,
-            name: link.name.clone(),
-            up: false,
-        });
-    }
-    steps.extend(rename);
+    let (mut steps, needs_down) = down_and_rename(nl, hp, &link, false)?;
     let have = nl.addresses(Some(link.index))?;
     let mut gw_addrs = Vec::new();
     if wants_v4 {
@@ -187,9 +186,15 @@ pub fn online(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
     }
     for (ip, len) in &gw_addrs {
         if !have.iter().any(|a| a.ip == *ip && a.prefix_len == *len) {
+            let mut addr = Address::new(link.index, *ip, *len);
+            if ip.is_ipv6() {
+                // The host already owns this address on the gateway device; duplicate address
+                // detection on a point-to-point vif would only delay the guest by a second.
+                addr.flags = IFA_F_NODAD;
+            }
             steps.push(Step::AddAddress {
                 name: name.clone(),
-                addr: Address::new(link.index, *ip, *len),
+                addr,
             });
         }
     }
@@ -206,10 +211,10 @@ pub fn online(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
     }
     let mut existing = Vec::new();
     if wants_v4 {
-        existing.extend(nl.routes(false)?);
+        existing.extend(nl.routes(false, Some(link.index))?);
     }
     if wants_v6 {
-        existing.extend(nl.routes(true)?);
+        existing.extend(nl.routes(true, Some(link.index))?);
     }
     for g in &hp.ip {
         let src = if g.ip.is_ipv4() { gw4 } else { gw6 };
@@ -280,8 +285,8 @@ pub fn offline(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
     let Some(link) = link else {
         return Ok(steps);
     };
-    let mut existing = nl.routes(false)?;
-    existing.extend(nl.routes(true)?);
+    let mut existing = nl.routes(false, Some(link.index))?;
+    existing.extend(nl.routes(true, Some(link.index))?);
     for r in existing
         .into_iter()
         .filter(|r| r.oif == Some(link.index) && r.table == crate::netlink::RT_TABLE_MAIN)
@@ -354,6 +359,8 @@ mod tests {
             "127.0.0.1",
             "10.0.0.1 10.0.0.1",
             "10.0.0.1/+8",
+            "10.0.0.0/24 10.0.0.5",
+            "2001:db8::5 2001:db8::/64",
         ] {
             assert!(parse_guest_addrs(bad).is_err(), "{bad}");
         }

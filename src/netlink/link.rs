@@ -15,6 +15,8 @@ pub struct Link {
     pub index: u32,
     pub name: String,
     pub alt_names: Vec<String>,
+    /// IFLA_IFALIAS (`ip link set DEV alias ...`).
+    pub alias: Option<String>,
     pub mtu: u32,
     pub mac: Vec<u8>,
     /// ifindex of the bridge this link is a port of.
@@ -27,6 +29,9 @@ pub struct Link {
     pub vlan_filtering: Option<bool>,
     /// For a bridge: the VLAN a new port gets as PVID (0: none).
     pub default_pvid: Option<u16>,
+    /// For a bridge: whether STP is on, and its forward delay (centiseconds, as the kernel keeps it).
+    pub stp: Option<bool>,
+    pub forward_delay: Option<u32>,
     /// For a VLAN device: its id, and the link it sits on.
     pub vlan_id: Option<u16>,
     pub lower: Option<u32>,
@@ -49,6 +54,7 @@ impl Link {
         for attr in m.attributes {
             match attr {
                 LinkAttribute::IfName(n) => link.name = n,
+                LinkAttribute::IfAlias(a) if !a.is_empty() => link.alias = Some(a),
                 LinkAttribute::Mtu(v) => link.mtu = v,
                 LinkAttribute::Address(a) => link.mac = a,
                 LinkAttribute::Controller(i) if i != 0 => link.master = Some(i),
@@ -74,6 +80,14 @@ impl Link {
                                         }
                                         InfoBridge::VlanDefaultPvid(p) => {
                                             link.default_pvid = Some(p)
+                                        }
+                                        InfoBridge::StpState(s) => {
+                                            link.stp = Some(
+                                                s != netlink_packet_route::link::BridgeStpState::Disabled,
+                                            )
+                                        }
+                                        InfoBridge::ForwardDelay(d) => {
+                                            link.forward_delay = Some(d)
                                         }
                                         _ => {}
                                     }
@@ -112,6 +126,8 @@ fn kind_name(k: &InfoKind) -> String {
 #[derive(Clone, Debug, Default)]
 pub struct LinkChange {
     pub name: Option<String>,
+    /// An empty alias removes it.
+    pub alias: Option<String>,
     pub mtu: Option<u32>,
     pub mac: Option<Vec<u8>>,
     /// `Some(0)` detaches from the bridge.
@@ -169,6 +185,9 @@ impl Netlink {
         if let Some(n) = &change.name {
             m.attributes.push(LinkAttribute::IfName(n.clone()));
         }
+        if let Some(a) = &change.alias {
+            m.attributes.push(LinkAttribute::IfAlias(a.clone()));
+        }
         if let Some(v) = change.mtu {
             m.attributes.push(LinkAttribute::Mtu(v));
         }
@@ -182,29 +201,16 @@ impl Netlink {
     }
 
     pub fn add_link(&mut self, name: &str, new: &NewLink) -> Result<()> {
-        let mut m = LinkMessage::default();
-        m.attributes.push(LinkAttribute::IfName(name.to_string()));
-        let info = match new {
-            NewLink::Bridge { vlan_filtering } => vec![
-                LinkInfo::Kind(InfoKind::Bridge),
-                LinkInfo::Data(InfoData::Bridge(vec![
-                    // STP off and no forward delay: a vif must forward at once (as xend did).
-                    InfoBridge::StpState(netlink_packet_route::link::BridgeStpState::Disabled),
-                    InfoBridge::ForwardDelay(0),
-                    InfoBridge::VlanFiltering(*vlan_filtering),
-                ])),
-            ],
-            NewLink::Dummy => vec![LinkInfo::Kind(InfoKind::Dummy)],
-            NewLink::Vlan { lower, id } => {
-                m.attributes.push(LinkAttribute::Link(*lower));
-                vec![
-                    LinkInfo::Kind(InfoKind::Vlan),
-                    LinkInfo::Data(InfoData::Vlan(vec![InfoVlan::Id(*id)])),
-                ]
-            }
-        };
-        m.attributes.push(LinkAttribute::LinkInfo(info));
-        self.request(Rt::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
+        self.add_link_at(name, new, 0)
+    }
+
+    /// Create a link with ifindex `index` (0: the kernel picks), so a plan can name the new
+    /// link's index in the steps after its creation.
+    pub fn add_link_at(&mut self, name: &str, new: &NewLink, index: u32) -> Result<()> {
+        self.request(
+            Rt::NewLink(new_link_message(name, new, index)),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
     }
 
     pub fn del_link(&mut self, index: u32) -> Result<()> {
@@ -223,6 +229,41 @@ impl Netlink {
     pub fn del_alt_name(&mut self, index: u32, alt: &str) -> Result<()> {
         self.request(Rt::DelLinkProp(alt_name_message(index, alt)), 0)
     }
+}
+
+/// The RTM_NEWLINK message that creates `new` as `name` (with ifindex `index`, 0: any).
+pub fn new_link_message(name: &str, new: &NewLink, index: u32) -> LinkMessage {
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    m.attributes.push(LinkAttribute::IfName(name.to_string()));
+    let info = match new {
+        NewLink::Bridge { vlan_filtering } => {
+            let mut opts = vec![
+                // STP off and no forward delay: a vif must forward at once (as xend did).
+                InfoBridge::StpState(netlink_packet_route::link::BridgeStpState::Disabled),
+                InfoBridge::ForwardDelay(0),
+            ];
+            // Only when asked: a kernel without CONFIG_BRIDGE_VLAN_FILTERING refuses the
+            // attribute (EOPNOTSUPP) even when it says "off".
+            if *vlan_filtering {
+                opts.push(InfoBridge::VlanFiltering(true));
+            }
+            vec![
+                LinkInfo::Kind(InfoKind::Bridge),
+                LinkInfo::Data(InfoData::Bridge(opts)),
+            ]
+        }
+        NewLink::Dummy => vec![LinkInfo::Kind(InfoKind::Dummy)],
+        NewLink::Vlan { lower, id } => {
+            m.attributes.push(LinkAttribute::Link(*lower));
+            vec![
+                LinkInfo::Kind(InfoKind::Vlan),
+                LinkInfo::Data(InfoData::Vlan(vec![InfoVlan::Id(*id)])),
+            ]
+        }
+    };
+    m.attributes.push(LinkAttribute::LinkInfo(info));
+    m
 }
 
 fn alt_name_message(index: u32, alt: &str) -> LinkMessage {

@@ -89,14 +89,18 @@ fn ip_of(a: RouteAddress) -> Option<IpAddr> {
 }
 
 impl Netlink {
-    /// Every unicast route of one family (`v6`), in every table.
-    pub fn routes(&mut self, v6: bool) -> Result<Vec<Route>> {
+    /// Every route of one family (`v6`), in every table; only those through link `oif` when
+    /// given (the kernel filters, so one vif's routes cost the same with a thousand guests).
+    pub fn routes(&mut self, v6: bool, oif: Option<u32>) -> Result<Vec<Route>> {
         let mut m = RouteMessage::default();
         m.header.address_family = if v6 {
             AddressFamily::Inet6
         } else {
             AddressFamily::Inet
         };
+        if let Some(o) = oif {
+            m.attributes.push(RouteAttribute::Oif(o));
+        }
         let mut out = Vec::new();
         for msg in self.dump(Rt::GetRoute(m))? {
             let Rt::NewRoute(r) = msg else { continue };
@@ -116,6 +120,7 @@ impl Netlink {
                 scope: r.header.scope.into(),
                 kind: r.header.kind.into(),
             };
+            let mut via_oif = oif.is_none();
             for attr in r.attributes {
                 match attr {
                     RouteAttribute::Destination(a) => {
@@ -125,13 +130,19 @@ impl Netlink {
                     }
                     RouteAttribute::Gateway(a) => route.gateway = ip_of(a),
                     RouteAttribute::PrefSource(a) => route.src = ip_of(a),
-                    RouteAttribute::Oif(o) => route.oif = Some(o),
+                    RouteAttribute::Oif(o) => {
+                        route.oif = Some(o);
+                        via_oif |= oif == Some(o);
+                    }
                     RouteAttribute::Priority(p) => route.metric = Some(p),
                     RouteAttribute::Table(t) => route.table = t,
                     _ => {}
                 }
             }
-            out.push(route);
+            // Older kernels ignore the filter: apply it here too.
+            if via_oif {
+                out.push(route);
+            }
         }
         Ok(out)
     }
@@ -146,5 +157,24 @@ impl Netlink {
         m.header.protocol = RouteProtocol::Unspec;
         m.header.scope = RouteScope::NoWhere;
         self.request(Rt::DelRoute(m), 0)
+    }
+
+    /// The link of the main table's default route (IPv4 first, then IPv6), if any.
+    pub fn default_route_link(&mut self) -> Result<Option<super::Link>> {
+        for v6 in [false, true] {
+            let oif = self
+                .routes(v6, None)?
+                .into_iter()
+                .filter(|r| {
+                    r.prefix_len == 0
+                        && r.table == RT_TABLE_MAIN
+                        && r.kind == u8::from(RouteType::Unicast)
+                })
+                .find_map(|r| r.oif);
+            if let Some(i) = oif {
+                return self.link_by_index(i);
+            }
+        }
+        Ok(None)
     }
 }

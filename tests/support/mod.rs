@@ -44,6 +44,54 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_xen-vif"))
 }
 
+/// Another network namespace (a guest, a "world", a switch) beside a sandbox.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(sb: &Sandbox, tag: &str) -> Netns {
+        let name = format!("{}-{tag}", sb.ns);
+        let st = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip netns add {name}");
+        let ns = Netns { name };
+        ns.ip("link set lo up");
+        ns
+    }
+
+    pub fn ip(&self, args: &str) -> String {
+        let o = Command::new("ip")
+            .arg("-n")
+            .arg(&self.name)
+            .args(args.split_whitespace())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "ip -n {} {args}: {}",
+            self.name,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// `ping` from this namespace; true when any reply came back.
+    pub fn ping(&self, dst: &str) -> bool {
+        ping_in(&self.name, dst)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
 pub struct Sandbox {
     pub ns: String,
     pub dir: PathBuf,
@@ -83,6 +131,7 @@ impl Sandbox {
             "vif-setup",
             "network-bridge",
             "network-route",
+            "network-prebuilt",
             "xen-vif",
         ] {
             std::os::unix::fs::symlink(binary(), dir.join(script)).unwrap();
@@ -93,6 +142,9 @@ impl Sandbox {
             .unwrap();
         assert!(st.success(), "ip netns add {ns}");
         let ns_file = fs::File::open(format!("/run/netns/{ns}")).unwrap();
+        for d in ["etc", "etc-work", "varlog"] {
+            fs::create_dir(dir.join(d)).unwrap();
+        }
         let xs = Daemon::start(&dir.join("xenstored.sock")).unwrap();
         let sb = Sandbox {
             ns,
@@ -134,6 +186,21 @@ impl Sandbox {
     /// A veth standing in for netback's vif; its peer `peer` stays in this namespace (down).
     pub fn netback_vif(&self, name: &str, peer: &str) {
         self.ip(&format!("link add {name} type veth peer name {peer}"));
+    }
+
+    /// Move one end of a veth created here into `other`.
+    pub fn move_to(&self, link: &str, other: &Netns) {
+        self.ip(&format!("link set {link} netns {}", other.name));
+    }
+
+    /// Write a sysctl inside the sandbox (test set-up only).
+    pub fn set_sysctl(&self, path: &str, value: &str) {
+        let o = self.sh(&format!("echo {value} > {path}"));
+        assert!(
+            o.status.success(),
+            "{path}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
 
     /// A bridge with a fixed MAC, as a bridge over a NIC has: an empty bridge's own MAC otherwise
@@ -187,23 +254,138 @@ impl Sandbox {
     /// Run the binary as `script` inside the namespace, with exactly `env` (plus XENSTORED_PATH
     /// and PATH) and `args`.
     pub fn run(&self, script: &str, args: &[&str], env: &[(String, String)]) -> Output {
-        let mut cmd = Command::new(self.dir.join(script));
-        cmd.args(args)
-            .env_clear()
+        self.script_command(&[], script, args, env)
+            .output()
+            .unwrap()
+    }
+
+    /// Like `run`, under a wrapper command (e.g. strace injecting a fault), which execs the
+    /// script by its path so argv[0] stays the script name.
+    pub fn run_wrapped(
+        &self,
+        wrapper: &[&str],
+        script: &str,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> Output {
+        self.script_command(wrapper, script, args, env)
+            .output()
+            .unwrap()
+    }
+
+    /// The command `run` runs (optionally under `wrapper`), for tests that need to start it
+    /// without waiting or to add to it.
+    pub fn script_command(
+        &self,
+        wrapper: &[&str],
+        script: &str,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> Command {
+        let path = self.dir.join(script);
+        let mut cmd = match wrapper.split_first() {
+            None => self.command(&path),
+            Some((w, rest)) => {
+                let mut c = self.command(w);
+                c.args(rest).arg(&path);
+                c
+            }
+        };
+        cmd.args(args).envs(env.iter().map(|(k, v)| (k, v)));
+        cmd
+    }
+
+    /// `program` prepared to run like libxl runs a hotplug script: empty environment but for
+    /// XENSTORED_PATH and PATH, cwd /, stdin /dev/null, inside this sandbox's network namespace,
+    /// and in a private mount namespace where the host's Xen files cannot leak in or be
+    /// written: /etc is an overlay whose changes land in `etc_dir()` (tests put
+    /// /etc/xen/xen-vif.toml and vif-post.d hooks there), /var/log is `log_dir()` (empty: no
+    /// /var/log/xen unless a test creates it).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        use std::ffi::CString;
+        let mut cmd = Command::new(program);
+        cmd.env_clear()
             .env("XENSTORED_PATH", self.xs.socket())
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .envs(env.iter().map(|(k, v)| (k, v)))
             .current_dir("/")
             .stdin(std::process::Stdio::null());
         let fd = self.ns_file.as_fd().try_clone_to_owned().unwrap();
-        // SAFETY: setns(2) is async-signal-safe and touches only the child's own state.
+        let cstr = |p: &Path| CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        // One overlay work directory per command: overlayfs must not share one between mounts
+        // that exist at the same time (the concurrency tests run 32 at once).
+        let work = self.dir.join(format!(
+            "etc-work-{}",
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        fs::create_dir_all(&work).unwrap();
+        let opts = CString::new(format!(
+            "lowerdir=/etc,upperdir={},workdir={}",
+            self.etc_dir().display(),
+            work.display()
+        ))
+        .unwrap();
+        let log_dir = cstr(&self.log_dir());
+        // /run/xen-vif (device locks, network-script state) is the sandbox's own, too.
+        fs::create_dir_all(self.run_dir()).unwrap();
+        fs::create_dir_all("/run/xen-vif").unwrap();
+        let run_dir = cstr(&self.run_dir());
+        // SAFETY: setns(2), unshare(2) and mount(2) are async-signal-safe syscalls on the
+        // child's own state; every string was built before the fork.
         unsafe {
             cmd.pre_exec(move || {
+                use nix::libc;
                 nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(std::io::Error::from)
+                    .map_err(std::io::Error::from)?;
+                let check = |r: libc::c_int| {
+                    if r == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                };
+                check(libc::unshare(libc::CLONE_NEWNS))?;
+                let none = std::ptr::null();
+                check(libc::mount(
+                    none,
+                    c"/".as_ptr(),
+                    none,
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ))?;
+                check(libc::mount(
+                    c"overlay".as_ptr(),
+                    c"/etc".as_ptr(),
+                    c"overlay".as_ptr(),
+                    0,
+                    opts.as_ptr().cast(),
+                ))?;
+                check(libc::mount(
+                    log_dir.as_ptr(),
+                    c"/var/log".as_ptr(),
+                    none,
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ))?;
+                check(libc::mount(
+                    run_dir.as_ptr(),
+                    c"/run/xen-vif".as_ptr(),
+                    none,
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ))
             });
         }
-        cmd.output().unwrap()
+        cmd
+    }
+
+    /// What the binary sees as /etc, on top of the host's (write /etc/xen/... here).
+    pub fn etc_dir(&self) -> PathBuf {
+        self.dir.join("etc")
+    }
+
+    /// What the binary sees as /var/log.
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.join("varlog")
     }
 
     /// `script online type_if=vif` as libxl runs it.
@@ -347,6 +529,77 @@ impl Sandbox {
 
     pub fn path(&self, p: &str) -> PathBuf {
         self.dir.join(p)
+    }
+}
+
+/// A guest's vif5.0 on xenbr0 as libxl sets it up before running the script, with `extra`
+/// backend keys.
+pub fn guest_on_xenbr0(tag: &str, extra: &[(&str, &str)]) -> Option<Sandbox> {
+    let sb = Sandbox::new(tag)?;
+    sb.bridge("xenbr0");
+    sb.netback_vif("vif5.0", "g5.0");
+    let mut keys = vec![("bridge", "xenbr0")];
+    keys.extend_from_slice(extra);
+    sb.backend(5, 0, &keys);
+    Some(sb)
+}
+
+/// `ping` from namespace `ns`; true when any reply came back. Patient enough for proxy NDP,
+/// which the kernel answers after a random delay of up to 0.8 s.
+fn ping_in(ns: &str, dst: &str) -> bool {
+    Command::new("ip")
+        .args([
+            "netns", "exec", ns, "ping", "-c", "4", "-i", "0.3", "-W", "2", dst,
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+impl Sandbox {
+    pub fn netns(&self, tag: &str) -> Netns {
+        Netns::new(self, tag)
+    }
+
+    /// A veth `local` in this namespace and its peer `remote` in `other` (up there).
+    pub fn veth_to(&self, local: &str, other: &Netns, remote: &str) {
+        self.ip(&format!(
+            "link add {local} type veth peer name {remote} netns {}",
+            other.name
+        ));
+        other.ip(&format!("link set {remote} up"));
+    }
+
+    pub fn ping(&self, dst: &str) -> bool {
+        ping_in(&self.ns, dst)
+    }
+
+    /// What the binary sees as /run/xen-vif (its locks, the network scripts' state).
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+
+    /// A network script (`network-bridge`, `network-route`, `network-prebuilt`, or `xen-vif`)
+    /// as xend runs it.
+    pub fn net(&self, script: &str, args: &[&str]) -> Output {
+        self.run(script, args, &[])
+    }
+
+    /// Every state file under `run_dir()`.
+    pub fn state_files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "state") {
+                    out.push(p);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.run_dir(), &mut out);
+        out.sort();
+        out
     }
 }
 

@@ -1,0 +1,1143 @@
+//! network-bridge, two set-ups:
+//!
+//! - Over a NIC (xend's): `start [netdev=ethX] [bridge=NAME]`. A bridge takes the NIC's place:
+//!   it gets the NIC's name (or `bridge=`), its MAC, its addresses and every route through it;
+//!   the NIC becomes `p<name>`, a port without addresses. `bridge=null` does nothing (xend).
+//! - Per-VLAN bridges on a trunk (seed 004): `start trunk=eth1 vlans=4,100
+//!   [bridge_template=br%d]` builds `eth1.4` enslaved to `br4`, ... (no addresses, all up);
+//!   with `vlan_filtering=yes [bridge=xenbr0]` one VLAN-aware bridge with the trunk as a
+//!   tagged port, for libxl's `vlan` key.
+//!
+//! Validation happens before any change; every change is a plan step, undone on failure.
+
+use std::net::IpAddr;
+
+use anyhow::{Result, anyhow, bail};
+use netlink_packet_route::address::AddressFlags;
+
+use super::state::{Record, State, address_of, address_record, route_of, route_record};
+use super::{FreeIndexes, Instance, Params, Script, Start, ports, updown};
+use crate::ifname::IfName;
+use crate::log;
+use crate::netlink::{Address, Link, Netlink, NewLink, PortVlan, Route};
+use crate::plan::{Step, route_str};
+use crate::sysctl;
+
+/// rtnetlink route protocol `kernel`: routes the kernel derives from addresses; they follow the
+/// addresses by themselves.
+const RTPROT_KERNEL: u8 = 2;
+const RTN_UNICAST: u8 = 1;
+const DEFAULT_TEMPLATE: &str = "br%d";
+/// libxl's default bridge: a VLAN-aware bridge under this name serves `vif = ['vlan=4']`.
+const DEFAULT_FILTERING_BRIDGE: &str = "xenbr0";
+
+/// `None` for `bridge=null`.
+pub fn instance(nl: &mut Netlink, p: &Params) -> Result<Option<Box<dyn Instance>>> {
+    if p.get("bridge") == Some("null") {
+        return Ok(None);
+    }
+    if p.has("trunk") {
+        return Ok(Some(Box::new(trunk_instance(p)?)));
+    }
+    for k in ["vlans", "bridge_template", "vlan_filtering"] {
+        if p.has(k) {
+            bail!("{k}= only goes with trunk= (per-VLAN bridges on a trunk)");
+        }
+    }
+    let netdev = match p.netdev()? {
+        Some(n) => n,
+        None => match nl.default_route_link()? {
+            Some(l) => IfName::new(&l.name).map_err(anyhow::Error::msg)?,
+            None => bail!("no netdev= given and the host has no default route to take it from"),
+        },
+    };
+    let bridge = p.ifname("bridge")?.unwrap_or_else(|| netdev.clone());
+    let pdev = IfName::new(&format!("p{netdev}"))
+        .map_err(|e| anyhow!("netdev {netdev}: the NIC's new name: {e}"))?;
+    Ok(Some(Box::new(NicBridge {
+        netdev,
+        bridge,
+        pdev,
+        force: p.yes("force")?,
+    })))
+}
+
+fn name_of(nl: &mut Netlink, index: u32) -> String {
+    match nl.link_by_index(index) {
+        Ok(Some(l)) => l.name,
+        _ => format!("#{index}"),
+    }
+}
+
+fn exists(nl: &mut Netlink, name: &IfName) -> Result<Option<Link>> {
+    Ok(nl.link_by_name(name.as_str())?)
+}
+
+/// The link at `index` if it still is the one a state record names.
+fn recorded(nl: &mut Netlink, r: &Record) -> Result<Option<Link>> {
+    let (index, name) = (r.num::<u32>("index")?, r.get("name")?);
+    Ok(nl.link_by_index(index)?.filter(|l| l.name == name))
+}
+
+fn is_v6_link_local(ip: &IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
+}
+
+/// The routes that go with the NIC: unicast, through it, not derived by the kernel from an
+/// address (those come back by themselves). Direct routes first: a gateway must be reachable
+/// when its route is added.
+pub fn movable_routes(nl: &mut Netlink, index: u32) -> Result<Vec<Route>> {
+    let mut routes: Vec<Route> = nl.routes(false, Some(index))?;
+    routes.extend(nl.routes(true, Some(index))?);
+    routes.retain(|r| {
+        r.oif == Some(index)
+            && r.kind == RTN_UNICAST
+            && r.protocol != RTPROT_KERNEL
+            && !is_v6_link_local(&r.dst)
+    });
+    routes.sort_by_key(|r| r.gateway.is_some());
+    Ok(routes)
+}
+
+fn same_route(a: &Route, b: &Route) -> bool {
+    a.dst == b.dst
+        && a.prefix_len == b.prefix_len
+        && a.table == b.table
+        && a.metric == b.metric
+        && a.gateway == b.gateway
+        && a.oif == b.oif
+}
+
+/// An address label names its device (`eth0`, `eth0:1`): follow the device's new name.
+fn relabel(label: &Option<String>, from: &str, to: &str) -> Option<String> {
+    label.as_ref().map(|l| match l.strip_prefix(from) {
+        Some(rest) if rest.is_empty() || rest.starts_with(':') => {
+            let new = format!("{to}{rest}");
+            // A label is limited like an interface name; keep the device name if it would not fit.
+            if new.len() <= crate::ifname::MAX_LEN {
+                new
+            } else {
+                to.to_string()
+            }
+        }
+        _ => l.clone(),
+    })
+}
+
+/// A bridge port (or a bridge without IP) has no business with IPv6: no link-local address.
+fn no_ipv6_step(dev: &str) -> Option<Step> {
+    let default = sysctl::conf_path("ipv6", "default", "disable_ipv6");
+    let old = sysctl::read(&default).ok()?;
+    (old != "1").then(|| Step::Sysctl {
+        path: sysctl::conf_path("ipv6", dev, "disable_ipv6"),
+        value: "1".into(),
+        old,
+    })
+}
+
+/// A new bridge `name` (ifindex `index`, without IPv6: it carries guests' traffic, not the
+/// host's) with the existing link `port` as its port.
+fn bridge_with_port(
+    name: &str,
+    index: u32,
+    vlan_filtering: bool,
+    port: u32,
+    port_name: &str,
+) -> Vec<Step> {
+    let mut steps = vec![Step::CreateLink {
+        name: name.into(),
+        link: NewLink::Bridge { vlan_filtering },
+        index,
+    }];
+    steps.extend(no_ipv6_step(name));
+    steps.push(Step::SetMaster {
+        index: port,
+        name: port_name.into(),
+        master: index,
+        master_name: name.into(),
+        old: 0,
+    });
+    steps
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bridge over a NIC
+
+pub struct NicBridge {
+    pub netdev: IfName,
+    pub bridge: IfName,
+    pub pdev: IfName,
+    pub force: bool,
+}
+
+impl NicBridge {
+    fn link_records(state: &State) -> Result<(&Record, &Record)> {
+        Ok((state.one("nic")?, state.one("bridge")?))
+    }
+}
+
+impl Instance for NicBridge {
+    fn script(&self) -> Script {
+        Script::Bridge
+    }
+
+    fn key(&self) -> String {
+        self.bridge.to_string()
+    }
+
+    fn params(&self) -> Vec<(String, String)> {
+        vec![
+            ("netdev".into(), self.netdev.to_string()),
+            ("bridge".into(), self.bridge.to_string()),
+        ]
+    }
+
+    fn plan_start(&self, nl: &mut Netlink) -> Result<Start> {
+        let (netdev, bridge, pdev) = (&self.netdev, &self.bridge, &self.pdev);
+        let Some(nic) = exists(nl, netdev)? else {
+            bail!("netdev {netdev} does not exist");
+        };
+        if nic.is_bridge() {
+            return Ok(Start::Nothing(format!(
+                "{netdev} already is a bridge (not built by xen-vif: stop leaves it alone)"
+            )));
+        }
+        if let Some(m) = nic.master {
+            bail!(
+                "netdev {netdev} is a port of bridge {}: it cannot be bridged again",
+                name_of(nl, m)
+            );
+        }
+        if nic.mac.len() != 6 {
+            bail!("netdev {netdev} is not an Ethernet device: it cannot be a bridge port");
+        }
+        if exists(nl, pdev)?.is_some() {
+            bail!("{pdev} already exists and is not ours: cannot rename {netdev} to {pdev}");
+        }
+        if bridge != netdev && exists(nl, bridge)?.is_some() {
+            bail!("{bridge} already exists and is not ours: cannot create bridge {bridge}");
+        }
+        let addrs: Vec<Address> = nl
+            .addresses(Some(nic.index))?
+            .into_iter()
+            .filter(|a| !a.is_ipv6_link_local())
+            .collect();
+        let routes = movable_routes(nl, nic.index)?;
+        let bindex = FreeIndexes::new(nl)?.take()?;
+        let (n, b, p) = (netdev.to_string(), bridge.to_string(), pdev.to_string());
+
+        let mut steps = Vec::new();
+        // Away from the NIC, newest first: gateway routes before the routes that reach the
+        // gateway, secondary addresses before their primary (deleting a primary takes its
+        // secondaries with it). The undo puts them back in the original order.
+        for r in routes.iter().rev() {
+            steps.push(Step::DelRoute {
+                dev: n.clone(),
+                route: r.clone(),
+            });
+        }
+        for a in addrs.iter().rev() {
+            steps.push(Step::DelAddress {
+                name: n.clone(),
+                addr: a.clone(),
+            });
+        }
+        if nic.up {
+            steps.push(Step::SetUp {
+                index: nic.index,
+                name: n.clone(),
+                up: false,
+            });
+        }
+        steps.push(Step::Rename {
+            index: nic.index,
+            from: n.clone(),
+            to: p.clone(),
+            // The NIC keeps its description (a rename without one would clear it).
+            alias: nic.alias.clone(),
+            old_alias: nic.alias.clone(),
+        });
+        steps.push(Step::CreateLink {
+            name: b.clone(),
+            link: NewLink::Bridge {
+                vlan_filtering: false,
+            },
+            index: bindex,
+        });
+        // The bridge answers for the host as the NIC did: same MAC (DHCP leases, ARP caches).
+        steps.push(Step::SetMac {
+            index: bindex,
+            name: b.clone(),
+            mac: nic.mac.clone(),
+            old: nic.mac.clone(),
+            best_effort: false,
+        });
+        steps.push(Step::SetMaster {
+            index: nic.index,
+            name: p.clone(),
+            master: bindex,
+            master_name: b.clone(),
+            old: 0,
+        });
+        steps.push(Step::SetUp {
+            index: nic.index,
+            name: p.clone(),
+            up: true,
+        });
+        steps.push(Step::SetUp {
+            index: bindex,
+            name: b.clone(),
+            up: true,
+        });
+        for a in &addrs {
+            let mut moved = a.clone();
+            moved.index = bindex;
+            moved.label = relabel(&a.label, &n, &b);
+            if a.ip.is_ipv6() {
+                // The host already owned this address on this segment: no duplicate detection,
+                // so it is usable at once.
+                moved.flags |= AddressFlags::Nodad.bits();
+            }
+            steps.push(Step::AddAddress {
+                name: b.clone(),
+                addr: moved,
+            });
+        }
+        for r in &routes {
+            let mut moved = r.clone();
+            moved.oif = Some(bindex);
+            steps.push(Step::AddRoute {
+                dev: b.clone(),
+                route: moved,
+            });
+        }
+
+        let mut records = vec![
+            {
+                let r = Record::new("nic")
+                    .set("index", nic.index)
+                    .set("name", &n)
+                    .set("pdev", &p)
+                    .set("up", u8::from(nic.up));
+                match &nic.alias {
+                    Some(a) => r.set("alias", a),
+                    None => r,
+                }
+            },
+            Record::new("bridge").set("index", bindex).set("name", &b),
+        ];
+        records.extend(addrs.iter().map(|a| address_record("addr", a)));
+        records.extend(routes.iter().map(|r| route_record("route", r)));
+        Ok(Start::Steps { steps, records })
+    }
+
+    fn is_started(&self, nl: &mut Netlink, state: &State) -> Result<bool> {
+        let (nic, br) = Self::link_records(state)?;
+        let Some(bridge) = recorded(nl, br)?.filter(Link::is_bridge) else {
+            return Ok(false);
+        };
+        let nic = nl.link_by_index(nic.num("index")?)?;
+        Ok(nic.is_some_and(|l| l.name == self.pdev.as_str() && l.master == Some(bridge.index)))
+    }
+
+    fn plan_stop(&self, nl: &mut Netlink, state: &State) -> Result<Vec<Step>> {
+        let (nic_rec, br_rec) = Self::link_records(state)?;
+        let nindex: u32 = nic_rec.num("index")?;
+        let (name, pdev) = (nic_rec.get("name")?, nic_rec.get("pdev")?);
+        let mut steps = Vec::new();
+        if let Some(br) = recorded(nl, br_rec)?.filter(Link::is_bridge) {
+            let others = ports(&nl.links()?, br.index, &[nindex]);
+            if !others.is_empty() && !self.force {
+                bail!(
+                    "bridge {} still has vifs attached ({}): shut those guests down first, or stop with force=yes",
+                    br.name,
+                    others.join(", ")
+                );
+            }
+            // The bridge's addresses and routes go with it, and it frees the NIC's name.
+            steps.push(Step::DeleteLink {
+                index: br.index,
+                name: br.name.clone(),
+            });
+        }
+        let Some(nic) = nl
+            .link_by_index(nindex)?
+            .filter(|l| l.name == name || l.name == pdev)
+        else {
+            log::warn(&format!(
+                "the NIC {name} (index {nindex}) is gone: only the bridge is removed"
+            ));
+            return Ok(steps);
+        };
+        let alias = nic_rec.opt("alias").map(String::from);
+        let mut up = nic.up;
+        if nic.name != name {
+            if nic.up {
+                steps.push(Step::SetUp {
+                    index: nindex,
+                    name: nic.name.clone(),
+                    up: false,
+                });
+                up = false;
+            }
+            steps.push(Step::Rename {
+                index: nindex,
+                from: nic.name.clone(),
+                to: name.into(),
+                alias: alias.clone(),
+                old_alias: nic.alias.clone(),
+            });
+        } else if nic.alias != alias {
+            // An undone rename clears the alias; put the NIC's own back.
+            steps.push(Step::Rename {
+                index: nindex,
+                from: nic.name.clone(),
+                to: name.into(),
+                alias: Some(alias.clone().unwrap_or_default()),
+                old_alias: nic.alias.clone(),
+            });
+        }
+        let was_up = nic_rec.flag("up")?;
+        if was_up && !up {
+            steps.push(Step::SetUp {
+                index: nindex,
+                name: name.into(),
+                up: true,
+            });
+        }
+        let have = nl.addresses(Some(nindex))?;
+        for r in state.of_kind("addr") {
+            let a = address_of(r)?;
+            if !have
+                .iter()
+                .any(|h| h.ip == a.ip && h.prefix_len == a.prefix_len)
+            {
+                steps.push(Step::AddAddress {
+                    name: name.into(),
+                    addr: a,
+                });
+            }
+        }
+        let mut now = nl.routes(false, Some(nindex))?;
+        now.extend(nl.routes(true, Some(nindex))?);
+        for r in state.of_kind("route") {
+            let route = route_of(r)?;
+            if !now.iter().any(|n| same_route(n, &route)) {
+                steps.push(Step::AddRoute {
+                    dev: name.into(),
+                    route,
+                });
+            }
+        }
+        if !was_up && up {
+            steps.push(Step::SetUp {
+                index: nindex,
+                name: name.into(),
+                up: false,
+            });
+        }
+        Ok(steps)
+    }
+
+    fn status(&self, nl: &mut Netlink, state: Option<&State>) -> Result<String> {
+        let name = state
+            .and_then(|s| s.one("bridge").ok())
+            .and_then(|r| r.opt("name"))
+            .unwrap_or(self.bridge.as_str())
+            .to_string();
+        let links = nl.links()?;
+        let Some(br) = links.iter().find(|l| l.name == name) else {
+            return Ok(format!("{name}: missing\n"));
+        };
+        if !br.is_bridge() {
+            return Ok(format!(
+                "{name}: not a bridge ({} link, {})\n",
+                br.kind.as_deref().unwrap_or("plain"),
+                updown(br)
+            ));
+        }
+        let mut out = bridge_line(br);
+        for p in links.iter().filter(|l| l.master == Some(br.index)) {
+            let role = if p.name == self.pdev.as_str() {
+                " (the NIC)"
+            } else {
+                ""
+            };
+            out.push_str(&format!("  port {} {}{role}\n", p.name, updown(p)));
+        }
+        for a in nl.addresses(Some(br.index))? {
+            if !a.is_ipv6_link_local() {
+                out.push_str(&format!("  address {}/{}\n", a.ip, a.prefix_len));
+            }
+        }
+        let mut routes = nl.routes(false, Some(br.index))?;
+        routes.extend(nl.routes(true, Some(br.index))?);
+        for r in routes.iter().filter(|r| {
+            r.oif == Some(br.index) && r.kind == RTN_UNICAST && !is_v6_link_local(&r.dst)
+        }) {
+            out.push_str(&format!("  route {}\n", route_str(r, &br.name)));
+        }
+        Ok(out)
+    }
+}
+
+fn bridge_line(br: &Link) -> String {
+    let mac: Vec<String> = br.mac.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "bridge {}: {}, stp {}, forward delay {} s, vlan filtering {}, mac {}\n",
+        br.name,
+        updown(br),
+        match br.stp {
+            Some(true) => "on",
+            Some(false) => "off",
+            None => "?",
+        },
+        br.forward_delay
+            .map_or("?".into(), |d| (d / 100).to_string()),
+        if br.vlan_filtering == Some(true) {
+            "on"
+        } else {
+            "off"
+        },
+        mac.join(":")
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bridges on a VLAN trunk
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TrunkMode {
+    /// One 802.1q device and one bridge per VLAN.
+    PerVlan,
+    /// One VLAN-aware bridge; the trunk is its port, tagged member of each VLAN.
+    Filtering { bridge: IfName },
+}
+
+#[derive(Clone, Debug)]
+pub struct TrunkBridges {
+    pub trunk: IfName,
+    pub vlans: Vec<u16>,
+    pub template: String,
+    pub mode: TrunkMode,
+    pub force: bool,
+}
+
+/// `4,100` or ranges `10-12`; every id 1..=4094, each once.
+pub fn parse_vlans(list: &[&str]) -> Result<Vec<u16>> {
+    let id = |s: &str| -> Result<u16> {
+        s.parse::<u16>()
+            .ok()
+            .filter(|v| (1..=4094).contains(v) && s.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| anyhow!("vlans: {s:?} is not a VLAN id (1..4094)"))
+    };
+    let mut out: Vec<u16> = Vec::new();
+    for term in list {
+        let (a, b) = match term.split_once('-') {
+            Some((a, b)) => (id(a)?, id(b)?),
+            None => (id(term)?, id(term)?),
+        };
+        if a > b {
+            bail!("vlans: range {term:?} runs backwards");
+        }
+        for v in a..=b {
+            if out.contains(&v) {
+                bail!("vlans: VLAN {v} is given twice");
+            }
+            out.push(v);
+        }
+    }
+    if out.is_empty() {
+        bail!("trunk= needs vlans= (e.g. vlans=4,100)");
+    }
+    Ok(out)
+}
+
+/// `br%d` → `br4`: exactly one `%d`, and the result must be an interface name.
+pub fn bridge_name(template: &str, vid: u16) -> Result<IfName> {
+    if template.matches("%d").count() != 1 || template.replace("%d", "").contains('%') {
+        bail!("bridge_template {template:?} must contain %d exactly once (e.g. br%d)");
+    }
+    IfName::new(&template.replace("%d", &vid.to_string()))
+        .map_err(|e| anyhow!("bridge_template {template:?} for VLAN {vid}: {e}"))
+}
+
+/// `eth1` + 4 → `eth1.4`, as vconfig and ifupdown name them.
+pub fn vlan_device_name(trunk: &IfName, vid: u16) -> Result<IfName> {
+    IfName::new(&format!("{trunk}.{vid}"))
+        .map_err(|e| anyhow!("the VLAN {vid} device on {trunk}: {e}"))
+}
+
+fn trunk_instance(p: &Params) -> Result<TrunkBridges> {
+    let trunk = p
+        .ifname("trunk")?
+        .ok_or_else(|| anyhow!("trunk= is empty"))?;
+    if p.has("netdev") {
+        bail!("netdev= and trunk= are two different set-ups: give one");
+    }
+    let vlans = parse_vlans(&p.all("vlans"))?;
+    let filtering = p.yes("vlan_filtering")?;
+    let template = p.get("bridge_template").unwrap_or(DEFAULT_TEMPLATE);
+    let mode = if filtering {
+        if p.has("bridge_template") {
+            bail!("bridge_template= names per-VLAN bridges; with vlan_filtering=yes give bridge=");
+        }
+        let bridge = match p.ifname("bridge")? {
+            Some(b) => b,
+            None => IfName::new(DEFAULT_FILTERING_BRIDGE).map_err(anyhow::Error::msg)?,
+        };
+        TrunkMode::Filtering { bridge }
+    } else {
+        if p.has("bridge") {
+            bail!(
+                "bridge= names the one VLAN-aware bridge (vlan_filtering=yes); per-VLAN bridges are named by bridge_template="
+            );
+        }
+        let mut names: Vec<IfName> = Vec::new();
+        for v in &vlans {
+            let b = bridge_name(template, *v)?;
+            vlan_device_name(&trunk, *v)?;
+            if names.contains(&b) {
+                bail!("bridge_template {template:?} gives {b} twice");
+            }
+            names.push(b);
+        }
+        TrunkMode::PerVlan
+    };
+    Ok(TrunkBridges {
+        trunk,
+        vlans,
+        template: template.to_string(),
+        mode,
+        force: p.yes("force")?,
+    })
+}
+
+impl TrunkBridges {
+    /// The plan for `trunk` (already validated as a usable trunk) with `indexes` for new links.
+    pub fn steps_for(
+        &self,
+        trunk: &Link,
+        indexes: &mut FreeIndexes,
+    ) -> Result<(Vec<Step>, Vec<Record>)> {
+        let t = trunk.name.clone();
+        let mut steps = Vec::new();
+        let mut records = vec![
+            Record::new("trunk")
+                .set("index", trunk.index)
+                .set("name", &t)
+                .set("up", u8::from(trunk.up)),
+        ];
+        let mut ups = Vec::new();
+        match &self.mode {
+            TrunkMode::PerVlan => {
+                for vid in &self.vlans {
+                    let vname = vlan_device_name(&self.trunk, *vid)?.to_string();
+                    let bname = bridge_name(&self.template, *vid)?.to_string();
+                    let (vi, bi) = (indexes.take()?, indexes.take()?);
+                    steps.push(Step::CreateLink {
+                        name: vname.clone(),
+                        link: NewLink::Vlan {
+                            lower: trunk.index,
+                            id: *vid,
+                        },
+                        index: vi,
+                    });
+                    steps.extend(no_ipv6_step(&vname));
+                    steps.extend(bridge_with_port(&bname, bi, false, vi, &vname));
+                    records.push(
+                        Record::new("vlan")
+                            .set("vid", vid)
+                            .set("index", vi)
+                            .set("name", &vname)
+                            .set("bridge", bi),
+                    );
+                    records.push(
+                        Record::new("bridge")
+                            .set("index", bi)
+                            .set("name", &bname)
+                            .set("vid", vid),
+                    );
+                    ups.push((vi, vname));
+                    ups.push((bi, bname));
+                }
+            }
+            TrunkMode::Filtering { bridge } => {
+                let b = bridge.to_string();
+                let bi = indexes.take()?;
+                steps.extend(bridge_with_port(&b, bi, true, trunk.index, &t));
+                // A new port gets the bridge's default PVID 1 untagged; a trunk carries exactly
+                // the VLANs named, tagged.
+                steps.push(Step::AddPortVlans {
+                    index: trunk.index,
+                    name: t.clone(),
+                    vlans: self
+                        .vlans
+                        .iter()
+                        .map(|v| PortVlan {
+                            vid: *v,
+                            pvid: false,
+                            untagged: false,
+                        })
+                        .collect(),
+                });
+                if !self.vlans.contains(&1) {
+                    steps.push(Step::DelPortVlans {
+                        index: trunk.index,
+                        name: t.clone(),
+                        vlans: vec![PortVlan {
+                            vid: 1,
+                            pvid: true,
+                            untagged: true,
+                        }],
+                    });
+                }
+                records.push(
+                    Record::new("bridge")
+                        .set("index", bi)
+                        .set("name", &b)
+                        .set("filtering", 1),
+                );
+                ups.push((bi, b));
+            }
+        }
+        if !trunk.up {
+            steps.push(Step::SetUp {
+                index: trunk.index,
+                name: t,
+                up: true,
+            });
+        }
+        for (index, name) in ups {
+            steps.push(Step::SetUp {
+                index,
+                name,
+                up: true,
+            });
+        }
+        Ok((steps, records))
+    }
+
+    fn names(&self) -> Result<Vec<IfName>> {
+        match &self.mode {
+            TrunkMode::Filtering { bridge } => Ok(vec![bridge.clone()]),
+            TrunkMode::PerVlan => {
+                let mut v = Vec::new();
+                for vid in &self.vlans {
+                    v.push(vlan_device_name(&self.trunk, *vid)?);
+                    v.push(bridge_name(&self.template, *vid)?);
+                }
+                Ok(v)
+            }
+        }
+    }
+}
+
+impl Instance for TrunkBridges {
+    fn script(&self) -> Script {
+        Script::Bridge
+    }
+
+    fn key(&self) -> String {
+        format!("trunk:{}", self.trunk)
+    }
+
+    fn params(&self) -> Vec<(String, String)> {
+        let vlans: Vec<String> = self.vlans.iter().map(u16::to_string).collect();
+        let mut v = vec![
+            ("trunk".into(), self.trunk.to_string()),
+            ("vlans".into(), vlans.join(",")),
+        ];
+        match &self.mode {
+            TrunkMode::PerVlan => v.push(("bridge_template".into(), self.template.clone())),
+            TrunkMode::Filtering { bridge } => {
+                v.push(("vlan_filtering".into(), "yes".into()));
+                v.push(("bridge".into(), bridge.to_string()));
+            }
+        }
+        v
+    }
+
+    fn plan_start(&self, nl: &mut Netlink) -> Result<Start> {
+        let t = &self.trunk;
+        let Some(trunk) = exists(nl, t)? else {
+            bail!("trunk {t} does not exist");
+        };
+        if trunk.is_bridge() {
+            bail!("trunk {t} is a bridge: name the NIC that carries the VLANs");
+        }
+        if let Some(m) = trunk.master {
+            bail!("trunk {t} is a port of bridge {}", name_of(nl, m));
+        }
+        for name in self.names()? {
+            if let Some(l) = exists(nl, &name)? {
+                let hint = if l.is_bridge() {
+                    " (for bridges the distro builds, use network-prebuilt to check them)"
+                } else {
+                    ""
+                };
+                bail!("{name} already exists and is not ours{hint}");
+            }
+        }
+        let links = nl.links()?;
+        if self.mode == TrunkMode::PerVlan {
+            for vid in &self.vlans {
+                if let Some(l) = links
+                    .iter()
+                    .find(|l| l.lower == Some(trunk.index) && l.vlan_id == Some(*vid))
+                {
+                    bail!("{t} already has a device for VLAN {vid}: {}", l.name);
+                }
+            }
+        } else {
+            let addrs: Vec<String> = nl
+                .addresses(Some(trunk.index))?
+                .iter()
+                .filter(|a| !a.is_ipv6_link_local())
+                .map(|a| format!("{}/{}", a.ip, a.prefix_len))
+                .collect();
+            if !addrs.is_empty() {
+                bail!(
+                    "trunk {t} has addresses ({}) and would become a bridge port, which carries none",
+                    addrs.join(" ")
+                );
+            }
+        }
+        let mut indexes = FreeIndexes::new(nl)?;
+        let (steps, records) = self.steps_for(&trunk, &mut indexes)?;
+        Ok(Start::Steps { steps, records })
+    }
+
+    fn is_started(&self, nl: &mut Netlink, state: &State) -> Result<bool> {
+        for r in state.of_kind("bridge").chain(state.of_kind("vlan")) {
+            if recorded(nl, r)?.is_none() {
+                return Ok(false);
+            }
+        }
+        for r in state.of_kind("vlan") {
+            let l = recorded(nl, r)?;
+            if l.and_then(|l| l.master) != Some(r.num("bridge")?) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn plan_stop(&self, nl: &mut Netlink, state: &State) -> Result<Vec<Step>> {
+        let trunk = state.one("trunk")?;
+        let tindex: u32 = trunk.num("index")?;
+        let vlan_devs: Vec<u32> = state
+            .of_kind("vlan")
+            .map(|r| r.num("index"))
+            .collect::<Result<_>>()?;
+        let links = nl.links()?;
+        let mut steps = Vec::new();
+        let mut busy = Vec::new();
+        for r in state.of_kind("bridge") {
+            if let Some(br) = recorded(nl, r)?.filter(Link::is_bridge) {
+                let mut own = vlan_devs.clone();
+                own.push(tindex);
+                let others = ports(&links, br.index, &own);
+                if !others.is_empty() {
+                    busy.push(format!("{} ({})", br.name, others.join(", ")));
+                }
+                steps.push(Step::DeleteLink {
+                    index: br.index,
+                    name: br.name,
+                });
+            }
+        }
+        if !busy.is_empty() && !self.force {
+            bail!(
+                "vifs are still attached to {}: shut those guests down first, or stop with force=yes",
+                busy.join(", ")
+            );
+        }
+        for r in state.of_kind("vlan") {
+            if let Some(l) = recorded(nl, r)? {
+                steps.push(Step::DeleteLink {
+                    index: l.index,
+                    name: l.name,
+                });
+            }
+        }
+        if let Some(t) = recorded(nl, trunk)? {
+            if t.up && !trunk.flag("up")? {
+                steps.push(Step::SetUp {
+                    index: t.index,
+                    name: t.name,
+                    up: false,
+                });
+            }
+        }
+        Ok(steps)
+    }
+
+    fn status(&self, nl: &mut Netlink, _: Option<&State>) -> Result<String> {
+        let links = nl.links()?;
+        let find = |n: &IfName| links.iter().find(|l| l.name == n.as_str());
+        let mut out = match find(&self.trunk) {
+            Some(t) => format!("trunk {}: {}\n", t.name, updown(t)),
+            None => format!("trunk {}: missing\n", self.trunk),
+        };
+        let show_ports = |out: &mut String, br: &Link| {
+            for p in links.iter().filter(|l| l.master == Some(br.index)) {
+                out.push_str(&format!("  port {} {}\n", p.name, updown(p)));
+            }
+        };
+        match &self.mode {
+            TrunkMode::Filtering { bridge } => match find(bridge) {
+                Some(br) => {
+                    out.push_str(&bridge_line(br));
+                    show_ports(&mut out, br);
+                    if let Some(t) = find(&self.trunk).filter(|t| t.master == Some(br.index)) {
+                        let v: Vec<String> = nl
+                            .port_vlans(t.index)?
+                            .iter()
+                            .map(|v| v.vid.to_string())
+                            .collect();
+                        out.push_str(&format!("  trunk VLANs: {}\n", v.join(",")));
+                    }
+                }
+                None => out.push_str(&format!("bridge {bridge}: missing\n")),
+            },
+            TrunkMode::PerVlan => {
+                for vid in &self.vlans {
+                    let vname = vlan_device_name(&self.trunk, *vid)?;
+                    let bname = bridge_name(&self.template, *vid)?;
+                    out.push_str(&format!(
+                        "VLAN {vid}: {} {}\n",
+                        vname,
+                        find(&vname).map_or("missing", updown)
+                    ));
+                    match find(&bname) {
+                        Some(br) => {
+                            out.push_str(&bridge_line(br));
+                            show_ports(&mut out, br);
+                        }
+                        None => out.push_str(&format!("bridge {bname}: missing\n")),
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_core::Emitable;
+
+    #[test]
+    fn vlan_lists() {
+        assert_eq!(parse_vlans(&["4", "100"]).unwrap(), vec![4, 100]);
+        assert_eq!(parse_vlans(&["10-12", "4"]).unwrap(), vec![10, 11, 12, 4]);
+        for bad in [
+            vec!["0"],
+            vec!["4095"],
+            vec!["4", "4"],
+            vec!["3-1"],
+            vec!["x"],
+            vec!["+4"],
+            vec!["1-2-3"],
+            vec![],
+        ] {
+            assert!(parse_vlans(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn names_from_templates() {
+        assert_eq!(bridge_name("br%d", 4).unwrap().as_str(), "br4");
+        assert_eq!(
+            bridge_name("vlan%d-br", 100).unwrap().as_str(),
+            "vlan100-br"
+        );
+        for bad in ["br", "br%d%d", "br%s%d", "very-long-name%d"] {
+            assert!(bridge_name(bad, 4000).is_err(), "{bad}");
+        }
+        let t = IfName::new("eth1").unwrap();
+        assert_eq!(vlan_device_name(&t, 4).unwrap().as_str(), "eth1.4");
+        let long = IfName::new("enp0s31f6abcd").unwrap();
+        assert!(vlan_device_name(&long, 4000).is_err());
+    }
+
+    #[test]
+    fn labels_follow_the_device() {
+        let l = |s: &str| Some(s.to_string());
+        assert_eq!(relabel(&l("eth0"), "eth0", "xenbr0"), l("xenbr0"));
+        assert_eq!(relabel(&l("eth0:web"), "eth0", "xenbr0"), l("xenbr0:web"));
+        assert_eq!(relabel(&l("eth01"), "eth0", "xenbr0"), l("eth01"));
+        assert_eq!(relabel(&None, "eth0", "xenbr0"), None);
+        assert_eq!(
+            relabel(&l("eth0:abcdefghij"), "eth0", "xenbr0"),
+            l("xenbr0")
+        );
+    }
+
+    fn trunk(mode: TrunkMode, vlans: Vec<u16>) -> TrunkBridges {
+        TrunkBridges {
+            trunk: IfName::new("eth1").unwrap(),
+            vlans,
+            template: "br%d".into(),
+            mode,
+            force: false,
+        }
+    }
+
+    fn eth1() -> Link {
+        Link {
+            index: 3,
+            name: "eth1".into(),
+            mac: vec![2, 0, 0, 0, 0, 1],
+            up: false,
+            kind: Some("veth".into()),
+            ..Default::default()
+        }
+    }
+
+    /// The plan as `ip` commands, without the sysctls (which depend on the test host's IPv6).
+    fn shown(steps: &[Step]) -> Vec<String> {
+        steps
+            .iter()
+            .filter(|s| !matches!(s, Step::Sysctl { .. }))
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn per_vlan_plan() {
+        let t = trunk(TrunkMode::PerVlan, vec![4, 100]);
+        let mut idx = FreeIndexes(10);
+        let (steps, records) = t.steps_for(&eth1(), &mut idx).unwrap();
+        let shown = shown(&steps);
+        assert_eq!(
+            shown,
+            vec![
+                "ip link add eth1.4 index 11 type vlan id 4",
+                "ip link add br4 index 12 type bridge stp_state 0 forward_delay 0",
+                "ip link set eth1.4 master br4",
+                "ip link add eth1.100 index 13 type vlan id 100",
+                "ip link add br100 index 14 type bridge stp_state 0 forward_delay 0",
+                "ip link set eth1.100 master br100",
+                "ip link set eth1 up",
+                "ip link set eth1.4 up",
+                "ip link set br4 up",
+                "ip link set eth1.100 up",
+                "ip link set br100 up",
+            ]
+        );
+        assert!(steps.contains(&Step::CreateLink {
+            name: "eth1.4".into(),
+            link: NewLink::Vlan { lower: 3, id: 4 },
+            index: 11
+        }));
+        // No addresses anywhere: no address step at all.
+        assert!(!steps.iter().any(|s| matches!(s, Step::AddAddress { .. })));
+        let kinds: Vec<&str> = records.iter().map(|r| r.kind.as_str()).collect();
+        assert_eq!(kinds, vec!["trunk", "vlan", "bridge", "vlan", "bridge"]);
+        assert_eq!(records[1].get("bridge").unwrap(), "12");
+    }
+
+    #[test]
+    fn filtering_plan() {
+        let t = trunk(
+            TrunkMode::Filtering {
+                bridge: IfName::new("xenbr0").unwrap(),
+            },
+            vec![4, 100],
+        );
+        let mut up = eth1();
+        up.up = true;
+        let (steps, _) = t.steps_for(&up, &mut FreeIndexes(10)).unwrap();
+        let shown = shown(&steps);
+        assert_eq!(
+            shown,
+            vec![
+                "ip link add xenbr0 index 11 type bridge stp_state 0 forward_delay 0 vlan_filtering 1",
+                "ip link set eth1 master xenbr0",
+                "bridge vlan add dev eth1 vid 4, 100",
+                "bridge vlan del dev eth1 vid 1 pvid untagged",
+                "ip link set xenbr0 up",
+            ]
+        );
+    }
+
+    /// Walk netlink attributes (type, payload) in `buf`.
+    fn attrs(mut buf: &[u8]) -> Vec<(u16, Vec<u8>)> {
+        let mut out = Vec::new();
+        while buf.len() >= 4 {
+            let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
+            let kind = u16::from_ne_bytes([buf[2], buf[3]]) & 0x3fff;
+            out.push((kind, buf[4..len].to_vec()));
+            buf = &buf[((len + 3) & !3).min(buf.len())..];
+        }
+        out
+    }
+
+    fn find(a: &[(u16, Vec<u8>)], kind: u16) -> Vec<u8> {
+        a.iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("attribute {kind} missing"))
+    }
+
+    // From linux/if_link.h.
+    const IFLA_IFNAME: u16 = 3;
+    const IFLA_LINK: u16 = 5;
+    const IFLA_LINKINFO: u16 = 18;
+    const IFLA_INFO_KIND: u16 = 1;
+    const IFLA_INFO_DATA: u16 = 2;
+    const IFLA_VLAN_ID: u16 = 1;
+    const IFLA_BR_FORWARD_DELAY: u16 = 1;
+    const IFLA_BR_STP_STATE: u16 = 5;
+    const IFLA_BR_VLAN_FILTERING: u16 = 7;
+    /// struct ifinfomsg: family, pad, type, index, flags, change.
+    const IFINFOMSG_LEN: usize = 16;
+
+    fn wire(name: &str, new: &NewLink, index: u32) -> (i32, Vec<(u16, Vec<u8>)>) {
+        let m = crate::netlink::new_link_message(name, new, index);
+        let mut buf = vec![0; m.buffer_len()];
+        m.emit(&mut buf);
+        let ifindex = i32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        (ifindex, attrs(&buf[IFINFOMSG_LEN..]))
+    }
+
+    #[test]
+    fn vlan_newlink_message_on_the_wire() {
+        let (ifindex, a) = wire("eth1.4", &NewLink::Vlan { lower: 3, id: 4 }, 11);
+        assert_eq!(ifindex, 11);
+        assert_eq!(find(&a, IFLA_IFNAME), b"eth1.4\0");
+        assert_eq!(find(&a, IFLA_LINK), 3u32.to_ne_bytes());
+        let info = attrs(&find(&a, IFLA_LINKINFO));
+        assert_eq!(find(&info, IFLA_INFO_KIND), b"vlan\0");
+        let data = attrs(&find(&info, IFLA_INFO_DATA));
+        assert_eq!(find(&data, IFLA_VLAN_ID), 4u16.to_ne_bytes());
+    }
+
+    #[test]
+    fn bridge_newlink_message_on_the_wire() {
+        for filtering in [false, true] {
+            let (ifindex, a) = wire(
+                "xenbr0",
+                &NewLink::Bridge {
+                    vlan_filtering: filtering,
+                },
+                0,
+            );
+            assert_eq!(ifindex, 0);
+            let info = attrs(&find(&a, IFLA_LINKINFO));
+            assert_eq!(find(&info, IFLA_INFO_KIND), b"bridge\0");
+            let data = attrs(&find(&info, IFLA_INFO_DATA));
+            assert_eq!(find(&data, IFLA_BR_STP_STATE), 0u32.to_ne_bytes());
+            assert_eq!(find(&data, IFLA_BR_FORWARD_DELAY), 0u32.to_ne_bytes());
+            // Sent only to turn filtering on: kernels without it refuse even "off".
+            let vf = data.iter().find(|(k, _)| *k == IFLA_BR_VLAN_FILTERING);
+            assert_eq!(vf.map(|(_, v)| v.clone()), filtering.then(|| vec![1u8]));
+        }
+        let (_, a) = wire("dummy0", &NewLink::Dummy, 0);
+        let info = attrs(&find(&a, IFLA_LINKINFO));
+        assert_eq!(find(&info, IFLA_INFO_KIND), b"dummy\0");
+    }
+}
