@@ -35,6 +35,7 @@ if [ ! -f "$base/base.cpio" ]; then
     vm_cpio "$base/root" "$base/base.cpio.tmp"
     mv "$base/base.cpio.tmp" "$base/base.cpio"
     rm -rf "$base/root"
+    vm_prune "$VM_CACHE/kernel-tier" "$base"
 fi
 
 # This run: the binaries under test and the checks, appended to the cached base image.

@@ -48,12 +48,13 @@ build_image() {
 }
 # What decides the image: the packages' versions and the recipe above.
 recipe=$(echo "${dom0_modules[*]} $dom0_pkgs $(declare -f build_image)" | md5sum | cut -c1-8)
-key="${kpkg}_$(vm_pkg_version "$kpkg")-xen_$(vm_pkg_version xen-utils-4.17)-$recipe"
+key="${kpkg}_$(vm_pkg_version "$kpkg")-xen_$(vm_suite_version xen-utils-4.17 "$codename")-$recipe"
 img=$VM_CACHE/xen-tier/${key//:/%}
 if [ ! -f "$img/dom0.cpio" ]; then
     start=$SECONDS
     build_image
     vm_log "dom0 image built in $((SECONDS - start)) s: $(du -h "$img/dom0.cpio" | cut -f1)"
+    vm_prune "$VM_CACHE/xen-tier" "$img"
 fi
 
 # This run: xen-vif, the checks and the domUs' initramfs, appended to the cached dom0 image.

@@ -81,6 +81,14 @@ vm_pkg_version() {
     echo "$v"
 }
 
+# The version of a package in one suite (debootstrap installs from the release suite only).
+vm_suite_version() {
+    local v
+    v=$(vm_apt_memo apt-cache madison "$1" | awk -F' [|] ' -v s="$2/main" 'index($3, " " s " ") { print $2; exit }')
+    [ -n "$v" ] || vm_die "no version of Debian package $1 in $2"
+    echo "$v"
+}
+
 # Debian's kernel image package (what linux-image-amd64 depends on), e.g. linux-image-6.1.0-41-amd64.
 vm_kernel_pkg() {
     vm_apt_memo apt-cache depends linux-image-amd64 |
@@ -89,7 +97,7 @@ vm_kernel_pkg() {
 
 # Unpack a Debian package (not installed) into $VM_CACHE/pkg/<name>_<version>; prints the dir.
 vm_unpack() {
-    local pkg=$1 ver dir tmp
+    local pkg=$1 ver dir tmp old
     ver=$(vm_pkg_version "$pkg")
     dir=$VM_CACHE/pkg/${pkg}_${ver//:/%}
     if [ ! -f "$dir/.done" ]; then
@@ -102,8 +110,20 @@ vm_unpack() {
         dpkg-deb -x "$tmp"/*.deb "$dir"
         rm -rf "$tmp"
         touch "$dir/.done"
+        # Older versions of the same package are of no more use.
+        for old in "$VM_CACHE/pkg/${pkg}"_*; do
+            [ "$old" = "$dir" ] || rm -rf "$old"
+        done
     fi
     echo "$dir"
+}
+
+# vm_prune DIR KEEP: remove the cached images in DIR other than KEEP (older package versions).
+vm_prune() {
+    local d
+    for d in "$1"/*; do
+        [ "$d" = "$2" ] || [ ! -d "$d" ] || { vm_log "removing the old cache $d"; rm -rf "$d"; }
+    done
 }
 
 # Copy a host program and the shared libraries it needs (ldd) into an initramfs tree.
@@ -147,7 +167,7 @@ vm_boot() {
     local timeout=$1 log=$2 dead=$3 pid rc=0 waited=0
     shift 3
     : > "$log"
-    qemu-system-x86_64 -machine pc -accel tcg,thread=multi -cpu max -smp 2 -nographic \
+    qemu-system-x86_64 -machine pc -accel "${XEN_VIF_QEMU_ACCEL:-tcg,thread=multi}" -cpu "${XEN_VIF_QEMU_CPU:-max}" -smp 2 -nographic \
         -no-reboot -nic none -serial "file:$log" -monitor none -display none -vga none "$@" \
         </dev/null >/dev/null 2>"$log.qemu" &
     pid=$!

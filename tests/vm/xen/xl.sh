@@ -52,7 +52,9 @@ wait_console() {
 # wait_ping NAME DEV ADDR SECONDS: the domU reported its ping of ADDR over DEV, and it was ok.
 wait_ping() {
     wait_console "$1" "DOMU $2 ping $3 " "$4" || return 1
-    grep -q "DOMU $2 ping $3 ok" "$(console_of "$1")"
+    grep -q "DOMU $2 ping $3 ok" "$(console_of "$1")" && return 0
+    note "console of $1: $(tail -n 20 "$(console_of "$1")" 2>/dev/null | tr -d '\r')"
+    return 1
 }
 
 dom0_reaches() {
