@@ -4,6 +4,9 @@ set -euo pipefail
 pkgs=(iproute2 iputils-ping procps file strace)
 # Conformance tier (tests/conformance.rs): what Debian's stock vif scripts run.
 pkgs+=(xenstore-utils bridge-utils net-tools bsdutils mount)
+# The VM tiers (scripts/test-vm.sh, scripts/test-xen.sh); they add qemu-system-x86 from
+# backports themselves (scripts/vm-lib.sh).
+pkgs+=(cpio jq kmod debootstrap)
 # Each tier adds what it needs here, so a clean clone can run every test.
 pkgs+=(${XEN_VIF_EXTRA_PKGS:-})
 missing=()

@@ -20,6 +20,9 @@ cargo test --workspace --locked
 echo "== kernel VM tier (Debian's kernel under QEMU: VLAN filtering, 802.1q trunks, dummy0)"
 XEN_VIF_SKIP_BUILD=1 scripts/test-vm.sh
 
+echo "== Xen tier (Xen 4.17 + Debian dom0 under QEMU, xen-vif as dom0's vif scripts, real xl)"
+XEN_VIF_SKIP_BUILD=1 scripts/test-xen.sh
+
 echo "== Debian package: build, install into throwaway dpkg roots, divert, remove"
 scripts/test-deb.sh
 

@@ -35,6 +35,7 @@ if [ ! -f "$base/base.cpio" ]; then
     vm_cpio "$base/root" "$base/base.cpio.tmp"
     mv "$base/base.cpio.tmp" "$base/base.cpio"
     rm -rf "$base/root"
+    vm_prune "$VM_CACHE/kernel-tier" "$base"
 fi
 
 # This run: the binaries under test and the checks, appended to the cached base image.
@@ -61,7 +62,7 @@ fi
 vm_log "booting $kpkg ($kver) under QEMU TCG"
 start=$SECONDS
 rc=0
-vm_boot "${XEN_VIF_VM_TIMEOUT:-300}" "$run/console.log" -m 512 -kernel "$base/vmlinuz" \
+vm_boot "${XEN_VIF_VM_TIMEOUT:-300}" "$run/console.log" "Kernel panic" -m 512 -kernel "$base/vmlinuz" \
     -initrd "$run/initrd" -append "console=ttyS0 panic=-1 quiet" || rc=$?
 vm_log "guest ran $((SECONDS - start)) s (QEMU status $rc)"
 [ -z "${XEN_VIF_VM_CONSOLE:-}" ] || cp "$run/console.log" "$XEN_VIF_VM_CONSOLE"

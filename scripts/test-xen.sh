@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 source scripts/vm-lib.sh
 [ "$(id -u)" = 0 ] || vm_die "run as root"
 
-vm_host_deps debootstrap
+vm_host_deps
 [ "${XEN_VIF_SKIP_BUILD:-}" = 1 ] || cargo build --release --workspace --locked --quiet
 scripts/check-static.sh "$REL/xen-vif" >/dev/null
 
@@ -22,12 +22,6 @@ kdir=$(vm_unpack "$kpkg")
 kver=$(ls "$kdir/lib/modules")
 bbdir=$(vm_unpack busybox-static)
 codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
-# What decides the image: the packages' versions and this recipe.
-recipe=$(echo "${dom0_modules[*]} ${domu_modules[*]} $dom0_pkgs" | md5sum | cut -c1-8)
-key="${kpkg}_$(vm_pkg_version "$kpkg")-xen_$(vm_pkg_version xen-utils-4.17)"
-key+="-bb_$(vm_pkg_version busybox-static)-$recipe"
-img=$VM_CACHE/xen-tier/${key//:/%}
-
 build_image() {
     local root=$img/root
     rm -rf "$img"
@@ -42,12 +36,9 @@ build_image() {
     vm_modules "$kdir" "$kver" "$root" "${dom0_modules[@]}" >/dev/null
     cp "$kdir/lib/modules/$kver"/modules.{order,builtin,builtin.modinfo} "$root/lib/modules/$kver/"
     depmod -b "$root" "$kver"
-    # The domU: the same kernel, busybox and netfront; its /init comes with each run.
-    mkdir -p "$root/var/lib/xvt/domu/bin" "$root/var/lib/xvt/domu/etc"
+    # The domUs' kernel: the same one (their small initramfs comes with each run).
+    mkdir -p "$root/var/lib/xvt"
     cp "$kdir/boot/vmlinuz-$kver" "$root/var/lib/xvt/vmlinuz"
-    cp "$bbdir/bin/busybox" "$root/var/lib/xvt/domu/bin/busybox"
-    vm_modules "$kdir" "$kver" "$root/var/lib/xvt/domu" "${domu_modules[@]}" \
-        > "$root/var/lib/xvt/domu/etc/vm-modules"
     # Smaller is faster to load under TCG: no docs, locales, apt lists or caches.
     rm -rf "$root"/usr/share/{doc,man,info,locale} "$root"/var/lib/apt/lists/* \
         "$root"/var/cache/apt/* "$root"/var/cache/debconf/*-old "$root"/boot/*
@@ -55,8 +46,50 @@ build_image() {
     mv "$img/dom0.cpio.tmp" "$img/dom0.cpio"
     rm -rf "$root"
 }
+# What decides the image: the packages' versions and the recipe above.
+recipe=$(echo "${dom0_modules[*]} $dom0_pkgs $(declare -f build_image)" | md5sum | cut -c1-8)
+key="${kpkg}_$(vm_pkg_version "$kpkg")-xen_$(vm_suite_version xen-utils-4.17 "$codename")-$recipe"
+img=$VM_CACHE/xen-tier/${key//:/%}
 if [ ! -f "$img/dom0.cpio" ]; then
     start=$SECONDS
     build_image
     vm_log "dom0 image built in $((SECONDS - start)) s: $(du -h "$img/dom0.cpio" | cut -f1)"
+    vm_prune "$VM_CACHE/xen-tier" "$img"
+fi
+
+# This run: xen-vif, the checks and the domUs' initramfs, appended to the cached dom0 image.
+run=$(mktemp -d /tmp/xen-vif-xen.XXXXXX)
+trap 'rm -rf "$run"' EXIT
+d=$run/domu
+mkdir -p "$d/bin" "$d/sbin" "$d/etc" "$d/proc" "$d/sys" "$d/dev" "$d/tmp"
+cp "$bbdir/bin/busybox" "$d/bin/busybox"
+vm_modules "$kdir" "$kver" "$d" "${domu_modules[@]}" > "$d/etc/vm-modules"
+install -m 755 tests/vm/xen/domu-init "$d/init"
+printf '#!/bin/busybox sh\n# xl shutdown: the kernel runs /sbin/poweroff; init is a script.\nexec /bin/busybox poweroff -f\n' > "$d/sbin/poweroff"
+chmod 755 "$d/sbin/poweroff"
+r=$run/root
+mkdir -p "$r/xvt" "$r/usr/lib/xen-vif"
+vm_cpio "$d" "$r/xvt/domu.cpio"
+cp "$REL/xen-vif" "$r/usr/lib/xen-vif/xen-vif"
+install -m 755 tests/vm/xen/init "$r/xvt-init"
+install -m 755 tests/vm/xen/vif-record tests/vm/xen/vif-vlan "$r/xvt/"
+cp tests/vm/lib.sh "$r/xvt/lib.sh"
+cp tests/vm/xen/xl.sh "$r/xvt/xl.sh"
+cp -r tests/vm/xen/checks "$r/xvt/checks"
+vm_cpio "$r" "$run/run.cpio"
+cat "$img/dom0.cpio" "$run/run.cpio" > "$run/initrd"
+
+vm_log "booting Xen 4.17 + dom0 ($kver) under QEMU TCG"
+start=$SECONDS
+rc=0
+# Modules in -initrd are comma-separated, their arguments after a space.
+vm_boot "${XEN_VIF_XEN_TIMEOUT:-900}" "$run/console.log" "Dom0 crashed|Dom0 halted|Kernel panic" -m 2048 -kernel "$img/xen" \
+    -append "console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M dom0_max_vcpus=2 noreboot" \
+    -initrd "$img/vmlinuz console=hvc0 earlyprintk=xen rdinit=/xvt-init quiet${XEN_VIF_XEN_CHECKS:+ xvt.checks=$XEN_VIF_XEN_CHECKS},$run/initrd" || rc=$?
+vm_log "Xen ran $((SECONDS - start)) s (QEMU status $rc)"
+[ -z "${XEN_VIF_VM_CONSOLE:-}" ] || cp "$run/console.log" "$XEN_VIF_VM_CONSOLE"
+if ! vm_verdict "$run/console.log" "$rc" "$(grep -v '^#' tests/vm/xen/CHECKS)" xen; then
+    echo "---- dom0 console (tail) ----"
+    tail -n 100 "$run/console.log.txt"
+    exit 1
 fi

@@ -9,9 +9,9 @@ REL=$PWD/target/x86_64-unknown-linux-gnu/release
 vm_log() { echo "$(basename "$0"): $*" >&2; }
 vm_die() { vm_log "$*"; exit 1; }
 
-# Host packages every VM tier needs (installed by scripts/deps.sh, which CI runs too).
+# Host packages the VM tiers need: scripts/deps.sh (cpio, jq, kmod, debootstrap) and QEMU.
 vm_host_deps() {
-    XEN_VIF_EXTRA_PKGS="cpio jq kmod ca-certificates ${1:-}" scripts/deps.sh
+    scripts/deps.sh
     vm_ensure_qemu
 }
 
@@ -81,6 +81,14 @@ vm_pkg_version() {
     echo "$v"
 }
 
+# The version of a package in one suite (debootstrap installs from the release suite only).
+vm_suite_version() {
+    local v
+    v=$(vm_apt_memo apt-cache madison "$1" | awk -F' [|] ' -v s="$2/main" 'index($3, " " s " ") { print $2; exit }')
+    [ -n "$v" ] || vm_die "no version of Debian package $1 in $2"
+    echo "$v"
+}
+
 # Debian's kernel image package (what linux-image-amd64 depends on), e.g. linux-image-6.1.0-41-amd64.
 vm_kernel_pkg() {
     vm_apt_memo apt-cache depends linux-image-amd64 |
@@ -89,7 +97,7 @@ vm_kernel_pkg() {
 
 # Unpack a Debian package (not installed) into $VM_CACHE/pkg/<name>_<version>; prints the dir.
 vm_unpack() {
-    local pkg=$1 ver dir tmp
+    local pkg=$1 ver dir tmp old
     ver=$(vm_pkg_version "$pkg")
     dir=$VM_CACHE/pkg/${pkg}_${ver//:/%}
     if [ ! -f "$dir/.done" ]; then
@@ -102,8 +110,20 @@ vm_unpack() {
         dpkg-deb -x "$tmp"/*.deb "$dir"
         rm -rf "$tmp"
         touch "$dir/.done"
+        # Older versions of the same package are of no more use.
+        for old in "$VM_CACHE/pkg/${pkg}"_*; do
+            [ "$old" = "$dir" ] || rm -rf "$old"
+        done
     fi
     echo "$dir"
+}
+
+# vm_prune DIR KEEP: remove the cached images in DIR other than KEEP (older package versions).
+vm_prune() {
+    local d
+    for d in "$1"/*; do
+        [ "$d" = "$2" ] || [ ! -d "$d" ] || { vm_log "removing the old cache $d"; rm -rf "$d"; }
+    done
 }
 
 # Copy a host program and the shared libraries it needs (ldd) into an initramfs tree.
@@ -140,14 +160,31 @@ vm_modules() {
 # newc cpio of a directory (uncompressed: decompressing under TCG is slow).
 vm_cpio() { (cd "$1" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) > "$2"; }
 
-# Boot QEMU with a timeout, the serial console going to LOG. Returns QEMU's status (124 = timeout).
+# vm_boot TIMEOUT LOG DEAD-REGEX QEMU-ARGS...: boot QEMU, the serial console going to LOG.
+# Ends QEMU at TIMEOUT seconds, or soon after the console shows DEAD-REGEX (a guest that can no
+# longer finish, e.g. Xen halted after dom0 crashed). Returns QEMU's status (124 = timeout).
 vm_boot() {
-    local timeout=$1 log=$2
-    shift 2
-    timeout --foreground -k 10 "$timeout" qemu-system-x86_64 -machine pc \
-        -accel tcg,thread=multi -cpu max -smp 2 -nographic -no-reboot -nic none \
-        -serial "file:$log" -monitor none -display none -vga none \
-        -device isa-debug-exit,iobase=0xf4,iosize=0x04 "$@" </dev/null >/dev/null 2>"$log.qemu"
+    local timeout=$1 log=$2 dead=$3 pid rc=0 waited=0
+    shift 3
+    : > "$log"
+    qemu-system-x86_64 -machine pc -accel "${XEN_VIF_QEMU_ACCEL:-tcg,thread=multi}" -cpu "${XEN_VIF_QEMU_CPU:-max}" -smp 2 -nographic \
+        -no-reboot -nic none -serial "file:$log" -monitor none -display none -vga none "$@" \
+        </dev/null >/dev/null 2>"$log.qemu" &
+    pid=$!
+    while kill -0 "$pid" 2>/dev/null; do
+        if [ "$waited" -ge "$timeout" ]; then
+            vm_log "timeout after $timeout s: stopping QEMU"
+            kill "$pid"; wait "$pid" 2>/dev/null; return 124
+        fi
+        if grep -Eq "$dead" "$log"; then
+            vm_log "the guest cannot finish ($(grep -Eo "$dead" "$log" | head -n 1)): stopping QEMU"
+            sleep 2; kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; return 125
+        fi
+        sleep 1
+        waited=$((waited + 1))
+    done
+    wait "$pid" || rc=$?
+    return "$rc"
 }
 
 # Read the checks a guest printed on its console: lines `CHECK ok NAME` / `CHECK FAIL NAME: why`,
@@ -178,7 +215,7 @@ vm_verdict() {
     done < "$log.checks"
     tr -d '\r' < "$log" > "$log.txt"
     if ! grep -qx CHECKS-DONE "$log.txt"; then
-        echo "FAIL  $tier: the guest did not finish (QEMU status $boot_rc$([ "$boot_rc" = 124 ] && echo ", timeout"))"
+        echo "FAIL  $tier: the guest did not finish (QEMU status $boot_rc$([ "$boot_rc" = 124 ] && echo ", timeout")$([ "$boot_rc" = 125 ] && echo ", guest dead"))"
         failed=$((failed + 1))
     fi
     echo "$tier: $passed passed, $failed failed"

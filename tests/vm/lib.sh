@@ -129,7 +129,9 @@ net_snapshot() {
       ip -6 -j route show table all; } | jq -rs '
         def flags: [.[] | select(. != "LOWER_UP" and . != "NO-CARRIER" and . != "M-DOWN")];
         def routes($f): .[] | select(((.dst // "") | test("^(fe80|ff00)")) | not)
-            | select(.type != "multicast") | "\($f) \(.)";
+            | select(.type != "multicast")
+            # linkdown follows the carrier (which comes and goes with ports): not config.
+            | .flags |= map(select(. != "linkdown")) | "\($f) \(.)";
         (.[0][] | "link \(.ifname) kind=\(.linkinfo.info_kind // "-")"
             + " master=\(.master // "-") mtu=\(.mtu) mac=\(.address // "-")"
             + " flags=\(.flags | flags | join(","))"
