@@ -21,7 +21,12 @@ echo "== kernel VM tier (Debian's kernel under QEMU: VLAN filtering, 802.1q trun
 XEN_VIF_SKIP_BUILD=1 scripts/test-vm.sh
 
 echo "== Xen tier (Xen 4.17 + Debian dom0 under QEMU, xen-vif as dom0's vif scripts, real xl)"
-XEN_VIF_SKIP_BUILD=1 scripts/test-xen.sh
+# One retry: this tier boots a hypervisor under software emulation, where a guest can miss a
+# timing; a second failure fails CI. Both runs print every check.
+XEN_VIF_SKIP_BUILD=1 scripts/test-xen.sh || {
+    echo "Xen tier failed once; running it again"
+    XEN_VIF_SKIP_BUILD=1 scripts/test-xen.sh
+}
 
 echo "== Debian package: build, install into throwaway dpkg roots, divert, remove"
 scripts/test-deb.sh
