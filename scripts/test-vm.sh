@@ -65,9 +65,4 @@ rc=0
 vm_boot "${XEN_VIF_VM_TIMEOUT:-300}" "$run/console.log" "Kernel panic" -m 512 -kernel "$base/vmlinuz" \
     -initrd "$run/initrd" -append "console=ttyS0 panic=-1 quiet" || rc=$?
 vm_log "guest ran $((SECONDS - start)) s (QEMU status $rc)"
-[ -z "${XEN_VIF_VM_CONSOLE:-}" ] || cp "$run/console.log" "$XEN_VIF_VM_CONSOLE"
-if ! vm_verdict "$run/console.log" "$rc" "$(grep -v '^#' tests/vm/kernel/CHECKS)" vm; then
-    echo "---- guest console (tail) ----"
-    tail -n 80 "$run/console.log.txt"
-    exit 1
-fi
+vm_report "$run/console.log" "$rc" tests/vm/kernel/CHECKS vm || exit 1

@@ -221,3 +221,13 @@ vm_verdict() {
     echo "$tier: $passed passed, $failed failed"
     [ "$failed" = 0 ]
 }
+
+# vm_report LOG BOOT-STATUS CHECKS-FILE TIER: keep the console if asked (XEN_VIF_VM_CONSOLE=FILE),
+# print the verdict, and on failure the console's tail; non-zero on failure.
+vm_report() {
+    [ -z "${XEN_VIF_VM_CONSOLE:-}" ] || cp "$1" "$XEN_VIF_VM_CONSOLE"
+    vm_verdict "$1" "$2" "$(grep -v '^#' "$3")" "$4" && return 0
+    echo "---- $4 console (tail) ----"
+    tail -n 100 "$1.txt"
+    return 1
+}

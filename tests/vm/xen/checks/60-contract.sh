@@ -18,27 +18,27 @@ contract_call() {
 rm -rf /run/xvt/calls
 domu contract-a "'bridge=xenbr0,script=vif-record,mac=00:16:3e:00:00:0e'" "xvt.ip=10.0.0.5/24 xvt.ping=10.0.0.1"
 id=
+# recorded ACTION: the first call of the script with ACTION, checked against the contract.
+recorded() {
+    _call=$(ls -d /run/xvt/calls/*-"$1" 2>/dev/null | head -n 1)
+    if [ -n "$_call" ]; then
+        contract_call "$_call" "$1" "$id"
+    else
+        fail "no $1 call recorded"
+    fi
+}
+
 check_begin contract-online
 if expect "xl create" xl_create contract-a; then
     id=$(domid_of contract-a)
-    call=$(ls -d /run/xvt/calls/*-online 2>/dev/null | head -n 1)
-    if [ -n "$call" ]; then
-        contract_call "$call" online "$id"
-    else
-        fail "no online call recorded"
-    fi
+    recorded online
     expect_eq "xenbr0's ports" "$(ports_of xenbr0)" "vif$id.0"
 fi
 check_end
 
 check_begin contract-offline
 if expect "xl destroy" xl_run destroy contract-a; then
-    call=$(ls -d /run/xvt/calls/*-offline 2>/dev/null | head -n 1)
-    if [ -n "$call" ]; then
-        contract_call "$call" offline "$id"
-    else
-        fail "no offline call recorded"
-    fi
+    recorded offline
     expect_eq "xenbr0's ports" "$(ports_of xenbr0)" ""
 fi
 check_end
