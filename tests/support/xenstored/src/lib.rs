@@ -12,8 +12,9 @@ use std::io;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::{self, JoinHandle};
 
 mod server;
@@ -238,6 +239,12 @@ fn bind(socket: &Path) -> io::Result<UnixListener> {
 }
 
 fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
+    // Connections are served by reused threads: a hotplug script connects once per call, and
+    // starting a thread for each would add to every call's first reply a cost the real
+    // single-threaded xenstored does not have. A new thread starts only when none is idle.
+    let (handoff, queue) = mpsc::channel::<UnixStream>();
+    let queue = Arc::new(Mutex::new(queue));
+    let idle = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         if shared.stopping.load(Ordering::SeqCst) {
             break;
@@ -247,9 +254,29 @@ fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
             thread::sleep(std::time::Duration::from_millis(10));
             continue;
         };
-        let shared = shared.clone();
+        // Claim an idle thread: each claim matches one thread waiting on the queue.
+        if idle
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            let _ = handoff.send(stream);
+            continue;
+        }
+        let (shared, queue, idle) = (shared.clone(), queue.clone(), idle.clone());
         let _ = thread::Builder::new()
             .name("xenstored-conn".into())
-            .spawn(move || server::serve(shared, stream));
+            .spawn(move || {
+                let mut stream = stream;
+                loop {
+                    server::serve(shared.clone(), stream);
+                    idle.fetch_add(1, Ordering::SeqCst);
+                    // Ends when the acceptor stops and drops the sending side.
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    match next {
+                        Ok(s) => stream = s,
+                        Err(_) => return,
+                    }
+                }
+            });
     }
 }

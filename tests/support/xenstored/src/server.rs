@@ -1,5 +1,7 @@
-//! Connections: one reader thread per client that handles requests under the
-//! shared lock, and one writer thread that sends replies and watch events in order.
+//! Connections: one thread per client that handles requests under the shared lock and
+//! writes the replies itself, like xenstored's single loop: no hand-off per request. A client
+//! that registers a watch gets a writer thread, so that events caused by other clients never
+//! block on it, and from then on its replies and events go out in order through that thread.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
@@ -46,9 +48,46 @@ struct Watch {
 }
 
 struct ConnHandle {
-    out: Sender<Vec<u8>>,
+    /// Set once the client watches; until then its replies are written by its own thread.
+    out: Option<Sender<Vec<u8>>>,
     /// Kept to shut the connection down when the daemon stops.
     stream: UnixStream,
+}
+
+impl ConnHandle {
+    /// Starts the writer thread on first use; false if it could not be started.
+    fn queue(&mut self, id: u64) -> bool {
+        if self.out.is_some() {
+            return true;
+        }
+        let Ok(mut writer) = self.stream.try_clone() else {
+            return false;
+        };
+        let (out, queue) = mpsc::channel::<Vec<u8>>();
+        // Writes never block the request path: a client that stops reading only stalls itself.
+        let spawned = thread::Builder::new()
+            .name(format!("xenstored-out-{id}"))
+            .spawn(move || {
+                for bytes in queue {
+                    if writer.write_all(&bytes).is_err() {
+                        break;
+                    }
+                }
+            });
+        if spawned.is_ok() {
+            self.out = Some(out);
+        }
+        spawned.is_ok()
+    }
+}
+
+/// What the connection's thread does after a request.
+enum Next {
+    /// Write these bytes (the reply) itself, then read the next request.
+    Write(Vec<u8>),
+    /// The reply, if any, is queued: read the next request.
+    Continue,
+    Close,
 }
 
 pub(crate) struct State {
@@ -157,14 +196,14 @@ fn send_event(conns: &HashMap<u64, ConnHandle>, conn: u64, path: &str, token: &[
     if payload.len() > PAYLOAD_MAX {
         return;
     }
-    if let Some(handle) = conns.get(&conn) {
+    if let Some(out) = conns.get(&conn).and_then(|h| h.out.as_ref()) {
         let message = Message {
             ty: wire::WATCH_EVENT,
             req_id: 0,
             tx_id: 0,
             payload,
         };
-        let _ = handle.out.send(message.encode());
+        let _ = out.send(message.encode());
     }
 }
 
@@ -178,32 +217,22 @@ struct Conn {
 }
 
 /// Serves one client until it disconnects (runs on the connection's own thread).
-pub(crate) fn serve(shared: Arc<Shared>, mut reader: UnixStream) {
-    let (Ok(mut writer), Ok(kept)) = (reader.try_clone(), reader.try_clone()) else {
+pub(crate) fn serve(shared: Arc<Shared>, stream: UnixStream) {
+    let (Ok(mut writer), Ok(kept)) = (stream.try_clone(), stream.try_clone()) else {
         return;
     };
-    let (out, queue) = mpsc::channel::<Vec<u8>>();
+    let mut reader = &stream;
     let id = {
         let mut state = shared.lock();
         let id = state.next_conn;
         state.next_conn += 1;
-        state.conns.insert(id, ConnHandle { out, stream: kept });
+        let handle = ConnHandle {
+            out: None,
+            stream: kept,
+        };
+        state.conns.insert(id, handle);
         id
     };
-    // Writes never block the request path: a client that stops reading only stalls itself.
-    let writer_thread = thread::Builder::new()
-        .name(format!("xenstored-out-{id}"))
-        .spawn(move || {
-            for bytes in queue {
-                if writer.write_all(&bytes).is_err() {
-                    break;
-                }
-            }
-        });
-    if writer_thread.is_err() {
-        shared.lock().conns.remove(&id);
-        return;
-    }
 
     let mut conn = Conn {
         id,
@@ -213,8 +242,12 @@ pub(crate) fn serve(shared: Arc<Shared>, mut reader: UnixStream) {
     };
     // Ends on EOF, on errors, and on oversized requests (xenstored drops those clients).
     while let Ok(Incoming::Message(message)) = Message::read_from(&mut reader) {
-        if !shared.lock().handle(&mut conn, &message) {
-            break;
+        let next = shared.lock().handle(&mut conn, &message);
+        match next {
+            // Outside the lock: a client that does not read its replies stalls only itself.
+            Next::Write(bytes) if writer.write_all(&bytes).is_ok() => {}
+            Next::Continue => {}
+            Next::Write(_) | Next::Close => break,
         }
     }
 
@@ -264,14 +297,14 @@ fn request_of(message: &Message) -> Request {
 }
 
 impl State {
-    /// Handles one request and queues its reply; false: close the connection.
-    fn handle(&mut self, conn: &mut Conn, message: &Message) -> bool {
+    /// Handles one request: its reply is queued, or returned for the caller to write.
+    fn handle(&mut self, conn: &mut Conn, message: &Message) -> Next {
         let request = request_of(message);
         self.record(request.clone());
         let (ty, payload) = match self.take_fault(&request) {
             Some(FaultAction::Error(errno)) => (wire::ERROR, wire::with_nul(&errno)),
-            Some(FaultAction::Hang) => return true,
-            Some(FaultAction::Close) => return false,
+            Some(FaultAction::Hang) => return Next::Continue,
+            Some(FaultAction::Close) => return Next::Close,
             None => match self.execute(conn, message) {
                 // send_reply() refuses what does not fit in one message.
                 Ok(payload) if payload.len() > PAYLOAD_MAX => {
@@ -281,20 +314,23 @@ impl State {
                 Err(errno) => (wire::ERROR, wire::with_nul(errno)),
             },
         };
-        // Queued under the lock, so no event of a later request can overtake it.
-        if let Some(handle) = self.conns.get(&conn.id) {
-            let reply = Message {
-                ty,
-                req_id: message.req_id,
-                tx_id: message.tx_id,
-                payload,
-            };
-            let _ = handle.out.send(reply.encode());
+        let reply = Message {
+            ty,
+            req_id: message.req_id,
+            tx_id: message.tx_id,
+            payload,
         }
+        .encode();
+        // A watching client's reply is queued under the lock, so no event of a later request
+        // can overtake it; a new watch's first event follows its reply.
+        let Some(out) = self.conns.get(&conn.id).and_then(|h| h.out.as_ref()) else {
+            return Next::Write(reply);
+        };
+        let _ = out.send(reply);
         if let Some((path, token)) = conn.initial_event.take() {
             send_event(&self.conns, conn.id, &path, &token);
         }
-        true
+        Next::Continue
     }
 
     /// process_message(): looks up the transaction, then runs the operation.
@@ -355,6 +391,14 @@ impl State {
                     return Err("EEXIST");
                 }
                 let relative = !path.starts_with(b"/") && !path.starts_with(b"@");
+                // Events need the writer thread; xenstored answers ENOMEM when out of memory.
+                if !self
+                    .conns
+                    .get_mut(&conn.id)
+                    .is_some_and(|h| h.queue(conn.id))
+                {
+                    return Err("ENOMEM");
+                }
                 self.watches.push(Watch {
                     conn: conn.id,
                     node,
