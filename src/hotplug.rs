@@ -194,10 +194,11 @@ fn execute_with(call: &Call, env: Env, dry_run: bool, cfg: &Config) -> Result<()
         Ok(s) => s,
         Err(e) => return Err(Failure::new(&prefix, e, None, None)),
     };
-    let keys = match xenstore::read_keys(&store, &backend, &invocation::backend_keys()) {
-        Ok(k) => k,
-        Err(e) => return Err(Failure::new(&prefix, e, Some(store), Some(backend))),
-    };
+    let keys =
+        match xenstore::read_keys(&store, &backend, &invocation::backend_keys(Some(call.mode))) {
+            Ok(k) => k,
+            Err(e) => return Err(Failure::new(&prefix, e, Some(store), Some(backend))),
+        };
     let hp = match invocation::resolve(call, id, backend.clone(), env, &keys) {
         Ok(h) => h,
         Err(e) => return Err(Failure::new(&prefix, e, Some(store), Some(backend))),

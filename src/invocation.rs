@@ -157,6 +157,9 @@ pub struct Source {
     pub env: Option<&'static str>,
     pub word: Option<&'static str>,
     pub xenstore: Option<&'static str>,
+    /// The one mode that uses the parameter; the other does not read its backend key (one
+    /// xenstore round trip less, as the stock scripts read a key only where they use it).
+    pub only: Option<Mode>,
 }
 
 /// The precedence table: environment < argv `k=v` < xenstore backend key.
@@ -166,12 +169,14 @@ pub const PARAMS: &[Source] = &[
         env: Some("bridge"),
         word: Some("bridge"),
         xenstore: Some("bridge"),
+        only: Some(Mode::Bridge),
     },
     Source {
         name: "ip",
         env: Some("ip"),
         word: Some("ip"),
         xenstore: Some("ip"),
+        only: None,
     },
     // libxl passes the backend's `gatewaydev` as `netdev`; the key itself wins, as everywhere.
     Source {
@@ -179,34 +184,40 @@ pub const PARAMS: &[Source] = &[
         env: Some("netdev"),
         word: Some("netdev"),
         xenstore: Some("gatewaydev"),
+        only: Some(Mode::Route),
     },
     Source {
         name: "vifname",
         env: None,
         word: None,
         xenstore: Some("vifname"),
+        only: None,
     },
     Source {
         name: "mtu",
         env: None,
         word: None,
         xenstore: Some("mtu"),
+        only: None,
     },
     Source {
         name: "vlan",
         env: None,
         word: None,
         xenstore: Some("vlan"),
+        only: Some(Mode::Bridge),
     },
 ];
 
 /// Backend keys read besides the parameters: identity cross-checks.
 pub const IDENTITY_KEYS: &[&str] = &["frontend-id", "handle"];
 
-/// Every backend key xen-vif reads (never anything from the guest's frontend directory).
-pub fn backend_keys() -> Vec<&'static str> {
+/// The backend keys xen-vif reads for `mode`, or for any mode (never anything from the guest's
+/// frontend directory).
+pub fn backend_keys(mode: Option<Mode>) -> Vec<&'static str> {
     let mut keys: Vec<&'static str> = IDENTITY_KEYS.to_vec();
-    keys.extend(PARAMS.iter().filter_map(|p| p.xenstore));
+    let wanted = |p: &&Source| mode.is_none() || p.only.is_none() || p.only == mode;
+    keys.extend(PARAMS.iter().filter(wanted).filter_map(|p| p.xenstore));
     keys
 }
 
@@ -536,6 +547,21 @@ mod tests {
 
     fn args(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn each_mode_reads_only_its_keys() {
+        let bridge = backend_keys(Some(Mode::Bridge));
+        let route = backend_keys(Some(Mode::Route));
+        for k in ["frontend-id", "handle", "ip", "vifname", "mtu"] {
+            assert!(bridge.contains(&k) && route.contains(&k), "{k}");
+        }
+        assert!(bridge.contains(&"bridge") && bridge.contains(&"vlan"));
+        assert!(!bridge.contains(&"gatewaydev"));
+        assert!(route.contains(&"gatewaydev"));
+        assert!(!route.contains(&"bridge") && !route.contains(&"vlan"));
+        // `xen-vif status` shows everything.
+        assert_eq!(backend_keys(None).len(), IDENTITY_KEYS.len() + PARAMS.len());
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub fn collect(store: &dyn Store, nl: &mut Netlink) -> Result<Vec<VifStatus>> {
 
 fn one(store: &dyn Store, nl: &mut Netlink, id: DeviceId) -> Result<VifStatus> {
     let backend = format!("{BACKEND_DIR}/{}/{}", id.domid, id.devid);
-    let mut keys = invocation::backend_keys();
+    let mut keys = invocation::backend_keys(None);
     keys.extend(["script", "hotplug-status", "hotplug-error"]);
     let be = xenstore::read_keys(store, &backend, &keys)?;
     let mut st = VifStatus {
