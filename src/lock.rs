@@ -48,15 +48,22 @@ pub fn network_lock_path() -> PathBuf {
 }
 
 fn open_lock(path: &Path) -> std::io::Result<File> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
+    let open = || {
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(path)
+    };
+    // The directory exists after the first call on a host: try the file first.
+    match (open(), path.parent()) {
+        (Err(e), Some(dir)) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir)?;
+            open()
+        }
+        (result, _) => result,
     }
-    OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(path)
 }
 
 /// A lock that is a safeguard, not a precondition: if /run is unusable the hotplug goes on
