@@ -81,7 +81,9 @@ impl Netlink {
         Ok(Netlink {
             socket,
             seq: 0,
-            buf: vec![0; 64 * 1024],
+            // Capacity only: the kernel writes what it answers, and zeroing 64 KiB up front
+            // would touch (page-fault) all of it on every run.
+            buf: Vec::with_capacity(64 * 1024),
         })
     }
 
@@ -108,7 +110,8 @@ impl Netlink {
     ) -> Result<bool> {
         let mut interrupted = false;
         loop {
-            let n = self.socket.recv(&mut &mut self.buf[..], 0)?;
+            self.buf.clear();
+            let n = self.socket.recv(&mut self.buf, 0)?;
             let mut offset = 0;
             while offset < n {
                 let bytes = &self.buf[offset..n];
