@@ -21,6 +21,7 @@ if [ "${1:-}" != --inside ]; then
     trap cleanup EXIT
     ip netns del "$ns" 2>/dev/null || true
     # One backend per vif as libxl writes it: domains 1..N, device 0. vif1.0 is the cycle vif.
+# Each vif is a veth with netback's address (fe:ff:ff:ff:ff:ff), down, as libxl finds it.
     for d in $(seq 1 "$nvifs"); do
         be=/local/domain/0/backend/vif/$d/0
         printf '%s\n' "$be/frontend=/local/domain/$d/device/vif/0" "$be/frontend-id=$d" \
@@ -38,7 +39,7 @@ if [ "${1:-}" != --inside ]; then
     ip -n "$ns" link add gw0 type bridge
     ip -n "$ns" addr add 10.9.0.1/16 dev gw0
     ip -n "$ns" link set gw0 up
-    for d in $(seq 1 "$nvifs"); do echo "link add vif$d.0 type veth peer name g$d"; done > "$dir/links.batch"
+    for d in $(seq 1 "$nvifs"); do echo "link add vif$d.0 address fe:ff:ff:ff:ff:ff type veth peer name g$d"; done > "$dir/links.batch"
     ip -n "$ns" -batch "$dir/links.batch"
     mkdir -p "$dir/xv"
     for s in vif-bridge vif-route; do ln -s "$rel/xen-vif" "$dir/xv/$s"; done
@@ -112,20 +113,15 @@ rss=$(/usr/bin/time -f %M "$dir/xv/vif-bridge" online type_if=vif 2>&1 >/dev/nul
 "$dir/xv/vif-bridge" offline type_if=vif
 
 echo "bench: $nvifs vifs on one bridge..." >&2
-scale() { # dir parallelism command -> milliseconds; each worker is a plain loop, no wrappers
-    local d=$1 par=$2 c=$3 t0 t1 w
-    t0=$(date +%s%N)
-    for w in $(seq 0 $((par - 1))); do
-        (for i in $(seq $((w + 1)) "$par" "$nvifs"); do
-            XENBUS_PATH=backend/vif/$i/0 vif=vif$i.0 "$d/vif-bridge" "$c" type_if=vif >/dev/null 2>&1 \
-                || echo "vif$i.0 $c failed" >&2
-        done) &
-    done
-    wait
-    t1=$(date +%s%N)
-    echo $(( (t1 - t0) / 1000000 ))
+scale() { # dir parallelism command -> milliseconds; benches/drive.py starts each call
+    local d=$1 par=$2 c=$3 out
+    out=$(python3 "$top/benches/drive.py" "$d/vif-bridge" "$c" "$nvifs" "$par")
+    [ "${out#* }" = 0 ] || echo "bench: ${out#* } of $nvifs $c calls failed" >&2
+    echo "${out%% *}"
 }
 declare -A T A
+# The driver's own cost: the same run of calls that do nothing (an ignored combination).
+T[noop-1]=$(scale "$dir/xv" 1 add)
 for impl in xv stock; do
     d=$stock; [ $impl = xv ] && d=$dir/xv
     for par in 1 16; do
@@ -178,6 +174,10 @@ for impl in xv stock; do for par in 1 16; do
         "$par" "$on" "$(awk -v a="$on" -v n="$nvifs" 'BEGIN {printf "%.2f", a / n}')" \
         "${A[$impl-$par]}" "$nvifs" "${T[$impl-$par-off]}"
 done; done
+echo
+echo "Each call is started by benches/drive.py (posix_spawn, as a toolstack forks and execs)." \
+    "The same $nvifs calls doing nothing (xen-vif's ignored \`add type_if=vif\`) took" \
+    "${T[noop-1]} ms: what starting $nvifs processes costs here."
 echo
 echo "## Size and memory"
 echo
