@@ -119,15 +119,29 @@ scale() { # dir parallelism command -> milliseconds; benches/drive.py starts eac
     [ "${out#* }" = 0 ] || echo "bench: ${out#* } of $nvifs $c calls failed" >&2
     echo "${out%% *}"
 }
-declare -A T A
-# The driver's own cost: the same run of calls that do nothing (an ignored combination).
-T[noop-1]=$(scale "$dir/xv" 1 add)
+declare -A T A R
+median3() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
+# xen-vif's runs take seconds: each figure is the median of three (all three are shown), run
+# in turn with the driver's own cost, the same calls doing nothing (an ignored combination).
+# The stock runs take minutes and are run once.
 for impl in xv stock; do
     d=$stock; [ $impl = xv ] && d=$dir/xv
+    reps=1; [ $impl = xv ] && reps=3
     for par in 1 16; do
-        T[$impl-$par-on]=$(scale "$d" "$par" online)
-        A[$impl-$par]=$(ip -br link show master xenbr0 | wc -l)
-        T[$impl-$par-off]=$(scale "$d" "$par" offline)
+        on=() off=() noop=()
+        for _ in $(seq $reps); do
+            [ $impl = xv ] && [ $par = 1 ] && noop+=("$(scale "$d" 1 add)")
+            on+=("$(scale "$d" "$par" online)")
+            A[$impl-$par]=$(ip -br link show master xenbr0 | wc -l)
+            off+=("$(scale "$d" "$par" offline)")
+        done
+        if [ $reps = 3 ]; then
+            T[$impl-$par-on]=$(median3 "${on[@]}") T[$impl-$par-off]=$(median3 "${off[@]}")
+            R[$impl-$par-on]="${on[*]}" R[$impl-$par-off]="${off[*]}"
+        else
+            T[$impl-$par-on]=${on[0]} T[$impl-$par-off]=${off[0]}
+        fi
+        [ ${#noop[@]} = 3 ] && { T[noop-1]=$(median3 "${noop[@]}"); R[noop-1]="${noop[*]}"; }
     done
 done
 
@@ -175,9 +189,12 @@ for impl in xv stock; do for par in 1 16; do
         "${A[$impl-$par]}" "$nvifs" "${T[$impl-$par-off]}"
 done; done
 echo
+echo "xen-vif's three runs (ms): one at a time online ${R[xv-1-on]}, offline ${R[xv-1-off]};" \
+    "16 at a time online ${R[xv-16-on]}, offline ${R[xv-16-off]}."
+echo
 echo "Each call is started by benches/drive.py (posix_spawn, as a toolstack forks and execs)." \
     "The same $nvifs calls doing nothing (xen-vif's ignored \`add type_if=vif\`) took" \
-    "${T[noop-1]} ms: what starting $nvifs processes costs here."
+    "${T[noop-1]} ms (runs: ${R[noop-1]}): what starting $nvifs processes costs here."
 echo
 echo "## Size and memory"
 echo
