@@ -23,16 +23,22 @@ pub enum Personality {
 }
 
 impl Personality {
+    /// Every script name the binary answers to (what an install links to it).
+    pub const SCRIPTS: [Personality; 6] = [
+        Personality::VifBridge,
+        Personality::VifRoute,
+        Personality::VifSetup,
+        Personality::NetworkBridge,
+        Personality::NetworkRoute,
+        Personality::NetworkPrebuilt,
+    ];
+
     pub fn from_argv0(argv0: &str) -> Personality {
-        match argv0.rsplit('/').next().unwrap_or(argv0) {
-            "vif-bridge" => Personality::VifBridge,
-            "vif-route" => Personality::VifRoute,
-            "vif-setup" => Personality::VifSetup,
-            "network-bridge" => Personality::NetworkBridge,
-            "network-route" => Personality::NetworkRoute,
-            "network-prebuilt" => Personality::NetworkPrebuilt,
-            _ => Personality::Cli,
-        }
+        let base = argv0.rsplit('/').next().unwrap_or(argv0);
+        Personality::SCRIPTS
+            .into_iter()
+            .find(|p| p.name() == base)
+            .unwrap_or(Personality::Cli)
     }
 
     /// The name used in logs and messages (and the syslog ident).
@@ -576,6 +582,9 @@ mod tests {
             Personality::NetworkBridge
         );
         assert_eq!(Personality::from_argv0("xen-vif"), Personality::Cli);
+        for p in Personality::SCRIPTS {
+            assert_eq!(Personality::from_argv0(p.name()), p);
+        }
     }
 
     #[test]

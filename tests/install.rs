@@ -9,14 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
 
-const NAMES: [&str; 6] = [
-    "vif-bridge",
-    "vif-route",
-    "vif-setup",
-    "network-bridge",
-    "network-route",
-    "network-prebuilt",
-];
+/// Every name install.sh links to the binary.
+fn names() -> impl Iterator<Item = &'static str> {
+    xen_vif::invocation::Personality::SCRIPTS
+        .into_iter()
+        .map(|p| p.name())
+}
 const STOCK: [&str; 3] = ["vif-bridge", "vif-route", "vif-setup"];
 
 fn repo() -> PathBuf {
@@ -129,7 +127,7 @@ fn install_then_uninstall_restores_the_root_exactly() {
         fs::read_link(root.join("usr/sbin/xen-vif")).unwrap(),
         Path::new("../libexec/xen-vif/xen-vif")
     );
-    for name in NAMES {
+    for name in names() {
         assert_eq!(
             fs::read_link(root.join("etc/xen/scripts").join(name)).unwrap(),
             Path::new("/usr/libexec/xen-vif/xen-vif"),

@@ -125,15 +125,8 @@ impl Sandbox {
         let dir = std::env::temp_dir().join(&ns);
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
-        for script in [
-            "vif-bridge",
-            "vif-route",
-            "vif-setup",
-            "network-bridge",
-            "network-route",
-            "network-prebuilt",
-            "xen-vif",
-        ] {
+        let scripts = xen_vif::invocation::Personality::SCRIPTS.map(|p| p.name());
+        for script in scripts.iter().copied().chain(["xen-vif"]) {
             std::os::unix::fs::symlink(binary(), dir.join(script)).unwrap();
         }
         let st = Command::new("ip")
