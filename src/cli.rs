@@ -266,7 +266,8 @@ fn device(a: &DeviceArgs, up: bool) -> i32 {
     };
     // The administrator's shell environment is not an input: only the backend path is.
     let env_fn = move |k: &str| (k == "XENBUS_PATH").then(|| backend.clone());
-    let env: Env = &env_fn;
+    let layered = hotplug::layered(&env_fn);
+    let env: Env = &layered;
     match hotplug::execute(&call, env, a.dry_run) {
         Ok(()) => 0,
         Err(f) => {

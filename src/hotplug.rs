@@ -88,11 +88,20 @@ fn one_line(msg: String) -> String {
     m
 }
 
+/// The environment with the configuration's defaults under it: the file's, or the stock ones
+/// when the file is bad (then `execute` fails an online and tears down with stock defaults).
+pub fn layered<'a>(env: Env<'a>) -> impl Fn(&str) -> Option<String> + 'a {
+    static STOCK: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+    let cfg = match config::current() {
+        Ok(cfg) => cfg,
+        Err(_) => STOCK.get_or_init(Config::default),
+    };
+    config::layer(cfg, env)
+}
+
 /// Run a hotplug personality (vif-bridge, vif-route, vif-setup). Returns the exit status.
 pub fn run_personality(personality: Personality, args: &[String], env: Env) -> i32 {
-    // The configuration's defaults sit under the environment (a bad file: see `execute`).
-    let stock = Config::default();
-    let layered = config::layer(config::current().as_ref().unwrap_or(&stock), env);
+    let layered = layered(env);
     let env: Env = &layered;
     let call = match invocation::triage(personality, args, env) {
         Ok(Triage::Ignore(why)) => {
@@ -145,7 +154,8 @@ fn early_name(call: &Call, env: Env) -> String {
         .unwrap_or_else(|| "(unknown device)".into())
 }
 
-/// Do `call` and log it (one line in the hotplug log, unless a dry run).
+/// Do `call` and log it (one line in the hotplug log, unless a dry run). `env` has the
+/// configuration's defaults under it already ([`layered`]), as triage saw it.
 pub fn execute(call: &Call, env: Env, dry_run: bool) -> Result<(), Failure> {
     let started = Instant::now();
     let stock = Config::default();
@@ -183,8 +193,6 @@ pub fn execute(call: &Call, env: Env, dry_run: bool) -> Result<(), Failure> {
 }
 
 fn execute_with(call: &Call, env: Env, dry_run: bool, cfg: &Config) -> Result<(), Failure> {
-    let layered = config::layer(cfg, env);
-    let env: Env = &layered;
     let prefix = format!("{} {} {}", call.script, call.command, early_name(call, env));
     let (id, backend) = invocation::locate(call, env).map_err(|e| {
         let b = env("XENBUS_PATH").filter(|p| invocation::parse_backend_path(p).is_ok());
