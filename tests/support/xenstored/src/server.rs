@@ -218,7 +218,9 @@ struct Conn {
 
 /// Serves one client until it disconnects (runs on the connection's own thread).
 pub(crate) fn serve(shared: Arc<Shared>, stream: UnixStream) {
-    let (Ok(mut writer), Ok(kept)) = (stream.try_clone(), stream.try_clone()) else {
+    // One handle kept in the table (to shut the connection down, or to clone for a writer
+    // thread); this thread reads and writes through `stream` itself.
+    let Ok(kept) = stream.try_clone() else {
         return;
     };
     let mut reader = &stream;
@@ -245,7 +247,7 @@ pub(crate) fn serve(shared: Arc<Shared>, stream: UnixStream) {
         let next = shared.lock().handle(&mut conn, &message);
         match next {
             // Outside the lock: a client that does not read its replies stalls only itself.
-            Next::Write(bytes) if writer.write_all(&bytes).is_ok() => {}
+            Next::Write(bytes) if (&stream).write_all(&bytes).is_ok() => {}
             Next::Continue => {}
             Next::Write(_) | Next::Close => break,
         }
