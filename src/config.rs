@@ -77,6 +77,12 @@ pub fn load_from(path: &Path) -> Result<Config> {
 
 /// The configuration of this run, read once. The error is kept as text so every caller can
 /// report it.
+/// The stock defaults, used when the file is bad (see `hotplug::execute`).
+pub fn stock() -> &'static Config {
+    static STOCK: OnceLock<Config> = OnceLock::new();
+    STOCK.get_or_init(Config::default)
+}
+
 pub fn current() -> &'static Result<Config, String> {
     static CURRENT: OnceLock<Result<Config, String>> = OnceLock::new();
     CURRENT.get_or_init(|| load_from(Path::new(PATH)).map_err(|e| format!("{e:#}")))

@@ -91,12 +91,7 @@ fn one_line(msg: String) -> String {
 /// The environment with the configuration's defaults under it: the file's, or the stock ones
 /// when the file is bad (then `execute` fails an online and tears down with stock defaults).
 pub fn layered<'a>(env: Env<'a>) -> impl Fn(&str) -> Option<String> + 'a {
-    static STOCK: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
-    let cfg = match config::current() {
-        Ok(cfg) => cfg,
-        Err(_) => STOCK.get_or_init(Config::default),
-    };
-    config::layer(cfg, env)
+    config::layer(config::current().as_ref().unwrap_or(config::stock()), env)
 }
 
 /// Run a hotplug personality (vif-bridge, vif-route, vif-setup). Returns the exit status.
@@ -158,7 +153,7 @@ fn early_name(call: &Call, env: Env) -> String {
 /// configuration's defaults under it already ([`layered`]), as triage saw it.
 pub fn execute(call: &Call, env: Env, dry_run: bool) -> Result<(), Failure> {
     let started = Instant::now();
-    let stock = Config::default();
+    let stock = config::stock();
     let (cfg, result) = match config::current() {
         Ok(cfg) => (cfg, execute_with(call, env, dry_run, cfg)),
         // A bad file fails every online/add; teardown still runs, with the stock defaults.
@@ -166,11 +161,11 @@ pub fn execute(call: &Call, env: Env, dry_run: bool) -> Result<(), Failure> {
             let b = env("XENBUS_PATH").filter(|p| invocation::parse_backend_path(p).is_ok());
             let prefix = format!("{} {} {}", call.script, call.command, early_name(call, env));
             let e = anyhow::anyhow!("{e}");
-            (&stock, Err(Failure::new(&prefix, e, None, b)))
+            (stock, Err(Failure::new(&prefix, e, None, b)))
         }
         Err(e) => {
             log::error(&format!("{e} (tearing down with the stock defaults)"));
-            (&stock, execute_with(call, env, dry_run, &stock))
+            (stock, execute_with(call, env, dry_run, stock))
         }
     };
     if let (Some(path), false) = (&cfg.log_file, dry_run) {
