@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod deadline;
 pub mod docs;
 pub mod hooks;
 pub mod hotplug;
