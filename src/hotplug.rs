@@ -40,6 +40,8 @@ impl Failure {
 
     /// hotplug-error + hotplug-status=error, as libxl reads them, and one line in the log.
     pub fn report(self) {
+        // The failure may be the budget running out: reporting it gets the clean-up time.
+        crate::deadline::enter_cleanup();
         let Some(backend) = &self.backend else {
             log::error(&self.message);
             return;

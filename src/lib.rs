@@ -18,6 +18,7 @@ pub mod modes;
 pub mod netlink;
 pub mod network_script;
 pub mod plan;
+pub mod rundir;
 pub mod status;
 pub mod sysctl;
 pub mod vlanspec;

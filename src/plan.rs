@@ -531,6 +531,8 @@ impl Applied {
     /// Undo this run's changes, newest first; returns `e` with any undo failure added, so
     /// nothing is hidden.
     pub fn undo(self, nl: &mut Netlink, store: &dyn Store, e: anyhow::Error) -> anyhow::Error {
+        // The failure may be the budget running out: the undo gets its own short extension.
+        crate::deadline::enter_cleanup();
         let mut failed_undo = Vec::new();
         for u in self.0.iter().rev() {
             match u.apply(nl, store) {

@@ -276,7 +276,7 @@ pub fn run_personality(personality: Personality, args: &[String]) -> i32 {
 /// One network script call; errors are logged as one line. Returns the exit status.
 pub fn run(script: Script, action: Action, vars: &[(String, String)], dry_run: bool) -> i32 {
     // A fixed place: the environment controls no paths (only XENSTORED_PATH).
-    let base = PathBuf::from(state::RUN_DIR);
+    let base = PathBuf::from(crate::rundir::RUN_DIR);
     match execute(script, action, vars, dry_run, &Location::new(&base)) {
         Ok(code) => code,
         Err(e) => {

@@ -11,7 +11,7 @@
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 
 use super::state::{Record, State, address_of, address_record};
 use super::{FreeIndexes, Instance, Params, Script, Start, updown};
@@ -320,6 +320,8 @@ impl Instance for RouteInstance {
             .rev()
         {
             let (path, old, new) = (r.get("path")?, r.get("old")?, r.get("new")?);
+            // A record naming anything else was not written by start: refuse the whole file.
+            sysctl::network_sysctl(path).context("state file")?;
             let Ok(now) = sysctl::read(path) else {
                 continue;
             };
@@ -337,6 +339,7 @@ impl Instance for RouteInstance {
         }
         for r in state.of_kind("cascade") {
             let (path, old) = (r.get("path")?, r.get("old")?);
+            sysctl::network_sysctl(path).context("state file")?;
             if let Ok(now) = sysctl::read(path) {
                 if now != old {
                     steps.push(Step::Sysctl {

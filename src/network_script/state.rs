@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -18,9 +18,6 @@ use nix::fcntl::Flock;
 
 use crate::netlink::{Address, Route};
 
-/// Where state lives by default; `/run` is a tmpfs, so a reboot (which also resets the network)
-/// forgets it, as it should.
-pub const RUN_DIR: &str = "/run/xen-vif";
 const VERSION: &str = "1";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,12 +210,23 @@ impl State {
         Ok(State { phase, records })
     }
 
+    /// Read the state file, refusing one that fails the run directory's checks: a state file
+    /// says what root will change on `stop`, so one that someone else could have written is
+    /// never acted on.
     pub fn load(path: &Path) -> Result<Option<State>> {
-        match fs::read_to_string(path) {
-            Ok(text) => State::parse(&text)
+        let read = |path: &Path| -> std::io::Result<Option<String>> {
+            let Some(mut f) = crate::rundir::open_existing(path)? else {
+                return Ok(None);
+            };
+            let mut text = String::new();
+            f.read_to_string(&mut text)?;
+            Ok(Some(text))
+        };
+        match read(path) {
+            Ok(Some(text)) => State::parse(&text)
                 .map(Some)
                 .with_context(|| format!("state file {}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Ok(None) => Ok(None),
             Err(e) => Err(e).with_context(|| format!("read state file {}", path.display())),
         }
     }
@@ -226,8 +234,8 @@ impl State {
     /// Replace the file atomically and durably: a crash leaves the old or the new state.
     pub fn save(&self, path: &Path, script: &str) -> Result<()> {
         let shown = path.display();
-        let tmp = path.with_extension("tmp");
-        let mut f = File::create(&tmp).with_context(|| format!("write state file {shown}"))?;
+        let (mut f, tmp) = crate::rundir::create_temp(path)
+            .with_context(|| format!("write state file {shown}"))?;
         f.write_all(self.render(script).as_bytes())
             .and_then(|_| f.sync_all())
             .with_context(|| format!("write state file {shown}"))?;
@@ -297,8 +305,6 @@ impl Location {
 
     /// The lock every network script of this namespace takes for start and stop.
     pub fn lock(&self) -> Result<Flock<File>> {
-        fs::create_dir_all(&self.dir)
-            .with_context(|| format!("create state directory {}", self.dir.display()))?;
         crate::lock::lock_file(&self.dir.join("network-scripts.lock"))
     }
 }
