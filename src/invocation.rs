@@ -1,4 +1,4 @@
-//! The caller contract in one place (CONTRACT.md §1): which personality we are, which command,
+//! The caller contract in one place (docs/contract.md §1): which personality we are, which command,
 //! which device, and every parameter with its precedence environment < argv `k=v` < xenstore.
 //! Nothing else in xen-vif reads argv, the environment or the backend's keys.
 

@@ -3,7 +3,7 @@
 //! - Over a NIC (xend's): `start [netdev=ethX] [bridge=NAME]`. A bridge takes the NIC's place:
 //!   it gets the NIC's name (or `bridge=`), its MAC, its addresses and every route through it;
 //!   the NIC becomes `p<name>`, a port without addresses. `bridge=null` does nothing (xend).
-//! - Per-VLAN bridges on a trunk (seed 004): `start trunk=eth1 vlans=4,100
+//! - Per-VLAN bridges on a trunk (`eth1.4` in `br4`, one bridge per VLAN): `start trunk=eth1 vlans=4,100
 //!   [bridge_template=br%d]` builds `eth1.4` enslaved to `br4`, ... (no addresses, all up);
 //!   with `vlan_filtering=yes [bridge=xenbr0]` one VLAN-aware bridge with the trunk as a
 //!   tagged port, for libxl's `vlan` key.

@@ -1,4 +1,4 @@
-//! xend's network scripts (`(network-script ...)` in xend-config.sxp, CONTRACT.md §1 and §3):
+//! xend's network scripts (`(network-script ...)` in xend-config.sxp, docs/contract.md §1 and §3):
 //! `<name> start|stop|status [k=v ...]`, run once when xend starts and stops.
 //!
 //! - `network-bridge`: a bridge takes a NIC's place (or per-VLAN bridges on a trunk).
