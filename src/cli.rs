@@ -187,7 +187,7 @@ pub fn run(args: Vec<String>) -> i32 {
         }
     };
     let verbose = cli.verbose || std::env::var("XEN_VIF_LOG").is_ok_and(|v| v == "debug");
-    log::init(Personality::Cli.name(), verbose, false);
+    log::init(Personality::Cli.name(), verbose);
     match cli.command {
         Cmd::Add(a) => device(&a, true),
         Cmd::Remove(a) => device(&a, false),

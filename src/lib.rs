@@ -80,12 +80,12 @@ pub fn main_entry() -> i32 {
         Personality::Cli => cli::run(args),
         Personality::NetworkBridge | Personality::NetworkRoute | Personality::NetworkPrebuilt => {
             let verbose = env_var("XEN_VIF_LOG").is_some_and(|v| v == "debug");
-            log::init(personality.name(), verbose, false);
+            log::init(personality.name(), verbose);
             network_script::run_personality(personality, &args[1..])
         }
         p => {
             let verbose = env_var("XEN_VIF_LOG").is_some_and(|v| v == "debug");
-            log::init(p.name(), verbose, false);
+            log::init(p.name(), verbose);
             hotplug::run_personality(p, &args[1..], &env_var)
         }
     }
