@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use anyhow::{Result, anyhow, bail};
 use netlink_packet_route::address::AddressFlags;
 
-use super::state::{Record, State, address_of, address_record, route_of, route_record};
+use super::state::{LinkId, Record, State};
 use super::{FreeIndexes, Instance, Params, Script, Start, ports, updown};
 use crate::ifname::IfName;
 use crate::log;
@@ -74,9 +74,10 @@ fn exists(nl: &mut Netlink, name: &IfName) -> Result<Option<Link>> {
 }
 
 /// The link at `index` if it still is the one a state record names.
-fn recorded(nl: &mut Netlink, r: &Record) -> Result<Option<Link>> {
-    let (index, name) = (r.num::<u32>("index")?, r.get("name")?);
-    Ok(nl.link_by_index(index)?.filter(|l| l.name == name))
+fn recorded(nl: &mut Netlink, r: &LinkId) -> Result<Option<Link>> {
+    Ok(nl
+        .link_by_index(r.index)?
+        .filter(|l| l.name == r.name.as_str()))
 }
 
 fn is_v6_link_local(ip: &IpAddr) -> bool {
@@ -170,9 +171,40 @@ pub struct NicBridge {
     pub force: bool,
 }
 
+/// What a NIC bridge's state records of the NIC: the NIC, its new name, whether it was up and
+/// its alias.
+struct NicRecord<'a> {
+    link: &'a LinkId,
+    pdev: &'a IfName,
+    up: bool,
+    alias: &'a Option<String>,
+}
+
 impl NicBridge {
-    fn link_records(state: &State) -> Result<(&Record, &Record)> {
-        Ok((state.one("nic")?, state.one("bridge")?))
+    fn link_records(state: &State) -> Result<(NicRecord<'_>, &LinkId)> {
+        let nic = state.records.iter().find_map(|r| match r {
+            Record::Nic {
+                link,
+                pdev,
+                up,
+                alias,
+            } => Some(NicRecord {
+                link,
+                pdev,
+                up: *up,
+                alias,
+            }),
+            _ => None,
+        });
+        let bridge = state.records.iter().find_map(|r| match r {
+            Record::Bridge { link, .. } => Some(link),
+            _ => None,
+        });
+        match (nic, bridge) {
+            (Some(n), Some(b)) => Ok((n, b)),
+            (None, _) => bail!("state has no \"nic\" record"),
+            (_, None) => bail!("state has no \"bridge\" record"),
+        }
     }
 }
 
@@ -313,21 +345,20 @@ impl Instance for NicBridge {
         }
 
         let mut records = vec![
-            {
-                let r = Record::new("nic")
-                    .set("index", nic.index)
-                    .set("name", &n)
-                    .set("pdev", &p)
-                    .set("up", u8::from(nic.up));
-                match &nic.alias {
-                    Some(a) => r.set("alias", a),
-                    None => r,
-                }
+            Record::Nic {
+                link: LinkId::new(nic.index, netdev),
+                pdev: pdev.clone(),
+                up: nic.up,
+                alias: nic.alias.clone(),
             },
-            Record::new("bridge").set("index", bindex).set("name", &b),
+            Record::Bridge {
+                link: LinkId::new(bindex, bridge),
+                vid: None,
+                filtering: false,
+            },
         ];
-        records.extend(addrs.iter().map(|a| address_record("addr", a)));
-        records.extend(routes.iter().map(|r| route_record("route", r)));
+        records.extend(addrs.iter().cloned().map(Record::Addr));
+        records.extend(routes.iter().cloned().map(Record::Route));
         Ok(Start::Steps { steps, records })
     }
 
@@ -336,14 +367,14 @@ impl Instance for NicBridge {
         let Some(bridge) = recorded(nl, br)?.filter(Link::is_bridge) else {
             return Ok(false);
         };
-        let nic = nl.link_by_index(nic.num("index")?)?;
+        let nic = nl.link_by_index(nic.link.index)?;
         Ok(nic.is_some_and(|l| l.name == self.pdev.as_str() && l.master == Some(bridge.index)))
     }
 
     fn plan_stop(&self, nl: &mut Netlink, state: &State) -> Result<Vec<Step>> {
         let (nic_rec, br_rec) = Self::link_records(state)?;
-        let nindex: u32 = nic_rec.num("index")?;
-        let (name, pdev) = (nic_rec.get("name")?, nic_rec.get("pdev")?);
+        let nindex = nic_rec.link.index;
+        let (name, pdev) = (nic_rec.link.name.as_str(), nic_rec.pdev.as_str());
         let mut steps = Vec::new();
         if let Some(br) = recorded(nl, br_rec)?.filter(Link::is_bridge) {
             let others = ports(&nl.links()?, br.index, &[nindex]);
@@ -369,7 +400,7 @@ impl Instance for NicBridge {
             ));
             return Ok(steps);
         };
-        let alias = nic_rec.opt("alias").map(String::from);
+        let alias = nic_rec.alias.clone();
         let mut up = nic.up;
         if nic.name != name {
             if nic.up {
@@ -397,7 +428,7 @@ impl Instance for NicBridge {
                 old_alias: nic.alias.clone(),
             });
         }
-        let was_up = nic_rec.flag("up")?;
+        let was_up = nic_rec.up;
         if was_up && !up {
             steps.push(Step::SetUp {
                 index: nindex,
@@ -406,26 +437,26 @@ impl Instance for NicBridge {
             });
         }
         let have = nl.addresses(Some(nindex))?;
-        for r in state.of_kind("addr") {
-            let a = address_of(r)?;
+        for r in &state.records {
+            let Record::Addr(a) = r else { continue };
             if !have
                 .iter()
                 .any(|h| h.ip == a.ip && h.prefix_len == a.prefix_len)
             {
                 steps.push(Step::AddAddress {
                     name: name.into(),
-                    addr: a,
+                    addr: a.clone(),
                 });
             }
         }
         let mut now = nl.routes(false, Some(nindex))?;
         now.extend(nl.routes(true, Some(nindex))?);
-        for r in state.of_kind("route") {
-            let route = route_of(r)?;
-            if !now.iter().any(|n| same_route(n, &route)) {
+        for r in &state.records {
+            let Record::Route(route) = r else { continue };
+            if !now.iter().any(|n| same_route(n, route)) {
                 steps.push(Step::AddRoute {
                     dev: name.into(),
-                    route,
+                    route: route.clone(),
                 });
             }
         }
@@ -441,9 +472,8 @@ impl Instance for NicBridge {
 
     fn status(&self, nl: &mut Netlink, state: Option<&State>) -> Result<String> {
         let name = state
-            .and_then(|s| s.one("bridge").ok())
-            .and_then(|r| r.opt("name"))
-            .unwrap_or(self.bridge.as_str())
+            .and_then(|s| Self::link_records(s).ok())
+            .map_or(self.bridge.as_str(), |(_, b)| b.name.as_str())
             .to_string();
         let links = nl.links()?;
         let Some(br) = links.iter().find(|l| l.name == name) else {
@@ -622,18 +652,17 @@ impl TrunkBridges {
     ) -> Result<(Vec<Step>, Vec<Record>)> {
         let t = trunk.name.clone();
         let mut steps = Vec::new();
-        let mut records = vec![
-            Record::new("trunk")
-                .set("index", trunk.index)
-                .set("name", &t)
-                .set("up", u8::from(trunk.up)),
-        ];
+        let mut records = vec![Record::Trunk {
+            link: LinkId::new(trunk.index, &self.trunk),
+            up: trunk.up,
+        }];
         let mut ups = Vec::new();
         match &self.mode {
             TrunkMode::PerVlan => {
                 for vid in &self.vlans {
-                    let vname = vlan_device_name(&self.trunk, *vid)?.to_string();
-                    let bname = bridge_name(&self.template, *vid)?.to_string();
+                    let vdev = vlan_device_name(&self.trunk, *vid)?;
+                    let bdev = bridge_name(&self.template, *vid)?;
+                    let (vname, bname) = (vdev.to_string(), bdev.to_string());
                     let (vi, bi) = (indexes.take()?, indexes.take()?);
                     steps.push(Step::CreateLink {
                         name: vname.clone(),
@@ -645,19 +674,16 @@ impl TrunkBridges {
                     });
                     steps.extend(no_ipv6_step(&vname));
                     steps.extend(bridge_with_port(&bname, bi, false, vi, &vname));
-                    records.push(
-                        Record::new("vlan")
-                            .set("vid", vid)
-                            .set("index", vi)
-                            .set("name", &vname)
-                            .set("bridge", bi),
-                    );
-                    records.push(
-                        Record::new("bridge")
-                            .set("index", bi)
-                            .set("name", &bname)
-                            .set("vid", vid),
-                    );
+                    records.push(Record::Vlan {
+                        link: LinkId::new(vi, &vdev),
+                        vid: *vid,
+                        bridge: bi,
+                    });
+                    records.push(Record::Bridge {
+                        link: LinkId::new(bi, &bdev),
+                        vid: Some(*vid),
+                        filtering: false,
+                    });
                     ups.push((vi, vname));
                     ups.push((bi, bname));
                 }
@@ -692,12 +718,11 @@ impl TrunkBridges {
                         }],
                     });
                 }
-                records.push(
-                    Record::new("bridge")
-                        .set("index", bi)
-                        .set("name", &b)
-                        .set("filtering", 1),
-                );
+                records.push(Record::Bridge {
+                    link: LinkId::new(bi, bridge),
+                    vid: None,
+                    filtering: true,
+                });
                 ups.push((bi, b));
             }
         }
@@ -809,14 +834,15 @@ impl Instance for TrunkBridges {
     }
 
     fn is_started(&self, nl: &mut Netlink, state: &State) -> Result<bool> {
-        for r in state.of_kind("bridge").chain(state.of_kind("vlan")) {
-            if recorded(nl, r)?.is_none() {
-                return Ok(false);
-            }
-        }
-        for r in state.of_kind("vlan") {
-            let l = recorded(nl, r)?;
-            if l.and_then(|l| l.master) != Some(r.num("bridge")?) {
+        for r in &state.records {
+            let there = match r {
+                Record::Bridge { link, .. } => recorded(nl, link)?.is_some(),
+                Record::Vlan { link, bridge, .. } => {
+                    recorded(nl, link)?.and_then(|l| l.master) == Some(*bridge)
+                }
+                _ => true,
+            };
+            if !there {
                 return Ok(false);
             }
         }
@@ -824,18 +850,32 @@ impl Instance for TrunkBridges {
     }
 
     fn plan_stop(&self, nl: &mut Netlink, state: &State) -> Result<Vec<Step>> {
-        let trunk = state.one("trunk")?;
-        let tindex: u32 = trunk.num("index")?;
-        let vlan_devs: Vec<u32> = state
-            .of_kind("vlan")
-            .map(|r| r.num("index"))
-            .collect::<Result<_>>()?;
+        let (trunk, trunk_up) = state
+            .records
+            .iter()
+            .find_map(|r| match r {
+                Record::Trunk { link, up } => Some((link, *up)),
+                _ => None,
+            })
+            .ok_or_else(|| anyhow!("state has no \"trunk\" record"))?;
+        let tindex = trunk.index;
+        let vlan_devs: Vec<&LinkId> = state
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Vlan { link, .. } => Some(link),
+                _ => None,
+            })
+            .collect();
         let links = nl.links()?;
         let mut steps = Vec::new();
         let mut busy = Vec::new();
-        for r in state.of_kind("bridge") {
-            if let Some(br) = recorded(nl, r)?.filter(Link::is_bridge) {
-                let mut own = vlan_devs.clone();
+        for r in &state.records {
+            let Record::Bridge { link, .. } = r else {
+                continue;
+            };
+            if let Some(br) = recorded(nl, link)?.filter(Link::is_bridge) {
+                let mut own: Vec<u32> = vlan_devs.iter().map(|l| l.index).collect();
                 own.push(tindex);
                 let others = ports(&links, br.index, &own);
                 if !others.is_empty() {
@@ -853,8 +893,8 @@ impl Instance for TrunkBridges {
                 busy.join(", ")
             );
         }
-        for r in state.of_kind("vlan") {
-            if let Some(l) = recorded(nl, r)? {
+        for link in vlan_devs {
+            if let Some(l) = recorded(nl, link)? {
                 steps.push(Step::DeleteLink {
                     index: l.index,
                     name: l.name,
@@ -862,7 +902,7 @@ impl Instance for TrunkBridges {
             }
         }
         if let Some(t) = recorded(nl, trunk)? {
-            if t.up && !trunk.flag("up")? {
+            if t.up && !trunk_up {
                 steps.push(Step::SetUp {
                     index: t.index,
                     name: t.name,
@@ -1035,9 +1075,17 @@ mod tests {
         }));
         // No addresses anywhere: no address step at all.
         assert!(!steps.iter().any(|s| matches!(s, Step::AddAddress { .. })));
-        let kinds: Vec<&str> = records.iter().map(|r| r.kind.as_str()).collect();
-        assert_eq!(kinds, vec!["trunk", "vlan", "bridge", "vlan", "bridge"]);
-        assert_eq!(records[1].get("bridge").unwrap(), "12");
+        assert_eq!(records.len(), 5);
+        assert!(matches!(records[0], Record::Trunk { up: false, .. }));
+        assert!(matches!(
+            records[1],
+            Record::Vlan {
+                vid: 4,
+                bridge: 12,
+                ..
+            }
+        ));
+        assert!(matches!(records[4], Record::Bridge { vid: Some(100), .. }));
     }
 
     #[test]

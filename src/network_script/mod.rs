@@ -361,7 +361,7 @@ fn resolve(
     let Some(st) = State::load(only)? else {
         return derived;
     };
-    let mut vars = st.one("instance")?.fields().to_vec();
+    let mut vars = st.instance()?.to_vec();
     vars.extend(p.vars.iter().filter(|(k, _)| k == "force").cloned());
     log::debug(&format!(
         "using the instance recorded in {}",
@@ -425,10 +425,7 @@ fn start(
         log::info(&format!("{}: the host already is set up", inst.key()));
         return Ok(());
     }
-    let mut named = Record::new("instance");
-    for (k, v) in inst.params() {
-        named = named.set(&k, v);
-    }
+    let named = Record::Instance(inst.params());
     let mut st = State::new(std::iter::once(named).chain(records).collect());
     st.save(path, name)?;
     if let Err(e) = plan::apply(nl, &NoStore, &steps) {

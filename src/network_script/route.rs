@@ -11,9 +11,9 @@
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 
-use super::state::{Record, State, address_of, address_record};
+use super::state::{LinkId, Record, State};
 use super::{FreeIndexes, Instance, Params, Script, Start, updown};
 use crate::ifname::IfName;
 use crate::log;
@@ -126,12 +126,11 @@ fn sysctl_step(steps: &mut Vec<Step>, records: &mut Vec<Record>, path: String, v
     if old == value {
         return;
     }
-    records.push(
-        Record::new("sysctl")
-            .set("path", &path)
-            .set("old", &old)
-            .set("new", value),
-    );
+    records.push(Record::Sysctl {
+        path: path.clone(),
+        old: old.clone(),
+        new: value.into(),
+    });
     steps.push(Step::Sysctl {
         path,
         value: value.into(),
@@ -143,7 +142,7 @@ fn sysctl_step(steps: &mut Vec<Step>, records: &mut Vec<Record>, path: String, v
 fn record_cascade(records: &mut Vec<Record>, global: &str) {
     for path in cascade_paths(global) {
         if let Ok(v) = sysctl::read(&path) {
-            records.push(Record::new("cascade").set("path", path).set("old", v));
+            records.push(Record::Cascade { path, old: v });
         }
     }
 }
@@ -204,11 +203,7 @@ impl Instance for RouteInstance {
                     link: NewLink::Dummy,
                     index,
                 });
-                records.push(
-                    Record::new("created")
-                        .set("index", index)
-                        .set("name", &name),
-                );
+                records.push(Record::Created(LinkId::new(index, &self.netdev)));
                 index
             }
         };
@@ -249,7 +244,7 @@ impl Instance for RouteInstance {
             let mut addr = Address::new(index, g.ip, g.prefix_len);
             addr.broadcast = broadcast(g);
             if link.is_some() {
-                records.push(address_record("addr", &addr));
+                records.push(Record::Addr(addr.clone()));
             }
             steps.push(Step::AddAddress {
                 name: name.clone(),
@@ -258,7 +253,7 @@ impl Instance for RouteInstance {
         }
         if !link.as_ref().is_some_and(|l| l.up) {
             if link.is_some() {
-                records.push(Record::new("up").set("index", index).set("name", &name));
+                records.push(Record::Up(LinkId::new(index, &self.netdev)));
             }
             steps.push(Step::SetUp {
                 index,
@@ -278,9 +273,11 @@ impl Instance for RouteInstance {
 
     fn plan_stop(&self, nl: &mut Netlink, state: &State) -> Result<Vec<Step>> {
         let mut steps = Vec::new();
-        let same = |l: &Option<Link>, name: &str| l.as_ref().is_some_and(|l| l.name == name);
-        for r in state.of_kind("addr") {
-            let a = address_of(r)?;
+        let same = |l: &Option<Link>, link: &LinkId| {
+            l.as_ref().is_some_and(|l| l.name == link.name.as_str())
+        };
+        for r in &state.records {
+            let Record::Addr(a) = r else { continue };
             let present = nl
                 .addresses(Some(a.index))?
                 .iter()
@@ -288,63 +285,60 @@ impl Instance for RouteInstance {
             if present {
                 steps.push(Step::DelAddress {
                     name: self.netdev.to_string(),
-                    addr: a,
+                    addr: a.clone(),
                 });
             }
         }
-        for r in state.of_kind("up") {
-            let (index, name) = (r.num::<u32>("index")?, r.get("name")?);
-            let l = nl.link_by_index(index)?;
-            if same(&l, name) && l.as_ref().is_some_and(|l| l.up) {
+        for r in &state.records {
+            let Record::Up(link) = r else { continue };
+            let l = nl.link_by_index(link.index)?;
+            if same(&l, link) && l.as_ref().is_some_and(|l| l.up) {
                 steps.push(Step::SetUp {
-                    index,
-                    name: name.into(),
+                    index: link.index,
+                    name: link.name.to_string(),
                     up: false,
                 });
             }
         }
-        for r in state.of_kind("created") {
-            let (index, name) = (r.num::<u32>("index")?, r.get("name")?);
-            if same(&nl.link_by_index(index)?, name) {
+        for r in &state.records {
+            let Record::Created(link) = r else { continue };
+            if same(&nl.link_by_index(link.index)?, link) {
                 steps.push(Step::DeleteLink {
-                    index,
-                    name: name.into(),
+                    index: link.index,
+                    name: link.name.to_string(),
                 });
             }
         }
-        // Globals before the per-device values their writes cascade to.
-        for r in state
-            .of_kind("sysctl")
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-        {
-            let (path, old, new) = (r.get("path")?, r.get("old")?, r.get("new")?);
-            // A record naming anything else was not written by start: refuse the whole file.
-            sysctl::network_sysctl(path).context("state file")?;
+        // Globals before the per-device values their writes cascade to. The paths are network
+        // sysctls: the state file's codec refuses any other.
+        for r in state.records.iter().rev() {
+            let Record::Sysctl { path, old, new } = r else {
+                continue;
+            };
             let Ok(now) = sysctl::read(path) else {
                 continue;
             };
-            if now == new {
+            if now == *new {
                 steps.push(Step::Sysctl {
-                    path: path.into(),
-                    value: old.into(),
+                    path: path.clone(),
+                    value: old.clone(),
                     old: now,
                 });
-            } else if now != old {
+            } else if now != *old {
                 log::warn(&format!(
                     "{path} is {now} (start set {new}): changed since, left alone"
                 ));
             }
         }
-        for r in state.of_kind("cascade") {
-            let (path, old) = (r.get("path")?, r.get("old")?);
-            sysctl::network_sysctl(path).context("state file")?;
+        for r in &state.records {
+            let Record::Cascade { path, old } = r else {
+                continue;
+            };
             if let Ok(now) = sysctl::read(path) {
-                if now != old {
+                if now != *old {
                     steps.push(Step::Sysctl {
-                        path: path.into(),
-                        value: old.into(),
+                        path: path.clone(),
+                        value: old.clone(),
                         old: now,
                     });
                 }
