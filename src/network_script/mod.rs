@@ -7,7 +7,8 @@
 //!
 //! Every start is a transaction: the script validates and plans from what the kernel has,
 //! records in a state file what it is about to change (before the first change), applies the
-//! plan with undo on failure, and marks the state complete. `stop` recomputes, from the state
+//! plan, and marks the state complete. The state file is the one undo authority: a failed start
+//! is put back by the same `restore` that `stop` runs. `stop` recomputes, from the state
 //! file and the kernel, what puts the host back — so it works from a new process, after a crash
 //! and after a start that was interrupted half-way. This module is the boundary: it reads argv
 //! and the environment; the scripts get typed parameters.
@@ -428,18 +429,23 @@ fn start(
     let named = Record::Instance(inst.params());
     let mut st = State::new(std::iter::once(named).chain(records).collect());
     st.save(path, name)?;
-    if let Err(e) = plan::apply(nl, &NoStore, &steps) {
-        // The undo has run. What it cannot see (the kernel's sysctl cascade) the restore
-        // repairs; the state goes only when the host provably is as it was.
+    if let Err(e) = plan::apply_until_failure(nl, &NoStore, &steps) {
+        // The state file is the one undo authority: restore plans from it and the kernel, as
+        // `stop` does after a crash at this very step (it also sees what the kernel changed by
+        // itself, such as the sysctl cascade). The state goes only when the host provably is
+        // as it was. The failure may be the budget running out: the restore gets the cleanup
+        // extension.
+        crate::deadline::enter_cleanup();
+        let e = plainly(e);
         return match restore(nl, inst, &st) {
             Ok(()) => {
                 state::remove(path)?;
-                Err(plainly(e))
+                Err(e)
             }
-            Err(re) => Err(e.context(format!(
-                "the host is not fully restored ({re:#}): state kept in {}, run `{name} stop`",
+            Err(re) => Err(anyhow!(
+                "{e:#}; the host is not fully restored ({re:#}): state kept in {}, run `{name} stop`",
                 path.display()
-            ))),
+            )),
         };
     }
     st.phase = Phase::Started;
