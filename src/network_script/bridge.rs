@@ -15,18 +15,15 @@ use std::net::IpAddr;
 use anyhow::{Result, anyhow, bail};
 use netlink_packet_route::address::AddressFlags;
 
+use super::observed::{FreeIndexes, Observed, is_kernel_route, is_unicast, same_route, updown};
 use super::state::{LinkId, Record, State};
-use super::{FreeIndexes, Instance, Params, Script, Start, ports, updown};
+use super::{Instance, Params, Script, Start};
 use crate::ifname::IfName;
 use crate::log;
 use crate::netlink::{Address, Link, Netlink, NewLink, PortVlan, Route};
 use crate::plan::{Step, route_str};
 use crate::sysctl;
 
-/// rtnetlink route protocol `kernel`: routes the kernel derives from addresses; they follow the
-/// addresses by themselves.
-const RTPROT_KERNEL: u8 = 2;
-const RTN_UNICAST: u8 = 1;
 const DEFAULT_TEMPLATE: &str = "br%d";
 /// libxl's default bridge: a VLAN-aware bridge under this name serves `vif = ['vlan=4']`.
 const DEFAULT_FILTERING_BRIDGE: &str = "xenbr0";
@@ -62,24 +59,6 @@ pub fn instance(nl: &mut Netlink, p: &Params) -> Result<Option<Box<dyn Instance>
     })))
 }
 
-fn name_of(nl: &mut Netlink, index: u32) -> String {
-    match nl.link_by_index(index) {
-        Ok(Some(l)) => l.name,
-        _ => format!("#{index}"),
-    }
-}
-
-fn exists(nl: &mut Netlink, name: &IfName) -> Result<Option<Link>> {
-    Ok(nl.link_by_name(name.as_str())?)
-}
-
-/// The link at `index` if it still is the one a state record names.
-fn recorded(nl: &mut Netlink, r: &LinkId) -> Result<Option<Link>> {
-    Ok(nl
-        .link_by_index(r.index)?
-        .filter(|l| l.name == r.name.as_str()))
-}
-
 fn is_v6_link_local(ip: &IpAddr) -> bool {
     matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
 }
@@ -87,26 +66,14 @@ fn is_v6_link_local(ip: &IpAddr) -> bool {
 /// The routes that go with the NIC: unicast, through it, not derived by the kernel from an
 /// address (those come back by themselves). Direct routes first: a gateway must be reachable
 /// when its route is added.
-pub fn movable_routes(nl: &mut Netlink, index: u32) -> Result<Vec<Route>> {
-    let mut routes: Vec<Route> = nl.routes(false, Some(index))?;
-    routes.extend(nl.routes(true, Some(index))?);
-    routes.retain(|r| {
-        r.oif == Some(index)
-            && r.kind == RTN_UNICAST
-            && r.protocol != RTPROT_KERNEL
-            && !is_v6_link_local(&r.dst)
-    });
+pub fn movable_routes(o: &Observed, index: u32) -> Vec<Route> {
+    let mut routes: Vec<Route> = o
+        .routes_of(index)
+        .filter(|r| is_unicast(r) && !is_kernel_route(r) && !is_v6_link_local(&r.dst))
+        .cloned()
+        .collect();
     routes.sort_by_key(|r| r.gateway.is_some());
-    Ok(routes)
-}
-
-fn same_route(a: &Route, b: &Route) -> bool {
-    a.dst == b.dst
-        && a.prefix_len == b.prefix_len
-        && a.table == b.table
-        && a.metric == b.metric
-        && a.gateway == b.gateway
-        && a.oif == b.oif
+    routes
 }
 
 /// An address label names its device (`eth0`, `eth0:1`): follow the device's new name.
@@ -126,19 +93,21 @@ fn relabel(label: &Option<String>, from: &str, to: &str) -> Option<String> {
 }
 
 /// A bridge port (or a bridge without IP) has no business with IPv6: no link-local address.
-fn no_ipv6_step(dev: &str) -> Option<Step> {
+/// A new link starts with the `default` value.
+fn no_ipv6_step(o: &Observed, dev: &str) -> Option<Step> {
     let default = sysctl::conf_path("ipv6", "default", "disable_ipv6");
-    let old = sysctl::read(&default).ok()?;
+    let old = o.sysctl(&default)?;
     (old != "1").then(|| Step::Sysctl {
         path: sysctl::conf_path("ipv6", dev, "disable_ipv6"),
         value: "1".into(),
-        old,
+        old: old.to_string(),
     })
 }
 
 /// A new bridge `name` (ifindex `index`, without IPv6: it carries guests' traffic, not the
 /// host's) with the existing link `port` as its port.
 fn bridge_with_port(
+    o: &Observed,
     name: &str,
     index: u32,
     vlan_filtering: bool,
@@ -150,7 +119,7 @@ fn bridge_with_port(
         link: NewLink::Bridge { vlan_filtering },
         index,
     }];
-    steps.extend(no_ipv6_step(name));
+    steps.extend(no_ipv6_step(o, name));
     steps.push(Step::SetMaster {
         index: port,
         name: port_name.into(),
@@ -224,9 +193,9 @@ impl Instance for NicBridge {
         ]
     }
 
-    fn plan_start(&self, nl: &mut Netlink) -> Result<Start> {
+    fn plan_start(&self, o: &Observed) -> Result<Start> {
         let (netdev, bridge, pdev) = (&self.netdev, &self.bridge, &self.pdev);
-        let Some(nic) = exists(nl, netdev)? else {
+        let Some(nic) = o.link(netdev.as_str()) else {
             bail!("netdev {netdev} does not exist");
         };
         if nic.is_bridge() {
@@ -237,25 +206,27 @@ impl Instance for NicBridge {
         if let Some(m) = nic.master {
             bail!(
                 "netdev {netdev} is a port of bridge {}: it cannot be bridged again",
-                name_of(nl, m)
+                o.name_of(m)
             );
         }
         if nic.mac.len() != 6 {
             bail!("netdev {netdev} is not an Ethernet device: it cannot be a bridge port");
         }
-        if exists(nl, pdev)?.is_some() {
+        if o.link(pdev.as_str()).is_some() {
             bail!("{pdev} already exists and is not ours: cannot rename {netdev} to {pdev}");
         }
-        if bridge != netdev && exists(nl, bridge)?.is_some() {
+        if bridge != netdev && o.link(bridge.as_str()).is_some() {
             bail!("{bridge} already exists and is not ours: cannot create bridge {bridge}");
         }
-        let addrs: Vec<Address> = nl
-            .addresses(Some(nic.index))?
-            .into_iter()
+        let mut addrs: Vec<Address> = o
+            .addresses_of(nic.index)
             .filter(|a| !a.is_ipv6_link_local())
+            .cloned()
             .collect();
-        let routes = movable_routes(nl, nic.index)?;
-        let bindex = FreeIndexes::new(nl)?.take()?;
+        // Primaries first (as the kernel lists them): the moves below go in reverse.
+        addrs.sort_by_key(|a| a.flags & AddressFlags::Secondary.bits() != 0);
+        let routes = movable_routes(o, nic.index);
+        let bindex = o.free_indexes().take()?;
         let (n, b, p) = (netdev.to_string(), bridge.to_string(), pdev.to_string());
 
         let mut steps = Vec::new();
@@ -362,22 +333,22 @@ impl Instance for NicBridge {
         Ok(Start::Steps { steps, records })
     }
 
-    fn is_started(&self, nl: &mut Netlink, state: &State) -> Result<bool> {
+    fn is_started(&self, o: &Observed, state: &State) -> Result<bool> {
         let (nic, br) = Self::link_records(state)?;
-        let Some(bridge) = recorded(nl, br)?.filter(Link::is_bridge) else {
+        let Some(bridge) = o.recorded(br).filter(|l| l.is_bridge()) else {
             return Ok(false);
         };
-        let nic = nl.link_by_index(nic.link.index)?;
+        let nic = o.link_at(nic.link.index);
         Ok(nic.is_some_and(|l| l.name == self.pdev.as_str() && l.master == Some(bridge.index)))
     }
 
-    fn plan_stop(&self, nl: &mut Netlink, state: &State) -> Result<Vec<Step>> {
+    fn plan_stop(&self, o: &Observed, state: &State) -> Result<Vec<Step>> {
         let (nic_rec, br_rec) = Self::link_records(state)?;
         let nindex = nic_rec.link.index;
         let (name, pdev) = (nic_rec.link.name.as_str(), nic_rec.pdev.as_str());
         let mut steps = Vec::new();
-        if let Some(br) = recorded(nl, br_rec)?.filter(Link::is_bridge) {
-            let others = ports(&nl.links()?, br.index, &[nindex]);
+        if let Some(br) = o.recorded(br_rec).filter(|l| l.is_bridge()) {
+            let others = o.ports(br.index, &[nindex]);
             if !others.is_empty() && !self.force {
                 bail!(
                     "bridge {} still has vifs attached ({}): shut those guests down first, or stop with force=yes",
@@ -391,8 +362,8 @@ impl Instance for NicBridge {
                 name: br.name.clone(),
             });
         }
-        let Some(nic) = nl
-            .link_by_index(nindex)?
+        let Some(nic) = o
+            .link_at(nindex)
             .filter(|l| l.name == name || l.name == pdev)
         else {
             log::warn(&format!(
@@ -436,24 +407,18 @@ impl Instance for NicBridge {
                 up: true,
             });
         }
-        let have = nl.addresses(Some(nindex))?;
         for r in &state.records {
             let Record::Addr(a) = r else { continue };
-            if !have
-                .iter()
-                .any(|h| h.ip == a.ip && h.prefix_len == a.prefix_len)
-            {
+            if !o.has_address(nindex, a) {
                 steps.push(Step::AddAddress {
                     name: name.into(),
                     addr: a.clone(),
                 });
             }
         }
-        let mut now = nl.routes(false, Some(nindex))?;
-        now.extend(nl.routes(true, Some(nindex))?);
         for r in &state.records {
             let Record::Route(route) = r else { continue };
-            if !now.iter().any(|n| same_route(n, route)) {
+            if !o.routes_of(nindex).any(|n| same_route(n, route)) {
                 steps.push(Step::AddRoute {
                     dev: name.into(),
                     route: route.clone(),
@@ -470,13 +435,13 @@ impl Instance for NicBridge {
         Ok(steps)
     }
 
-    fn status(&self, nl: &mut Netlink, state: Option<&State>) -> Result<String> {
+    fn status(&self, o: &Observed, state: Option<&State>) -> Result<String> {
         let name = state
             .and_then(|s| Self::link_records(s).ok())
             .map_or(self.bridge.as_str(), |(_, b)| b.name.as_str())
             .to_string();
-        let links = nl.links()?;
-        let Some(br) = links.iter().find(|l| l.name == name) else {
+        let links = &o.links;
+        let Some(br) = o.link(&name) else {
             return Ok(format!("{name}: missing\n"));
         };
         if !br.is_bridge() {
@@ -495,16 +460,15 @@ impl Instance for NicBridge {
             };
             out.push_str(&format!("  port {} {}{role}\n", p.name, updown(p)));
         }
-        for a in nl.addresses(Some(br.index))? {
+        for a in o.addresses_of(br.index) {
             if !a.is_ipv6_link_local() {
                 out.push_str(&format!("  address {}/{}\n", a.ip, a.prefix_len));
             }
         }
-        let mut routes = nl.routes(false, Some(br.index))?;
-        routes.extend(nl.routes(true, Some(br.index))?);
-        for r in routes.iter().filter(|r| {
-            r.oif == Some(br.index) && r.kind == RTN_UNICAST && !is_v6_link_local(&r.dst)
-        }) {
+        for r in o
+            .routes_of(br.index)
+            .filter(|r| is_unicast(r) && !is_v6_link_local(&r.dst))
+        {
             out.push_str(&format!("  route {}\n", route_str(r, &br.name)));
         }
         Ok(out)
@@ -647,6 +611,7 @@ impl TrunkBridges {
     /// The plan for `trunk` (already validated as a usable trunk) with `indexes` for new links.
     pub fn steps_for(
         &self,
+        o: &Observed,
         trunk: &Link,
         indexes: &mut FreeIndexes,
     ) -> Result<(Vec<Step>, Vec<Record>)> {
@@ -672,8 +637,8 @@ impl TrunkBridges {
                         },
                         index: vi,
                     });
-                    steps.extend(no_ipv6_step(&vname));
-                    steps.extend(bridge_with_port(&bname, bi, false, vi, &vname));
+                    steps.extend(no_ipv6_step(o, &vname));
+                    steps.extend(bridge_with_port(o, &bname, bi, false, vi, &vname));
                     records.push(Record::Vlan {
                         link: LinkId::new(vi, &vdev),
                         vid: *vid,
@@ -691,7 +656,7 @@ impl TrunkBridges {
             TrunkMode::Filtering { bridge } => {
                 let b = bridge.to_string();
                 let bi = indexes.take()?;
-                steps.extend(bridge_with_port(&b, bi, true, trunk.index, &t));
+                steps.extend(bridge_with_port(o, &b, bi, true, trunk.index, &t));
                 // A new port gets the bridge's default PVID 1 untagged; a trunk carries exactly
                 // the VLANs named, tagged.
                 steps.push(Step::AddPortVlans {
@@ -783,19 +748,19 @@ impl Instance for TrunkBridges {
         v
     }
 
-    fn plan_start(&self, nl: &mut Netlink) -> Result<Start> {
+    fn plan_start(&self, o: &Observed) -> Result<Start> {
         let t = &self.trunk;
-        let Some(trunk) = exists(nl, t)? else {
+        let Some(trunk) = o.link(t.as_str()) else {
             bail!("trunk {t} does not exist");
         };
         if trunk.is_bridge() {
             bail!("trunk {t} is a bridge: name the NIC that carries the VLANs");
         }
         if let Some(m) = trunk.master {
-            bail!("trunk {t} is a port of bridge {}", name_of(nl, m));
+            bail!("trunk {t} is a port of bridge {}", o.name_of(m));
         }
         for name in self.names()? {
-            if let Some(l) = exists(nl, &name)? {
+            if let Some(l) = o.link(name.as_str()) {
                 let hint = if l.is_bridge() {
                     " (for bridges the distro builds, use network-prebuilt to check them)"
                 } else {
@@ -804,10 +769,10 @@ impl Instance for TrunkBridges {
                 bail!("{name} already exists and is not ours{hint}");
             }
         }
-        let links = nl.links()?;
         if self.mode == TrunkMode::PerVlan {
             for vid in &self.vlans {
-                if let Some(l) = links
+                if let Some(l) = o
+                    .links
                     .iter()
                     .find(|l| l.lower == Some(trunk.index) && l.vlan_id == Some(*vid))
                 {
@@ -815,9 +780,8 @@ impl Instance for TrunkBridges {
                 }
             }
         } else {
-            let addrs: Vec<String> = nl
-                .addresses(Some(trunk.index))?
-                .iter()
+            let addrs: Vec<String> = o
+                .addresses_of(trunk.index)
                 .filter(|a| !a.is_ipv6_link_local())
                 .map(|a| format!("{}/{}", a.ip, a.prefix_len))
                 .collect();
@@ -828,17 +792,16 @@ impl Instance for TrunkBridges {
                 );
             }
         }
-        let mut indexes = FreeIndexes::new(nl)?;
-        let (steps, records) = self.steps_for(&trunk, &mut indexes)?;
+        let (steps, records) = self.steps_for(o, trunk, &mut o.free_indexes())?;
         Ok(Start::Steps { steps, records })
     }
 
-    fn is_started(&self, nl: &mut Netlink, state: &State) -> Result<bool> {
+    fn is_started(&self, o: &Observed, state: &State) -> Result<bool> {
         for r in &state.records {
             let there = match r {
-                Record::Bridge { link, .. } => recorded(nl, link)?.is_some(),
+                Record::Bridge { link, .. } => o.recorded(link).is_some(),
                 Record::Vlan { link, bridge, .. } => {
-                    recorded(nl, link)?.and_then(|l| l.master) == Some(*bridge)
+                    o.recorded(link).and_then(|l| l.master) == Some(*bridge)
                 }
                 _ => true,
             };
@@ -849,7 +812,7 @@ impl Instance for TrunkBridges {
         Ok(true)
     }
 
-    fn plan_stop(&self, nl: &mut Netlink, state: &State) -> Result<Vec<Step>> {
+    fn plan_stop(&self, o: &Observed, state: &State) -> Result<Vec<Step>> {
         let (trunk, trunk_up) = state
             .records
             .iter()
@@ -867,23 +830,22 @@ impl Instance for TrunkBridges {
                 _ => None,
             })
             .collect();
-        let links = nl.links()?;
         let mut steps = Vec::new();
         let mut busy = Vec::new();
         for r in &state.records {
             let Record::Bridge { link, .. } = r else {
                 continue;
             };
-            if let Some(br) = recorded(nl, link)?.filter(Link::is_bridge) {
+            if let Some(br) = o.recorded(link).filter(|l| l.is_bridge()) {
                 let mut own: Vec<u32> = vlan_devs.iter().map(|l| l.index).collect();
                 own.push(tindex);
-                let others = ports(&links, br.index, &own);
+                let others = o.ports(br.index, &own);
                 if !others.is_empty() {
                     busy.push(format!("{} ({})", br.name, others.join(", ")));
                 }
                 steps.push(Step::DeleteLink {
                     index: br.index,
-                    name: br.name,
+                    name: br.name.clone(),
                 });
             }
         }
@@ -894,18 +856,18 @@ impl Instance for TrunkBridges {
             );
         }
         for link in vlan_devs {
-            if let Some(l) = recorded(nl, link)? {
+            if let Some(l) = o.recorded(link) {
                 steps.push(Step::DeleteLink {
                     index: l.index,
-                    name: l.name,
+                    name: l.name.clone(),
                 });
             }
         }
-        if let Some(t) = recorded(nl, trunk)? {
+        if let Some(t) = o.recorded(trunk) {
             if t.up && !trunk_up {
                 steps.push(Step::SetUp {
                     index: t.index,
-                    name: t.name,
+                    name: t.name.clone(),
                     up: false,
                 });
             }
@@ -913,8 +875,15 @@ impl Instance for TrunkBridges {
         Ok(steps)
     }
 
-    fn status(&self, nl: &mut Netlink, _: Option<&State>) -> Result<String> {
-        let links = nl.links()?;
+    fn vlan_ports(&self) -> Vec<&IfName> {
+        match self.mode {
+            TrunkMode::Filtering { .. } => vec![&self.trunk],
+            TrunkMode::PerVlan => Vec::new(),
+        }
+    }
+
+    fn status(&self, o: &Observed, _: Option<&State>) -> Result<String> {
+        let links = &o.links;
         let find = |n: &IfName| links.iter().find(|l| l.name == n.as_str());
         let mut out = match find(&self.trunk) {
             Some(t) => format!("trunk {}: {}\n", t.name, updown(t)),
@@ -931,9 +900,11 @@ impl Instance for TrunkBridges {
                     out.push_str(&bridge_line(br));
                     show_ports(&mut out, br);
                     if let Some(t) = find(&self.trunk).filter(|t| t.master == Some(br.index)) {
-                        let v: Vec<String> = nl
-                            .port_vlans(t.index)?
-                            .iter()
+                        let v: Vec<String> = o
+                            .port_vlans
+                            .get(&t.index)
+                            .into_iter()
+                            .flatten()
                             .map(|v| v.vid.to_string())
                             .collect();
                         out.push_str(&format!("  trunk VLANs: {}\n", v.join(",")));
@@ -966,6 +937,7 @@ impl Instance for TrunkBridges {
 
 #[cfg(test)]
 mod tests {
+    use super::super::observed::fixture::*;
     use super::*;
     use netlink_packet_core::Emitable;
 
@@ -1026,40 +998,52 @@ mod tests {
         }
     }
 
-    fn eth1() -> Link {
-        Link {
-            index: 3,
-            name: "eth1".into(),
-            mac: vec![2, 0, 0, 0, 0, 1],
-            up: false,
-            kind: Some("veth".into()),
-            ..Default::default()
-        }
+    fn filtering(vlans: Vec<u16>) -> TrunkBridges {
+        trunk(
+            TrunkMode::Filtering {
+                bridge: IfName::new("xenbr0").unwrap(),
+            },
+            vlans,
+        )
     }
 
-    /// The plan as `ip` commands, without the sysctls (which depend on the test host's IPv6).
-    fn shown(steps: &[Step]) -> Vec<String> {
-        steps
-            .iter()
-            .filter(|s| !matches!(s, Step::Sysctl { .. }))
-            .map(|s| s.to_string())
-            .collect()
+    const NO_IPV6: &str = "/proc/sys/net/ipv6/conf/default/disable_ipv6";
+
+    /// eth1 (index 3, down) and a link at index 10, on a host with IPv6.
+    fn trunk_host() -> Observed {
+        with_sysctls(
+            host(vec![
+                link(1, "lo", true),
+                link(3, "eth1", false),
+                link(10, "eth9", true),
+            ]),
+            &[(NO_IPV6, "0")],
+        )
+    }
+
+    fn planned(start: Start) -> (Vec<Step>, Vec<Record>) {
+        match start {
+            Start::Steps { steps, records } => (steps, records),
+            Start::Nothing(why) => panic!("nothing to do: {why}"),
+        }
     }
 
     #[test]
     fn per_vlan_plan() {
         let t = trunk(TrunkMode::PerVlan, vec![4, 100]);
-        let mut idx = FreeIndexes(10);
-        let (steps, records) = t.steps_for(&eth1(), &mut idx).unwrap();
-        let shown = shown(&steps);
+        let (steps, records) = planned(t.plan_start(&trunk_host()).unwrap());
         assert_eq!(
-            shown,
+            shown(&steps),
             vec![
                 "ip link add eth1.4 index 11 type vlan id 4",
+                "echo 1 > /proc/sys/net/ipv6/conf/eth1.4/disable_ipv6",
                 "ip link add br4 index 12 type bridge stp_state 0 forward_delay 0",
+                "echo 1 > /proc/sys/net/ipv6/conf/br4/disable_ipv6",
                 "ip link set eth1.4 master br4",
                 "ip link add eth1.100 index 13 type vlan id 100",
+                "echo 1 > /proc/sys/net/ipv6/conf/eth1.100/disable_ipv6",
                 "ip link add br100 index 14 type bridge stp_state 0 forward_delay 0",
+                "echo 1 > /proc/sys/net/ipv6/conf/br100/disable_ipv6",
                 "ip link set eth1.100 master br100",
                 "ip link set eth1 up",
                 "ip link set eth1.4 up",
@@ -1073,8 +1057,6 @@ mod tests {
             link: NewLink::Vlan { lower: 3, id: 4 },
             index: 11
         }));
-        // No addresses anywhere: no address step at all.
-        assert!(!steps.iter().any(|s| matches!(s, Step::AddAddress { .. })));
         assert_eq!(records.len(), 5);
         assert!(matches!(records[0], Record::Trunk { up: false, .. }));
         assert!(matches!(
@@ -1088,28 +1070,239 @@ mod tests {
         assert!(matches!(records[4], Record::Bridge { vid: Some(100), .. }));
     }
 
+    /// A new port is an untagged member of VLAN 1 with PVID 1: a trunk carries exactly the
+    /// VLANs named, tagged, so VLAN 1 goes unless it is one of them.
     #[test]
-    fn filtering_plan() {
-        let t = trunk(
-            TrunkMode::Filtering {
-                bridge: IfName::new("xenbr0").unwrap(),
-            },
-            vec![4, 100],
-        );
-        let mut up = eth1();
-        up.up = true;
-        let (steps, _) = t.steps_for(&up, &mut FreeIndexes(10)).unwrap();
-        let shown = shown(&steps);
+    fn filtering_plan_and_vlan_1() {
+        let mut o = trunk_host();
+        o.links[1].up = true;
+        let (steps, _) = planned(filtering(vec![4, 100]).plan_start(&o).unwrap());
         assert_eq!(
-            shown,
+            shown(&steps),
             vec![
                 "ip link add xenbr0 index 11 type bridge stp_state 0 forward_delay 0 vlan_filtering 1",
+                "echo 1 > /proc/sys/net/ipv6/conf/xenbr0/disable_ipv6",
                 "ip link set eth1 master xenbr0",
                 "bridge vlan add dev eth1 vid 4, 100",
                 "bridge vlan del dev eth1 vid 1 pvid untagged",
                 "ip link set xenbr0 up",
             ]
         );
+        // VLAN 1 named: it stays (now tagged), and no IPv6 to turn off on a host without it.
+        o.sysctls.clear();
+        let (steps, _) = planned(filtering(vec![1, 4]).plan_start(&o).unwrap());
+        assert_eq!(
+            shown(&steps),
+            vec![
+                "ip link add xenbr0 index 11 type bridge stp_state 0 forward_delay 0 vlan_filtering 1",
+                "ip link set eth1 master xenbr0",
+                "bridge vlan add dev eth1 vid 1, 4",
+                "ip link set xenbr0 up",
+            ]
+        );
+    }
+
+    #[test]
+    fn trunk_stop_and_attached_vifs() {
+        let t = trunk(TrunkMode::PerVlan, vec![4]);
+        let (_, records) = planned(t.plan_start(&trunk_host()).unwrap());
+        let state = State::new(records);
+        let mut o = trunk_host();
+        o.links.extend([
+            link(11, "eth1.4", true),
+            bridge(12, "br4", true),
+            link(20, "vif5.0", true),
+        ]);
+        o.links[1].up = true;
+        o.links[3].master = Some(12);
+        assert!(t.is_started(&o, &state).unwrap());
+        // The start brought the trunk up, so stop takes it down; the VLAN device goes after
+        // its bridge.
+        assert_eq!(
+            shown(&t.plan_stop(&o, &state).unwrap()),
+            vec![
+                "ip link del br4",
+                "ip link del eth1.4",
+                "ip link set eth1 down"
+            ]
+        );
+        o.links[5].master = Some(12);
+        let e = t.plan_stop(&o, &state).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "vifs are still attached to br4 (vif5.0): shut those guests down first, or stop with force=yes"
+        );
+        let forced = TrunkBridges { force: true, ..t };
+        assert_eq!(forced.plan_stop(&o, &state).unwrap().len(), 3);
+    }
+
+    const SECONDARY: u32 = 0x01;
+
+    /// eth0 (index 2, `up`, alias `uplink`) with two IPv4 addresses and one IPv6, a kernel
+    /// route, a direct route and two routes through the gateway 10.0.0.1.
+    fn nic_host(up: bool) -> Observed {
+        let mut eth0 = link(2, "eth0", up);
+        eth0.alias = Some("uplink".into());
+        let mut secondary = addr(2, "10.0.0.3", 24);
+        secondary.flags |= SECONDARY;
+        let mut kernel = route(2, "10.0.0.0", 24, None);
+        kernel.protocol = u8::from(netlink_packet_route::route::RouteProtocol::Kernel);
+        Observed {
+            addresses: vec![
+                secondary,
+                addr(2, "10.0.0.2", 24),
+                addr(2, "2001:db8::2", 64),
+                addr(2, "fe80::1", 64),
+            ],
+            routes: vec![
+                kernel,
+                route(2, "0.0.0.0", 0, Some("10.0.0.1")),
+                route(2, "192.168.5.0", 24, Some("10.0.0.1")),
+                route(2, "10.1.0.0", 16, None),
+                route(1, "127.0.0.0", 8, None),
+            ],
+            ..host(vec![link(1, "lo", true), eth0])
+        }
+    }
+
+    fn nic_bridge(force: bool) -> NicBridge {
+        NicBridge {
+            netdev: IfName::new("eth0").unwrap(),
+            bridge: IfName::new("eth0").unwrap(),
+            pdev: IfName::new("peth0").unwrap(),
+            force,
+        }
+    }
+
+    /// The host after a start: peth0 a port of the bridge eth0 (index 3), which holds the
+    /// addresses and routes.
+    fn bridged(nic_up: bool) -> Observed {
+        let mut o = nic_host(nic_up);
+        o.links[1].name = "peth0".into();
+        o.links[1].up = true;
+        o.links[1].master = Some(3);
+        o.links.push(bridge(3, "eth0", true));
+        for a in &mut o.addresses {
+            a.index = 3;
+        }
+        for r in &mut o.routes {
+            if r.oif == Some(2) {
+                r.oif = Some(3);
+            }
+        }
+        o
+    }
+
+    #[test]
+    fn nic_bridge_start_moves_secondaries_and_gateway_routes_first() {
+        let (steps, records) = planned(nic_bridge(false).plan_start(&nic_host(true)).unwrap());
+        assert_eq!(
+            shown(&steps),
+            vec![
+                "ip route del 192.168.5.0/24 via 10.0.0.1 dev eth0",
+                "ip route del 0.0.0.0/0 via 10.0.0.1 dev eth0",
+                "ip route del 10.1.0.0/16 dev eth0",
+                "ip address del 10.0.0.3/24 dev eth0",
+                "ip address del 2001:db8::2/64 dev eth0",
+                "ip address del 10.0.0.2/24 dev eth0",
+                "ip link set eth0 down",
+                "ip link set eth0 name peth0 alias \"uplink\"",
+                "ip link add eth0 index 3 type bridge stp_state 0 forward_delay 0",
+                "ip link set eth0 address 02:00:00:00:00:02",
+                "ip link set peth0 master eth0",
+                "ip link set peth0 up",
+                "ip link set eth0 up",
+                "ip address add 10.0.0.2/24 dev eth0",
+                "ip address add 2001:db8::2/64 dev eth0",
+                "ip address add 10.0.0.3/24 dev eth0",
+                "ip route add 10.1.0.0/16 dev eth0",
+                "ip route add 0.0.0.0/0 via 10.0.0.1 dev eth0",
+                "ip route add 192.168.5.0/24 via 10.0.0.1 dev eth0",
+            ]
+        );
+        assert_eq!(records.len(), 2 + 3 + 3);
+    }
+
+    #[test]
+    fn nic_bridge_stop_puts_primaries_and_direct_routes_back_first() {
+        let inst = nic_bridge(false);
+        let (_, records) = planned(inst.plan_start(&nic_host(true)).unwrap());
+        let state = State::new(records);
+        let o = bridged(true);
+        assert!(inst.is_started(&o, &state).unwrap());
+        // Started: nothing to build again (the NIC's name now is the bridge's).
+        assert!(matches!(inst.plan_start(&o).unwrap(), Start::Nothing(_)));
+        assert_eq!(
+            shown(&inst.plan_stop(&o, &state).unwrap()),
+            vec![
+                "ip link del eth0",
+                "ip link set peth0 down",
+                "ip link set peth0 name eth0 alias \"uplink\"",
+                "ip link set eth0 up",
+                "ip address add 10.0.0.2/24 dev eth0",
+                "ip address add 2001:db8::2/64 dev eth0",
+                "ip address add 10.0.0.3/24 dev eth0",
+                "ip route add 10.1.0.0/16 dev eth0",
+                "ip route add 0.0.0.0/0 via 10.0.0.1 dev eth0",
+                "ip route add 192.168.5.0/24 via 10.0.0.1 dev eth0",
+            ]
+        );
+    }
+
+    /// A NIC is renamed only while down: a down NIC is not taken down first, and stays down
+    /// after stop.
+    #[test]
+    fn a_down_nic_stays_down() {
+        let inst = nic_bridge(false);
+        let (steps, records) = planned(inst.plan_start(&nic_host(false)).unwrap());
+        assert_eq!(
+            shown(&steps[6..8]),
+            vec![
+                "ip link set eth0 name peth0 alias \"uplink\"",
+                "ip link add eth0 index 3 type bridge stp_state 0 forward_delay 0",
+            ]
+        );
+        let state = State::new(records);
+        let stop = shown(&inst.plan_stop(&bridged(false), &state).unwrap());
+        assert_eq!(
+            stop[..3],
+            [
+                "ip link del eth0",
+                "ip link set peth0 down",
+                "ip link set peth0 name eth0 alias \"uplink\"",
+            ]
+        );
+        assert!(!stop.iter().any(|s| s == "ip link set eth0 up"), "{stop:?}");
+        // Interrupted right after the rename: the NIC is put back, nothing else exists.
+        let o = nic_host(false);
+        let mut renamed = o.clone();
+        renamed.links[1].name = "peth0".into();
+        renamed.addresses.clear();
+        renamed.routes.retain(|r| r.oif != Some(2));
+        let stop = shown(&inst.plan_stop(&renamed, &state).unwrap());
+        assert_eq!(stop[0], "ip link set peth0 name eth0 alias \"uplink\"");
+        assert_eq!(stop.len(), 1 + 3 + 3, "{stop:?}");
+        // Before any change: nothing to do.
+        assert!(inst.plan_stop(&o, &state).unwrap().is_empty());
+    }
+
+    #[test]
+    fn nic_bridge_stop_refuses_attached_vifs_unless_forced() {
+        let (_, records) = planned(nic_bridge(false).plan_start(&nic_host(true)).unwrap());
+        let state = State::new(records);
+        let mut o = bridged(true);
+        let mut vif = link(9, "vif5.0", true);
+        vif.master = Some(3);
+        o.links.push(vif);
+        assert_eq!(
+            nic_bridge(false)
+                .plan_stop(&o, &state)
+                .unwrap_err()
+                .to_string(),
+            "bridge eth0 still has vifs attached (vif5.0): shut those guests down first, or stop with force=yes"
+        );
+        let steps = shown(&nic_bridge(true).plan_stop(&o, &state).unwrap());
+        assert_eq!(steps[0], "ip link del eth0");
     }
 
     /// Walk netlink attributes (type, payload) in `buf`.

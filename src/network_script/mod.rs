@@ -14,6 +14,7 @@
 //! and the environment; the scripts get typed parameters.
 
 pub mod bridge;
+pub mod observed;
 pub mod prebuilt;
 pub mod route;
 pub mod state;
@@ -27,9 +28,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use crate::ifname::IfName;
 use crate::invocation::{Personality, Words};
 use crate::log;
-use crate::netlink::{Link, Netlink};
+use crate::netlink::Netlink;
 use crate::plan::{self, Step, Unsupported};
 use crate::xenstore::Store;
+use observed::Observed;
 use state::{Location, Phase, Record, State};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,7 +208,7 @@ pub enum Start {
 }
 
 /// One instance of a network script (the bridge over eth0, the gateway on dummy0, ...), its
-/// parameters resolved. Each method only reads the kernel; `plan` changes it.
+/// parameters resolved. The planners are pure: they see the host as `Observed` holds it.
 pub trait Instance {
     fn script(&self) -> Script;
     /// Names the instance's state file: one per bridge, trunk or gateway device.
@@ -214,13 +216,17 @@ pub trait Instance {
     /// The parameters that name this instance again (kept in the state file, so `stop` finds
     /// it even when the default it was derived from is gone).
     fn params(&self) -> Vec<(String, String)>;
-    fn plan_start(&self, nl: &mut Netlink) -> Result<Start>;
+    fn plan_start(&self, o: &Observed) -> Result<Start>;
     /// Whether the host still is as a completed start (this `state`) left it.
-    fn is_started(&self, nl: &mut Netlink, state: &State) -> Result<bool>;
+    fn is_started(&self, o: &Observed, state: &State) -> Result<bool>;
     /// What puts the host back as `state` records it, from what the kernel has now. Empty
     /// means the host already is as before start.
-    fn plan_stop(&self, nl: &mut Netlink, state: &State) -> Result<Vec<Step>>;
-    fn status(&self, nl: &mut Netlink, state: Option<&State>) -> Result<String>;
+    fn plan_stop(&self, o: &Observed, state: &State) -> Result<Vec<Step>>;
+    /// The bridge ports whose VLANs `status` shows (read only for status).
+    fn vlan_ports(&self) -> Vec<&IfName> {
+        Vec::new()
+    }
+    fn status(&self, o: &Observed, state: Option<&State>) -> Result<String>;
 }
 
 /// Network scripts never touch xenstore; the plan executor wants a store all the same.
@@ -315,8 +321,14 @@ fn execute(
     match action {
         Action::Status => {
             let st = State::load(&path)?;
+            let mut o = Observed::read(&mut nl, st.as_ref())?;
+            for port in inst.vlan_ports() {
+                if let Some(index) = o.link(port.as_str()).map(|l| l.index) {
+                    o.read_port_vlans(&mut nl, index)?;
+                }
+            }
             println!("{}", state_line(inst.as_ref(), &path, st.as_ref()));
-            print!("{}", inst.status(&mut nl, st.as_ref())?);
+            print!("{}", inst.status(&o, st.as_ref())?);
             Ok(0)
         }
         Action::Start => start(&mut nl, inst.as_ref(), loc, &path, dry_run).map(|()| 0),
@@ -394,7 +406,7 @@ fn start(
     let name = inst.script().name();
     let _lock = if dry_run { None } else { Some(loc.lock()?) };
     if let Some(st) = State::load(path)? {
-        if st.phase == Phase::Started && inst.is_started(nl, &st)? {
+        if st.phase == Phase::Started && inst.is_started(&Observed::read(nl, Some(&st))?, &st)? {
             log::info(&format!("{} is already started: nothing to do", inst.key()));
             return Ok(());
         }
@@ -408,7 +420,7 @@ fn start(
             inst.key()
         );
     }
-    let (steps, records) = match inst.plan_start(nl)? {
+    let (steps, records) = match inst.plan_start(&Observed::read(nl, None)?)? {
         Start::Nothing(why) => {
             log::info(&why);
             if dry_run {
@@ -473,7 +485,7 @@ fn stop(
         return Ok(());
     };
     if dry_run {
-        plan::print(&inst.plan_stop(nl, &st)?);
+        plan::print(&inst.plan_stop(&Observed::read(nl, Some(&st))?, &st)?);
         return Ok(());
     }
     restore(nl, inst, &st).with_context(|| {
@@ -489,47 +501,13 @@ fn stop(
 /// (collecting errors), and plan again until nothing is left.
 fn restore(nl: &mut Netlink, inst: &dyn Instance, st: &State) -> Result<()> {
     for _ in 0..STOP_PASSES {
-        let steps = inst.plan_stop(nl, st)?;
+        let steps = inst.plan_stop(&Observed::read(nl, Some(st))?, st)?;
         if steps.is_empty() {
             return Ok(());
         }
         plan::teardown(nl, &NoStore, &steps)?;
     }
     bail!("the host still differs from the state after {STOP_PASSES} passes")
-}
-
-/// Ifindexes for the links a plan creates: above every index in use, so each step after the
-/// creation can name the new link.
-pub struct FreeIndexes(u32);
-
-impl FreeIndexes {
-    pub fn new(nl: &mut Netlink) -> Result<FreeIndexes> {
-        let max = nl.links()?.iter().map(|l| l.index).max().unwrap_or(0);
-        Ok(FreeIndexes(max))
-    }
-
-    pub fn take(&mut self) -> Result<u32> {
-        self.0 = self
-            .0
-            .checked_add(1)
-            .filter(|i| *i <= i32::MAX as u32)
-            .ok_or_else(|| anyhow!("no free interface index"))?;
-        Ok(self.0)
-    }
-}
-
-/// Names of the links that are ports of `bridge`, except `except`.
-pub fn ports(links: &[Link], bridge: u32, except: &[u32]) -> Vec<String> {
-    links
-        .iter()
-        .filter(|l| l.master == Some(bridge) && !except.contains(&l.index))
-        .map(|l| l.name.clone())
-        .collect()
-}
-
-/// "up"/"down" for status lines.
-pub fn updown(l: &Link) -> &'static str {
-    if l.up { "up" } else { "down" }
 }
 
 #[cfg(test)]

@@ -1,0 +1,246 @@
+//! What the network scripts' planners know of the host: read once, then planned from without
+//! I/O. The golden tests build one by hand.
+
+use std::collections::BTreeMap;
+use std::fs;
+
+use anyhow::{Result, anyhow};
+use netlink_packet_route::route::{RouteProtocol, RouteType};
+
+use super::state::{LinkId, Record, State};
+use crate::netlink::{Address, Link, Netlink, PortVlan, Route};
+use crate::plan::Step;
+use crate::sysctl;
+
+/// The links, addresses, routes and network sysctls of the host's network namespace.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    pub links: Vec<Link>,
+    pub addresses: Vec<Address>,
+    /// Both families, every table.
+    pub routes: Vec<Route>,
+    /// The sysctls a plan may read, by path: the forwarding globals, every device's
+    /// `forwarding` (IPv4 and IPv6) and `proxy_arp`, `ipv4/conf/all/accept_redirects`,
+    /// `ipv6/conf/default/disable_ipv6`, and every path the state records. A path that is not
+    /// here does not exist (IPv6 disabled, a device gone).
+    pub sysctls: BTreeMap<String, String>,
+    /// The VLANs of bridge ports, for `status` only (read on demand: one dump per port).
+    pub port_vlans: BTreeMap<u32, Vec<PortVlan>>,
+}
+
+pub const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+pub const IPV6_FORWARDING: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
+
+impl Observed {
+    /// Read the host, and the sysctls `state` recorded.
+    pub fn read(nl: &mut Netlink, state: Option<&State>) -> Result<Observed> {
+        let mut routes = nl.routes(false, None)?;
+        routes.extend(nl.routes(true, None)?);
+        let mut paths = vec![
+            IP_FORWARD.to_string(),
+            IPV6_FORWARDING.to_string(),
+            sysctl::conf_path("ipv4", "all", "accept_redirects"),
+            sysctl::conf_path("ipv6", "default", "disable_ipv6"),
+        ];
+        for (family, keys) in [
+            ("ipv4", &["forwarding", "proxy_arp"][..]),
+            ("ipv6", &["forwarding"][..]),
+        ] {
+            let dir = format!("/proc/sys/net/{family}/conf");
+            for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let dev = e.file_name().to_string_lossy().into_owned();
+                paths.extend(keys.iter().map(|k| sysctl::conf_path(family, &dev, k)));
+            }
+        }
+        for r in state.map_or(&[][..], |s| &s.records) {
+            if let Record::Sysctl { path, .. } | Record::Cascade { path, .. } = r {
+                paths.push(path.clone());
+            }
+        }
+        let sysctls = paths
+            .into_iter()
+            .filter_map(|p| sysctl::read(&p).ok().map(|v| (p, v)))
+            .collect();
+        Ok(Observed {
+            links: nl.links()?,
+            addresses: nl.addresses(None)?,
+            routes,
+            sysctls,
+            port_vlans: BTreeMap::new(),
+        })
+    }
+
+    /// Add the VLANs of the port `index` (for `status`).
+    pub fn read_port_vlans(&mut self, nl: &mut Netlink, index: u32) -> Result<()> {
+        self.port_vlans.insert(index, nl.port_vlans(index)?);
+        Ok(())
+    }
+
+    pub fn link(&self, name: &str) -> Option<&Link> {
+        self.links.iter().find(|l| l.name == name)
+    }
+
+    pub fn link_at(&self, index: u32) -> Option<&Link> {
+        self.links.iter().find(|l| l.index == index)
+    }
+
+    /// The link at a recorded ifindex, if it still has the recorded name.
+    pub fn recorded(&self, id: &LinkId) -> Option<&Link> {
+        self.link_at(id.index)
+            .filter(|l| l.name == id.name.as_str())
+    }
+
+    /// A link's name for messages; `#<index>` when it is gone.
+    pub fn name_of(&self, index: u32) -> String {
+        self.link_at(index)
+            .map_or_else(|| format!("#{index}"), |l| l.name.clone())
+    }
+
+    /// Names of the ports of `bridge`, except `except`.
+    pub fn ports(&self, bridge: u32, except: &[u32]) -> Vec<String> {
+        self.links
+            .iter()
+            .filter(|l| l.master == Some(bridge) && !except.contains(&l.index))
+            .map(|l| l.name.clone())
+            .collect()
+    }
+
+    pub fn addresses_of(&self, index: u32) -> impl Iterator<Item = &Address> {
+        self.addresses.iter().filter(move |a| a.index == index)
+    }
+
+    /// Whether `index` holds `ip/len` (the rest of an address does not make it another).
+    pub fn has_address(&self, index: u32, a: &Address) -> bool {
+        self.addresses_of(index)
+            .any(|h| h.ip == a.ip && h.prefix_len == a.prefix_len)
+    }
+
+    /// The routes out of `index`.
+    pub fn routes_of(&self, index: u32) -> impl Iterator<Item = &Route> {
+        self.routes.iter().filter(move |r| r.oif == Some(index))
+    }
+
+    pub fn sysctl(&self, path: &str) -> Option<&str> {
+        self.sysctls.get(path).map(String::as_str)
+    }
+
+    /// Whether the kernel has IPv6.
+    pub fn ipv6(&self) -> bool {
+        self.sysctls.contains_key(IPV6_FORWARDING)
+    }
+
+    /// The one "read a sysctl, change it if it differs": the write of `value` to `path` when
+    /// the host has another value there; `None` when it has this one or no such sysctl.
+    pub fn sysctl_change(&self, path: &str, value: &str) -> Option<Step> {
+        let old = self.sysctl(path)?;
+        (old != value).then(|| Step::Sysctl {
+            path: path.to_string(),
+            value: value.to_string(),
+            old: old.to_string(),
+        })
+    }
+
+    /// Ifindexes for the links a plan creates.
+    pub fn free_indexes(&self) -> FreeIndexes {
+        FreeIndexes(self.links.iter().map(|l| l.index).max().unwrap_or(0))
+    }
+}
+
+/// Ifindexes for the links a plan creates: above every index in use, so each step after the
+/// creation can name the new link.
+pub struct FreeIndexes(u32);
+
+impl FreeIndexes {
+    pub fn take(&mut self) -> Result<u32> {
+        self.0 = self
+            .0
+            .checked_add(1)
+            .filter(|i| *i <= i32::MAX as u32)
+            .ok_or_else(|| anyhow!("no free interface index"))?;
+        Ok(self.0)
+    }
+}
+
+/// A unicast route: what a host's routes through a device are (not local, broadcast, ...).
+pub fn is_unicast(r: &Route) -> bool {
+    r.kind == u8::from(RouteType::Unicast)
+}
+
+/// A route the kernel derives from an address: it follows the address by itself.
+pub fn is_kernel_route(r: &Route) -> bool {
+    r.protocol == u8::from(RouteProtocol::Kernel)
+}
+
+/// Whether `have` is `want`: the same destination, table, metric, gateway and device. What
+/// the kernel fills in (protocol, scope, a preferred source) does not make it another route.
+pub fn same_route(have: &Route, want: &Route) -> bool {
+    have.dst == want.dst
+        && have.prefix_len == want.prefix_len
+        && have.table == want.table
+        && have.metric == want.metric
+        && have.gateway == want.gateway
+        && have.oif == want.oif
+}
+
+/// "up"/"down" for status lines.
+pub fn updown(l: &Link) -> &'static str {
+    if l.up { "up" } else { "down" }
+}
+
+/// Hosts built by hand for the planners' golden tests.
+#[cfg(test)]
+pub mod fixture {
+    use super::*;
+    use crate::plan::Step;
+
+    pub fn link(index: u32, name: &str, up: bool) -> Link {
+        Link {
+            index,
+            name: name.into(),
+            mac: vec![2, 0, 0, 0, 0, index as u8],
+            up,
+            kind: Some("veth".into()),
+            ..Default::default()
+        }
+    }
+
+    pub fn bridge(index: u32, name: &str, up: bool) -> Link {
+        Link {
+            kind: Some("bridge".into()),
+            ..link(index, name, up)
+        }
+    }
+
+    pub fn addr(index: u32, ip: &str, len: u8) -> Address {
+        Address::new(index, ip.parse().unwrap(), len)
+    }
+
+    /// A route as an administrator adds it (`proto boot`), optionally via a gateway.
+    pub fn route(oif: u32, dst: &str, len: u8, via: Option<&str>) -> Route {
+        let mut r = Route::via_dev(dst.parse().unwrap(), len, oif);
+        r.gateway = via.map(|g| g.parse().unwrap());
+        if r.gateway.is_some() {
+            r.scope = 0;
+        }
+        r
+    }
+
+    pub fn host(links: Vec<Link>) -> Observed {
+        Observed {
+            links,
+            ..Default::default()
+        }
+    }
+
+    pub fn with_sysctls(mut o: Observed, values: &[(&str, &str)]) -> Observed {
+        for (p, v) in values {
+            o.sysctls.insert(p.to_string(), v.to_string());
+        }
+        o
+    }
+
+    /// Steps as the commands they print.
+    pub fn shown(steps: &[Step]) -> Vec<String> {
+        steps.iter().map(Step::to_string).collect()
+    }
+}
