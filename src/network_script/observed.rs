@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::net::IpAddr;
 
 use anyhow::{Result, anyhow};
 use netlink_packet_route::route::{RouteProtocol, RouteType};
@@ -161,6 +162,10 @@ impl FreeIndexes {
     }
 }
 
+pub fn is_v6_link_local(ip: &IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
+}
+
 /// A unicast route: what a host's routes through a device are (not local, broadcast, ...).
 pub fn is_unicast(r: &Route) -> bool {
     r.kind == u8::from(RouteType::Unicast)
@@ -190,6 +195,7 @@ pub fn updown(l: &Link) -> &'static str {
 /// Hosts built by hand for the planners' golden tests.
 #[cfg(test)]
 pub mod fixture {
+    use super::super::Start;
     use super::*;
     use crate::plan::Step;
 
@@ -237,6 +243,14 @@ pub mod fixture {
             o.sysctls.insert(p.to_string(), v.to_string());
         }
         o
+    }
+
+    /// The steps and records of a start that has something to do.
+    pub fn planned(start: Start) -> (Vec<Step>, Vec<Record>) {
+        match start {
+            Start::Steps { steps, records } => (steps, records),
+            Start::Nothing(why) => panic!("nothing to do: {why}"),
+        }
     }
 
     /// Steps as the commands they print.

@@ -418,13 +418,6 @@ mod tests {
         }
     }
 
-    fn planned(start: Start) -> (Vec<Step>, Vec<Record>) {
-        match start {
-            Start::Steps { steps, records } => (steps, records),
-            Start::Nothing(why) => panic!("nothing to do: {why}"),
-        }
-    }
-
     /// lo and eth0 on a host without IPv6; forwarding off except on eth0.
     fn ipv4_host() -> Observed {
         with_sysctls(
