@@ -258,3 +258,55 @@ pub mod fixture {
         steps.iter().map(Step::to_string).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::fixture::*;
+    use super::*;
+
+    #[test]
+    fn what_makes_a_route_another() {
+        let want = route(3, "192.168.5.0", 24, Some("10.0.0.1"));
+        let mut have = want.clone();
+        // Filled in by the kernel: the same route.
+        have.protocol = u8::from(RouteProtocol::Kernel);
+        have.scope = 200;
+        have.src = Some("10.0.0.2".parse().unwrap());
+        assert!(same_route(&have, &want));
+        let others = [
+            route(4, "192.168.5.0", 24, Some("10.0.0.1")),
+            route(3, "192.168.6.0", 24, Some("10.0.0.1")),
+            route(3, "192.168.5.0", 25, Some("10.0.0.1")),
+            route(3, "192.168.5.0", 24, Some("10.0.0.9")),
+            route(3, "192.168.5.0", 24, None),
+            Route {
+                metric: Some(5),
+                ..want.clone()
+            },
+            Route {
+                table: 100,
+                ..want.clone()
+            },
+        ];
+        for o in &others {
+            assert!(!same_route(o, &want), "{o:?}");
+        }
+        assert!(is_unicast(&want) && !is_kernel_route(&want));
+    }
+
+    #[test]
+    fn a_sysctl_change_only_where_the_value_differs() {
+        let o = with_sysctls(host(vec![]), &[(IP_FORWARD, "0")]);
+        assert_eq!(
+            o.sysctl_change(IP_FORWARD, "1"),
+            Some(Step::Sysctl {
+                path: IP_FORWARD.into(),
+                value: "1".into(),
+                old: "0".into()
+            })
+        );
+        assert_eq!(o.sysctl_change(IP_FORWARD, "0"), None);
+        assert_eq!(o.sysctl_change(IPV6_FORWARDING, "1"), None, "no IPv6");
+        assert!(!o.ipv6());
+    }
+}

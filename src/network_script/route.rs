@@ -12,7 +12,9 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::{Result, anyhow, bail};
 
-use super::observed::{IP_FORWARD, IPV6_FORWARDING, Observed, is_unicast, updown};
+use super::observed::{
+    IP_FORWARD, IPV6_FORWARDING, Observed, is_unicast, is_v6_link_local, updown,
+};
 use super::state::{LinkId, Record, State};
 use super::{Instance, Params, Script, Start};
 use crate::ifname::IfName;
@@ -43,8 +45,7 @@ pub fn parse_gateway(s: &str) -> Result<Gateway> {
         .ok()
         .filter(|n| (1..=max).contains(n) && len.bytes().all(|b| b.is_ascii_digit()))
         .ok_or_else(|| anyhow!("gateway={s}: bad prefix length {len:?}"))?;
-    let link_local = matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
-    if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() || link_local {
+    if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() || is_v6_link_local(&ip) {
         bail!("gateway={s}: not a usable unicast address");
     }
     Ok(Gateway { ip, prefix_len })
@@ -365,7 +366,7 @@ impl Instance for RouteInstance {
             for r in o
                 .routes_of(v.index)
                 .filter(|r| r.table == RT_TABLE_MAIN && is_unicast(r))
-                .filter(|r| !matches!(r.dst, IpAddr::V6(d) if d.segments()[0] & 0xffc0 == 0xfe80))
+                .filter(|r| !is_v6_link_local(&r.dst))
             {
                 out.push_str(&format!("    {}\n", route_str(r, &v.name)));
             }
