@@ -572,4 +572,12 @@ mod tests {
         let steps = shown(&nic_bridge(true).plan_stop(&o, &state).unwrap());
         assert_eq!(steps[0], "ip link del eth0");
     }
+
+    /// A start interrupted after any step (a crash, or a failed step: the state file is the
+    /// one undo authority) is put back by restore.
+    #[test]
+    fn restore_after_any_prefix_of_start() {
+        restores_after_any_prefix(&nic_bridge(false), &nic_host(true));
+        restores_after_any_prefix(&nic_bridge(false), &nic_host(false));
+    }
 }

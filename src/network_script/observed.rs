@@ -195,8 +195,9 @@ pub fn updown(l: &Link) -> &'static str {
 /// Hosts built by hand for the planners' golden tests.
 #[cfg(test)]
 pub mod fixture {
-    use super::super::Start;
+    use super::super::{Instance, Start};
     use super::*;
+    use crate::netlink::NewLink;
     use crate::plan::Step;
 
     pub fn link(index: u32, name: &str, up: bool) -> Link {
@@ -245,11 +246,201 @@ pub mod fixture {
         o
     }
 
+    use super::super::state::State;
+
     /// The steps and records of a start that has something to do.
     pub fn planned(start: Start) -> (Vec<Step>, Vec<Record>) {
         match start {
             Start::Steps { steps, records } => (steps, records),
             Start::Nothing(why) => panic!("nothing to do: {why}"),
+        }
+    }
+
+    /// What the kernel does with `step`, on the model: enough of it (a deleted link takes its
+    /// addresses, routes, VLAN devices and sysctls along; a forwarding global cascades) to
+    /// check that a restore from the state puts the host back after any prefix of a start.
+    pub fn simulate(o: &mut Observed, step: &Step) {
+        fn link(o: &mut Observed, index: u32) -> &mut Link {
+            o.links
+                .iter_mut()
+                .find(|l| l.index == index)
+                .unwrap_or_else(|| panic!("no link {index}"))
+        }
+        match step {
+            Step::SetUp { index, up, .. } => link(o, *index).up = *up,
+            Step::Rename {
+                index, to, alias, ..
+            } => {
+                let l = link(o, *index);
+                l.name = to.clone();
+                l.alias = alias.clone().filter(|a| !a.is_empty());
+            }
+            Step::SetMac { index, mac, .. } => link(o, *index).mac = mac.clone(),
+            Step::SetMaster { index, master, .. } => {
+                link(o, *index).master = Some(*master).filter(|m| *m != 0)
+            }
+            Step::CreateLink {
+                name,
+                link: new,
+                index,
+            } => {
+                assert!(
+                    o.link(name).is_none() && o.link_at(*index).is_none(),
+                    "{step}"
+                );
+                let mut l = Link {
+                    index: *index,
+                    name: name.clone(),
+                    mac: vec![2, 0xee, 0, 0, 0, *index as u8],
+                    ..Default::default()
+                };
+                match new {
+                    NewLink::Bridge { vlan_filtering } => {
+                        l.kind = Some("bridge".into());
+                        l.vlan_filtering = Some(*vlan_filtering);
+                    }
+                    NewLink::Dummy => l.kind = Some("dummy".into()),
+                    NewLink::Vlan { lower, id } => {
+                        l.kind = Some("vlan".into());
+                        l.lower = Some(*lower);
+                        l.vlan_id = Some(*id);
+                    }
+                }
+                o.links.push(l);
+                let default = o
+                    .sysctl("/proc/sys/net/ipv4/conf/default/forwarding")
+                    .unwrap_or("0")
+                    .to_string();
+                o.sysctls
+                    .insert(sysctl::conf_path("ipv4", name, "forwarding"), default);
+                o.sysctls
+                    .insert(sysctl::conf_path("ipv4", name, "proxy_arp"), "0".into());
+            }
+            Step::DeleteLink { index, .. } => {
+                let gone: Vec<Link> = o
+                    .links
+                    .iter()
+                    .filter(|l| l.index == *index || l.lower == Some(*index))
+                    .cloned()
+                    .collect();
+                for g in &gone {
+                    o.links.retain(|l| l.index != g.index);
+                    o.addresses.retain(|a| a.index != g.index);
+                    o.routes.retain(|r| r.oif != Some(g.index));
+                    o.port_vlans.remove(&g.index);
+                    let dir = format!("/conf/{}/", g.name);
+                    o.sysctls.retain(|p, _| !p.contains(&dir));
+                    for l in &mut o.links {
+                        if l.master == Some(g.index) {
+                            l.master = None;
+                        }
+                    }
+                }
+            }
+            Step::AddAddress { addr, .. } => {
+                assert!(!o.has_address(addr.index, addr), "{step}: exists");
+                o.addresses.push(addr.clone());
+            }
+            Step::DelAddress { addr, .. } => o.addresses.retain(|a| {
+                !(a.index == addr.index && a.ip == addr.ip && a.prefix_len == addr.prefix_len)
+            }),
+            Step::AddRoute { route, .. } => {
+                assert!(
+                    !o.routes.iter().any(|r| same_route(r, route)),
+                    "{step}: exists"
+                );
+                o.routes.push(route.clone());
+            }
+            Step::DelRoute { route, .. } => o.routes.retain(|r| !same_route(r, route)),
+            Step::AddPortVlans { index, vlans, .. } => {
+                o.port_vlans.entry(*index).or_default().extend(vlans)
+            }
+            Step::DelPortVlans { index, vlans, .. } => o
+                .port_vlans
+                .entry(*index)
+                .or_default()
+                .retain(|v| !vlans.iter().any(|d| d.vid == v.vid)),
+            Step::Sysctl { path, value, .. } => {
+                let family = match path.as_str() {
+                    IP_FORWARD => Some("ipv4"),
+                    IPV6_FORWARDING => Some("ipv6"),
+                    _ => None,
+                };
+                if let Some(family) = family {
+                    let dir = format!("/proc/sys/net/{family}/conf/");
+                    for (p, v) in o.sysctls.iter_mut() {
+                        if p.starts_with(&dir) && p.ends_with("/forwarding") {
+                            *v = value.clone();
+                        }
+                    }
+                    if family == "ipv4" {
+                        let redirects = if value == "1" { "0" } else { "1" };
+                        o.sysctls
+                            .insert(format!("{dir}all/accept_redirects"), redirects.to_string());
+                    }
+                }
+                o.sysctls.insert(path.clone(), value.clone());
+            }
+            other => panic!("not modelled: {other}"),
+        }
+    }
+
+    /// What restoring compares: every link's identity and state, addresses, routes, sysctls.
+    pub fn picture(o: &Observed) -> String {
+        let mut links: Vec<String> = o
+            .links
+            .iter()
+            .map(|l| {
+                format!(
+                    "{} {} up={} master={:?} alias={:?} mac={:?} kind={:?}",
+                    l.index, l.name, l.up, l.master, l.alias, l.mac, l.kind
+                )
+            })
+            .collect();
+        links.sort();
+        let mut addrs: Vec<String> = o
+            .addresses
+            .iter()
+            .map(|a| format!("{} {}/{}", a.index, a.ip, a.prefix_len))
+            .collect();
+        addrs.sort();
+        let mut routes: Vec<String> = o
+            .routes
+            .iter()
+            .map(|r| {
+                format!(
+                    "{:?} {}/{} via {:?} metric {:?} table {}",
+                    r.oif, r.dst, r.prefix_len, r.gateway, r.metric, r.table
+                )
+            })
+            .collect();
+        routes.sort();
+        format!("{links:#?}\n{addrs:#?}\n{routes:#?}\n{:#?}", o.sysctls)
+    }
+
+    /// Start interrupted after each of its steps (and after none), then restored from the
+    /// state as `txn::restore` does: the host is as before, within three passes.
+    pub fn restores_after_any_prefix(inst: &dyn Instance, before: &Observed) {
+        let (steps, records) = planned(inst.plan_start(before).unwrap());
+        let state = State::new(records);
+        for done in 0..=steps.len() {
+            let mut o = before.clone();
+            for s in &steps[..done] {
+                simulate(&mut o, s);
+            }
+            let mut passes = 0;
+            loop {
+                let stop = inst.plan_stop(&o, &state).unwrap();
+                if stop.is_empty() {
+                    break;
+                }
+                passes += 1;
+                assert!(passes <= 3, "after {done} steps: still {:?}", shown(&stop));
+                for s in &stop {
+                    simulate(&mut o, s);
+                }
+            }
+            assert_eq!(picture(&o), picture(before), "after {done} steps");
         }
     }
 

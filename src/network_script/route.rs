@@ -573,4 +573,25 @@ mod tests {
             vec!["ip address del 10.8.0.1/24 dev gw0", "ip link set gw0 down"]
         );
     }
+
+    #[test]
+    fn restore_after_any_prefix_of_start() {
+        let o = ipv4_host();
+        restores_after_any_prefix(&routed("eth0", &[]), &o);
+        restores_after_any_prefix(&routed("gw0", &["10.9.0.1/29", "10.8.0.1/24"]), &o);
+        let mut v6 = with_sysctls(
+            o.clone(),
+            &[
+                (IPV6_FORWARDING, "0"),
+                ("/proc/sys/net/ipv6/conf/default/forwarding", "0"),
+                ("/proc/sys/net/ipv6/conf/eth0/forwarding", "1"),
+            ],
+        );
+        restores_after_any_prefix(&routed("gw0", &["10.9.0.1/29", "2001:db8:9::1/64"]), &v6);
+        v6.links.push(link(5, "gw0", false));
+        v6.addresses.push(addr(5, "10.9.0.1", 29));
+        v6.sysctls
+            .insert(format!("{CONF}/gw0/proxy_arp"), "0".into());
+        restores_after_any_prefix(&routed("gw0", &["10.9.0.1/29", "2001:db8:9::1/64"]), &v6);
+    }
 }

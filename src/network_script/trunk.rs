@@ -670,4 +670,14 @@ mod tests {
         let forced = TrunkBridges { force: true, ..t };
         assert_eq!(forced.plan_stop(&o, &state).unwrap().len(), 3);
     }
+
+    #[test]
+    fn restore_after_any_prefix_of_start() {
+        let o = trunk_host();
+        restores_after_any_prefix(&trunk(TrunkMode::PerVlan, vec![4, 100]), &o);
+        restores_after_any_prefix(&filtering(vec![4, 100]), &o);
+        let mut up = o.clone();
+        up.links[1].up = true;
+        restores_after_any_prefix(&filtering(vec![1, 4]), &up);
+    }
 }
