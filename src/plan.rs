@@ -568,6 +568,18 @@ pub fn apply(nl: &mut Netlink, store: &dyn Store, steps: &[Step]) -> Result<Appl
     Ok(done)
 }
 
+/// Apply the steps in order and stop at the first failure, undoing nothing: for a caller whose
+/// undo authority is elsewhere (the network scripts' state file, which `stop` restores from).
+/// The error names the failed step.
+pub fn apply_until_failure(nl: &mut Netlink, store: &dyn Store, steps: &[Step]) -> Result<()> {
+    for step in steps {
+        log::debug(&format!("{step}"));
+        step.apply(nl, store).with_context(|| step.to_string())?;
+        log::info(&format!("{step}"));
+    }
+    Ok(())
+}
+
 /// Apply every step, treating "already gone" as done, and report every failure together.
 pub fn teardown(nl: &mut Netlink, store: &dyn Store, steps: &[Step]) -> Result<()> {
     let mut errors = Vec::new();
