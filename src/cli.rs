@@ -1,15 +1,17 @@
 //! `xen-vif` as a command for administrators: the hotplug actions by domain and device,
 //! a dry run, and the picture of every vif.
 
+use clap::CommandFactory;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use std::io::Write;
 
 use crate::hotplug::{self, Env};
-use crate::invocation::{Call, Command, Mode, Personality, TypeIf, Words};
+use crate::invocation::{self, Call, Command, Mode, Personality, TypeIf, Words};
 use crate::log;
 use crate::network_script::{self, Action, Script};
 use crate::status;
+use crate::xenstore::XenStore;
 use crate::{config, docs};
 
 #[derive(Parser, Debug)]
@@ -158,7 +160,9 @@ fn device_call(a: &DeviceArgs, up: bool) -> Result<(Call, String), String> {
     let mode = match a.mode {
         Some(ModeArg::Bridge) => Mode::Bridge,
         Some(ModeArg::Route) => Mode::Route,
-        None => status::backend_mode(&backend).map_err(|e| format!("{e:#}"))?,
+        None => XenStore::open()
+            .and_then(|store| invocation::backend_mode(&store, &backend))
+            .map_err(|e| format!("{e:#}"))?,
     };
     let (command, type_if) = match (up, a.tap) {
         (true, false) => (Command::Online, TypeIf::Vif),
@@ -224,9 +228,9 @@ fn check_config(file: Option<&std::path::Path>) -> i32 {
 fn generate(what: Generate) -> i32 {
     let mut out = std::io::stdout().lock();
     let written = match what {
-        Generate::Man => docs::man_page().and_then(|page| Ok(out.write_all(&page)?)),
+        Generate::Man => docs::man_page(Cli::command()).and_then(|page| Ok(out.write_all(&page)?)),
         Generate::Completions { shell } => {
-            docs::completions(shell, &mut out);
+            docs::completions(Cli::command(), shell, &mut out);
             Ok(())
         }
     };

@@ -9,6 +9,16 @@ use anyhow::{Result, bail};
 
 use crate::ifname::IfName;
 
+/// The mode the backend's `script` key names (bridge when unset): what an administrator's
+/// `xen-vif add`/`remove` does when no mode is given.
+pub fn backend_mode(store: &dyn crate::xenstore::Store, backend: &str) -> Result<Mode> {
+    let script = store
+        .read(&format!("{backend}/script"))
+        .map_err(|e| anyhow::anyhow!("read {backend}/script: {e}"))?
+        .unwrap_or_default();
+    Mode::from_script(&script)
+}
+
 /// What the binary was invoked as (basename of argv[0]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Personality {
@@ -339,7 +349,7 @@ pub struct Hotplug {
     pub wanted_name: IfName,
     pub bridge: Option<IfName>,
     pub gatewaydev: Option<IfName>,
-    pub ip: Vec<crate::modes::route::GuestAddr>,
+    pub ip: Vec<crate::addr::GuestAddr>,
     pub mtu: Option<u32>,
     pub vlan: Option<Vec<crate::netlink::PortVlan>>,
 }
@@ -519,7 +529,7 @@ pub fn resolve(
         .map(|v| crate::vlanspec::parse(v).map_err(|e| anyhow::anyhow!("vlan: {e}")))
         .transpose()?;
     let ip = match params.get("ip") {
-        Some(list) => crate::modes::route::parse_guest_addrs(list)?,
+        Some(list) => crate::addr::parse_guest_addrs(list)?,
         None => Vec::new(),
     };
     Ok(Hotplug {

@@ -3,6 +3,7 @@
 //! Dependencies point one way: `main` → `invocation` → `modes` → `netlink`, `sysctl`,
 //! `xenstore`. `netlink` knows nothing about Xen.
 
+pub mod addr;
 pub mod cli;
 pub mod config;
 pub mod deadline;

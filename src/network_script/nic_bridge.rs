@@ -6,9 +6,7 @@ use anyhow::{Result, bail};
 use netlink_packet_route::address::AddressFlags;
 
 use super::bridge::bridge_line;
-use super::observed::{
-    Observed, is_kernel_route, is_unicast, is_v6_link_local, same_route, updown,
-};
+use super::observed::{Observed, is_kernel_route, is_unicast, same_route, updown};
 use super::state::{LinkId, Record, State};
 use super::{Instance, Script, Start};
 use crate::ifname::IfName;
@@ -22,7 +20,9 @@ use crate::plan::{Step, route_str};
 pub fn movable_routes(o: &Observed, index: u32) -> Vec<Route> {
     let mut routes: Vec<Route> = o
         .routes_of(index)
-        .filter(|r| is_unicast(r) && !is_kernel_route(r) && !is_v6_link_local(&r.dst))
+        .filter(|r| {
+            is_unicast(r) && !is_kernel_route(r) && !crate::addr::is_ipv6_link_local(&r.dst)
+        })
         .cloned()
         .collect();
     routes.sort_by_key(|r| r.gateway.is_some());
@@ -379,7 +379,7 @@ impl Instance for NicBridge {
         }
         for r in o
             .routes_of(br.index)
-            .filter(|r| is_unicast(r) && !is_v6_link_local(&r.dst))
+            .filter(|r| is_unicast(r) && !crate::addr::is_ipv6_link_local(&r.dst))
         {
             out.push_str(&format!("  route {}\n", route_str(r, &br.name)));
         }

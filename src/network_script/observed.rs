@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::IpAddr;
 
 use anyhow::{Result, anyhow};
 use netlink_packet_route::route::{RouteProtocol, RouteType};
@@ -160,10 +159,6 @@ impl FreeIndexes {
             .ok_or_else(|| anyhow!("no free interface index"))?;
         Ok(self.0)
     }
-}
-
-pub fn is_v6_link_local(ip: &IpAddr) -> bool {
-    matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
 }
 
 /// A unicast route: what a host's routes through a device are (not local, broadcast, ...).

@@ -10,13 +10,12 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 
-use super::observed::{
-    IP_FORWARD, IPV6_FORWARDING, Observed, is_unicast, is_v6_link_local, updown,
-};
+use super::observed::{IP_FORWARD, IPV6_FORWARDING, Observed, is_unicast, updown};
 use super::state::{LinkId, Record, State};
 use super::{Instance, Params, Script, Start};
+use crate::addr;
 use crate::ifname::IfName;
 use crate::log;
 use crate::netlink::{Address, Link, Netlink, NewLink, RT_TABLE_MAIN};
@@ -33,19 +32,14 @@ pub struct Gateway {
 }
 
 pub fn parse_gateway(s: &str) -> Result<Gateway> {
-    let (addr, len) = s.split_once('/').ok_or_else(|| {
-        anyhow!("gateway={s}: give the prefix length of the routed subnet (e.g. 10.9.0.1/29)")
-    })?;
-    let ip: IpAddr = addr
-        .parse()
-        .map_err(|_| anyhow!("gateway={s}: {addr:?} is not an IPv4 or IPv6 address"))?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    let prefix_len = len
-        .parse::<u8>()
-        .ok()
-        .filter(|n| (1..=max).contains(n) && len.bytes().all(|b| b.is_ascii_digit()))
-        .ok_or_else(|| anyhow!("gateway={s}: bad prefix length {len:?}"))?;
-    if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() || is_v6_link_local(&ip) {
+    if !s.contains('/') {
+        bail!("gateway={s}: give the prefix length of the routed subnet (e.g. 10.9.0.1/29)");
+    }
+    let (ip, prefix_len) = addr::parse_prefixed(s, &format!("gateway={s}"), false)?;
+    if prefix_len == 0 {
+        bail!("gateway={s}: bad prefix length \"0\"");
+    }
+    if addr::is_unusable(&ip) || addr::is_ipv6_link_local(&ip) {
         bail!("gateway={s}: not a usable unicast address");
     }
     Ok(Gateway { ip, prefix_len })
@@ -53,12 +47,7 @@ pub fn parse_gateway(s: &str) -> Result<Gateway> {
 
 /// The broadcast address ifupdown would give an IPv4 gateway (none for /31 and /32).
 fn broadcast(g: &Gateway) -> Option<Ipv4Addr> {
-    match g.ip {
-        IpAddr::V4(v4) if g.prefix_len <= 30 => {
-            Some(Ipv4Addr::from(u32::from(v4) | (u32::MAX >> g.prefix_len)))
-        }
-        _ => None,
-    }
+    addr::broadcast(g.ip, g.prefix_len)
 }
 
 pub struct RouteInstance {
@@ -366,7 +355,7 @@ impl Instance for RouteInstance {
             for r in o
                 .routes_of(v.index)
                 .filter(|r| r.table == RT_TABLE_MAIN && is_unicast(r))
-                .filter(|r| !is_v6_link_local(&r.dst))
+                .filter(|r| !crate::addr::is_ipv6_link_local(&r.dst))
             {
                 out.push_str(&format!("    {}\n", route_str(r, &v.name)));
             }
