@@ -109,10 +109,30 @@ pub enum TypeIf {
     Tap,
 }
 
+impl fmt::Display for TypeIf {
+    /// As `type_if=` spells it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TypeIf::Vif => "vif",
+            TypeIf::Tap => "tap",
+        })
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Bridge,
     Route,
+}
+
+impl fmt::Display for Mode {
+    /// As the configuration, `status` and the hotplug log name it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Bridge => "bridge",
+            Mode::Route => "route",
+        })
+    }
 }
 
 impl Mode {

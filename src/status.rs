@@ -71,11 +71,7 @@ fn one(store: &dyn Store, nl: &mut Netlink, id: DeviceId) -> Result<VifStatus> {
             return Ok(st);
         }
     };
-    st.mode = match mode {
-        Mode::Bridge => "bridge",
-        Mode::Route => "route",
-    }
-    .into();
+    st.mode = mode.to_string();
     let call = Call {
         script: mode.script(),
         mode,
