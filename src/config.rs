@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::ifname::IfName;
 use crate::invocation::Mode;
+use crate::trust;
 
 /// The one place the configuration is read from (no environment override: hotplug runs as root
 /// with an environment assembled by libxl, udev and the guest's config).
@@ -63,13 +64,15 @@ impl Default for Config {
     }
 }
 
-/// Read `path`; a missing file is the stock behaviour (one stat, nothing else).
+/// Read `path`; a missing file is the stock behaviour. The file steers what root runs (hooks)
+/// and writes (the log), so it must pass the trust rule (`trust`) like a hook.
 pub fn load_from(path: &Path) -> Result<Config> {
-    let text = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
-        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
-    };
+    let missing = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    match std::fs::symlink_metadata(path) {
+        Err(e) if missing(&e) => return Ok(Config::default()),
+        _ => trust::require("configuration", path, trust::Kind::File)?,
+    }
+    let text = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
     let text = String::from_utf8(text)
         .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", path.display()))?;
     parse(&text).with_context(|| format!("configuration {}", path.display()))

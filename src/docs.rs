@@ -79,7 +79,8 @@ backend's \fBhotplug\-error\fR key and \fBhotplug\-status\fR is set to \fBerror\
 .TP
 \fI/etc/xen/xen\-vif.toml\fR
 optional host\-wide defaults: \fBmode\fR, \fBgatewaydev\fR, \fBlog_file\fR, \fBhook_dir\fR
-(check it with \fBxen\-vif check\-config\fR).
+(check it with \fBxen\-vif check\-config\fR). Like the hooks, it is used only if root owns it
+and every directory above it, and none of them is writable by group or others.
 .TP
 \fI/var/log/xen/xen\-hotplug.log\fR
 one line per action (time, domain, device, action, mode, result, duration), if \fI/var/log/xen\fR exists.
@@ -87,7 +88,8 @@ one line per action (time, domain, device, action, mode, result, duration), if \
 \fI/etc/xen/scripts/vif\-post.d/*.hook\fR
 executable hooks run with \fI/bin/sh\fR after each action, with \fBcommand\fR, \fBdev\fR,
 \fBvif\fR, \fBtype_if\fR, \fBXENBUS_PATH\fR, \fBbridge\fR, \fBip\fR, \fBmain_ip\fR and \fBnetdev\fR
-in the environment.
+in the environment. A hook that root does not own, or that group or others could write (it or a
+directory above it, also through a symlink), fails the action and is not run.
 .TP
 \fI/run/xen\-vif/\fR
 per\-device locks.

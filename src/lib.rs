@@ -22,6 +22,7 @@ pub mod plan;
 pub mod rundir;
 pub mod status;
 pub mod sysctl;
+pub mod trust;
 pub mod vlanspec;
 pub mod watchdog;
 pub mod xenstore;

@@ -400,6 +400,163 @@ fn check_config_prints_the_settings_or_the_error() {
     );
 }
 
+/// A hook that leaves a mark when it runs (it must not, in the attacks below).
+fn marking_hook(path: &Path, mark: &Path, mode: u32) {
+    write(path, &format!("touch {}\n", mark.display()), mode);
+}
+
+const NOBODY: u32 = 65534;
+
+fn chown(path: &Path, uid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), None).unwrap();
+}
+
+/// The state of a failed online: hotplug-status error, `why` in hotplug-error, and the vif back
+/// off the bridge (the run's change undone).
+#[track_caller]
+fn refused(sb: &Sandbox, o: &std::process::Output, why: &str) {
+    assert_fails(o);
+    assert_eq!(
+        sb.xs.read(&format!("{BE}/hotplug-status")).as_deref(),
+        Some("error")
+    );
+    let error = sb.xs.read(&format!("{BE}/hotplug-error")).unwrap();
+    assert!(error.contains(why), "{error}");
+    assert!(!error.contains('\n'), "{error:?}");
+    assert_eq!(sb.master("vif5.0"), None);
+}
+
+#[test]
+fn a_hook_owned_by_an_ordinary_user_is_not_run() {
+    let Some(sb) = guest("hookowner", &[]) else {
+        return;
+    };
+    let hook = sb.etc_dir().join("xen/scripts/vif-post.d/50-user.hook");
+    let mark = sb.path("hook-ran");
+    marking_hook(&hook, &mark, 0o755);
+    chown(&hook, NOBODY);
+    let o = sb.online("vif-bridge", 5, 0);
+    refused(
+        &sb,
+        &o,
+        "hook /etc/xen/scripts/vif-post.d/50-user.hook is owned by uid 65534, not root; \
+         refused: only root may be able to write it or a directory above it",
+    );
+    assert!(!mark.exists(), "the hook ran");
+    // Offline fails closed too (its teardown is done; the hook is not run).
+    assert_fails(&sb.offline("vif-bridge", 5, 0));
+    assert!(!mark.exists(), "the hook ran");
+    // Root's again: it runs.
+    chown(&hook, 0);
+    assert_ok(&sb.online("vif-bridge", 5, 0));
+    assert!(mark.exists());
+}
+
+#[test]
+fn a_hook_in_a_directory_others_can_write_is_not_run() {
+    let Some(sb) = guest("hookdir", &[]) else {
+        return;
+    };
+    let dir = sb.etc_dir().join("xen/scripts/vif-post.d");
+    let mark = sb.path("hook-ran");
+    marking_hook(&dir.join("50-root.hook"), &mark, 0o755);
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+    let o = sb.online("vif-bridge", 5, 0);
+    refused(
+        &sb,
+        &o,
+        "hook /etc/xen/scripts/vif-post.d/50-root.hook: /etc/xen/scripts/vif-post.d is \
+         writable by group or others (mode 777)",
+    );
+    assert!(!mark.exists(), "the hook ran");
+    // A symlink, root's, in a trusted directory, to a hook in a user's directory.
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::remove_file(dir.join("50-root.hook")).unwrap();
+    let user_dir = sb.path("home-user");
+    marking_hook(&user_dir.join("x.hook"), &mark, 0o755);
+    chown(&user_dir, NOBODY);
+    std::os::unix::fs::symlink(user_dir.join("x.hook"), dir.join("60-link.hook")).unwrap();
+    let o = sb.online("vif-bridge", 5, 0);
+    refused(
+        &sb,
+        &o,
+        &format!(
+            "hook /etc/xen/scripts/vif-post.d/60-link.hook resolves to {}/x.hook, and {} is owned by uid 65534, not root",
+            user_dir.display(),
+            user_dir.display()
+        ),
+    );
+    assert!(!mark.exists(), "the hook ran");
+}
+
+#[test]
+fn a_configuration_others_can_write_is_a_bad_configuration() {
+    let Some(sb) = guest("cfgtrust", &[]) else {
+        return;
+    };
+    assert_ok(&sb.online("vif-bridge", 5, 0));
+    // The attack: a world-writable xen-vif.toml pointing hook_dir at a user's directory.
+    let user_dir = sb.path("home-user/hooks");
+    let mark = sb.path("hook-ran");
+    marking_hook(&user_dir.join("50-evil.hook"), &mark, 0o755);
+    chown(&user_dir, NOBODY);
+    let cfg = sb.etc_dir().join("xen/xen-vif.toml");
+    write(
+        &cfg,
+        &format!("hook_dir = \"{}\"\n", user_dir.display()),
+        0o666,
+    );
+    let o = sb.online("vif-bridge", 5, 0);
+    assert_fails(&o);
+    let error = sb.xs.read(&format!("{BE}/hotplug-error")).unwrap();
+    assert_eq!(
+        error,
+        "vif-bridge online vif5.0: configuration /etc/xen/xen-vif.toml is writable by group \
+         or others (mode 666); refused: only root may be able to write it or a directory above it"
+    );
+    assert!(!mark.exists(), "the hook ran");
+    // Offline tears down with the stock defaults (no hook from the file) and logs why.
+    let o = sb.offline("vif-bridge", 5, 0);
+    assert_ok(&o);
+    assert!(
+        stderr(&o).contains("is writable by group or others"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(sb.master("vif5.0"), None);
+    assert!(!mark.exists(), "the hook ran");
+    // check-config says so.
+    let o = sb.run("xen-vif", &["check-config"], &[]);
+    assert_fails(&o);
+    assert!(
+        stderr(&o).contains("configuration /etc/xen/xen-vif.toml is writable by group or others"),
+        "{}",
+        stderr(&o)
+    );
+    // The file fixed, its hook_dir still a user's: the hook is refused, not run.
+    fs::set_permissions(&cfg, fs::Permissions::from_mode(0o644)).unwrap();
+    let o = sb.online("vif-bridge", 5, 0);
+    refused(
+        &sb,
+        &o,
+        &format!(
+            "hook {}/50-evil.hook: {} is owned by uid 65534, not root",
+            user_dir.display(),
+            user_dir.display()
+        ),
+    );
+    assert!(!mark.exists(), "the hook ran");
+    // A configuration of another user's, mode 0644: refused as well.
+    chown(&cfg, NOBODY);
+    let o = sb.run("xen-vif", &["check-config"], &[]);
+    assert_fails(&o);
+    assert!(
+        stderr(&o).contains("is owned by uid 65534, not root"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 /// One rule of udev/xen-vif.rules: match keys, ENV assignments, the RUN command.
 struct Rule {
     matches: Vec<(String, Vec<String>)>,
