@@ -10,6 +10,7 @@
 
 use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,8 +25,9 @@ use crate::trust;
 /// What runs each hook, as the stock scripts' `.` ran them in their own shell.
 const SHELL: &str = "/bin/sh";
 
-/// All hooks together get this long: well inside the watchdog (35 s) and libxl's 40 s kill.
-pub const BUDGET: Duration = Duration::from_secs(15);
+/// All hooks together get at most this long, and never more than is left of the run's
+/// deadline (`deadline::current`), so the run still has time to undo and report.
+pub const CAP: Duration = Duration::from_secs(15);
 
 /// The variables the stock scripts have when they source a hook.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -108,9 +110,10 @@ pub fn run_after(dir: Option<&Path>, nl: &mut Netlink, hp: &Hotplug) -> Result<(
 
 /// Run `hooks` in order with `vars`; the first failure stops, like the stock ERR trap.
 pub fn run_all(hooks: &[PathBuf], vars: &Vars) -> Result<()> {
-    let deadline = Instant::now() + BUDGET;
+    let limit = CAP.min(crate::deadline::remaining());
+    let deadline = Instant::now() + limit;
     for hook in hooks {
-        run_one(hook, vars, deadline)?;
+        run_one(hook, vars, deadline, limit)?;
     }
     Ok(())
 }
@@ -164,12 +167,15 @@ pub fn vars_for(nl: &mut Netlink, hp: &Hotplug) -> Vars {
     vars
 }
 
-fn run_one(hook: &Path, vars: &Vars, deadline: Instant) -> Result<()> {
+fn run_one(hook: &Path, vars: &Vars, deadline: Instant, limit: Duration) -> Result<()> {
     let mut cmd = Command::new(SHELL);
     cmd.arg(hook)
         .envs(vars.pairs())
         .stdin(Stdio::null())
-        .current_dir("/");
+        .current_dir("/")
+        // Its own process group, so that at the time limit whatever it started goes with it:
+        // nothing a hook spawned keeps running as root after we gave up on it.
+        .process_group(0);
     // The stock scripts put the system directories first; keep whatever else the caller had.
     let path = std::env::var("PATH").unwrap_or_default();
     cmd.env("PATH", format!("/usr/sbin:/usr/bin:/sbin:/bin:{path}"));
@@ -185,18 +191,32 @@ fn run_one(hook: &Path, vars: &Vars, deadline: Instant) -> Result<()> {
             Ok(Some(status)) if status.success() => return Ok(()),
             Ok(Some(status)) => bail!("hook {} failed ({status})", hook.display()),
             Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
+                kill_group(&mut child);
                 bail!(
-                    "hook {} did not finish within {} s; killed",
+                    "hook {} did not finish within {} s; killed with its process group",
                     hook.display(),
-                    BUDGET.as_secs()
+                    limit.as_secs_f32().round()
                 );
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(e) => bail!("hook {}: wait: {e}", hook.display()),
+            Err(e) => {
+                kill_group(&mut child);
+                bail!("hook {}: wait: {e}", hook.display())
+            }
         }
     }
+}
+
+/// SIGKILL the hook's whole process group (its pid is the group's id), then reap the hook.
+fn kill_group(child: &mut std::process::Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[cfg(test)]

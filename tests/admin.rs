@@ -254,6 +254,85 @@ fn a_failing_hook_fails_online_before_connected() {
     );
 }
 
+/// Whether any process other than a zombie is in process group `pgid`.
+fn group_alive(pgid: i32) -> bool {
+    fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
+            return false;
+        };
+        // pid (comm) state ppid pgrp ...: comm may hold spaces, so split after the last ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f.len() > 2 && f[0] != "Z" && f[2] == pgid.to_string()
+    })
+}
+
+#[test]
+fn a_hook_past_its_time_is_killed_with_its_children() {
+    let Some(sb) = guest("hookslow", &[]) else {
+        return;
+    };
+    let pgid_file = sb.path("hook-pgid");
+    let child_file = sb.path("hook-child");
+    write(
+        &sb.etc_dir().join("xen/scripts/vif-post.d/10-slow.hook"),
+        &format!(
+            "sleep 1000 &\necho $! > {}\necho $$ > {}\nsleep 1000\n",
+            child_file.display(),
+            pgid_file.display()
+        ),
+        0o755,
+    );
+    let started = std::time::Instant::now();
+    let o = sb.online("vif-bridge", 5, 0);
+    let took = started.elapsed();
+    assert_fails(&o);
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+    let error = sb.xs.read(&format!("{BE}/hotplug-error")).unwrap();
+    assert!(
+        error.ends_with(
+            "hook /etc/xen/scripts/vif-post.d/10-slow.hook did not finish within 15 s; \
+             killed with its process group"
+        ),
+        "{error}"
+    );
+    assert_eq!(
+        sb.xs.read(&format!("{BE}/hotplug-status")).as_deref(),
+        Some("error")
+    );
+    assert_eq!(sb.master("vif5.0"), None);
+    let pgid: i32 = fs::read_to_string(&pgid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let child: i32 = fs::read_to_string(&child_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The hook's shell leads its own group (not xen-vif's), and its background child is in it.
+    assert_ne!(child, pgid);
+    // The killed child is reparented and reaped by init: give that a moment.
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        !group_alive(pgid)
+    });
+    assert!(
+        gone,
+        "a process of the hook's group {pgid} is still running"
+    );
+    // And the background child itself (in whatever group) is dead.
+    let state = fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+    let state = state.rsplit_once(')').map_or("", |(_, r)| r.trim_start());
+    assert!(
+        state.is_empty() || state.starts_with('Z'),
+        "{child}: {state}"
+    );
+}
+
 /// The process-creating syscalls `script online` makes, seen by strace.
 fn forks(sb: &Sandbox, script: &str) -> Vec<String> {
     let trace = sb.path("strace.out");
