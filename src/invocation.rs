@@ -476,6 +476,38 @@ pub fn locate(call: &Call, env: &dyn Fn(&str) -> Option<String>) -> Result<(Devi
     }
 }
 
+/// netback's name form: `vifD.N`, and the emulated NIC's `vifD.N-emu` (any digits: a leading
+/// zero is no name netback gives, but people and tools still read it as that device's).
+fn is_netback_form(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("vif") else {
+        return false;
+    };
+    let rest = rest.strip_suffix("-emu").unwrap_or(rest);
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    rest.split_once('.')
+        .is_some_and(|(d, n)| digits(d) && digits(n))
+}
+
+/// A `vifname` must not squat on another device's identity: netback's name of another guest's
+/// device (which that guest's own hotplug would then find and act on), or a word `ip` reads as
+/// a keyword (hooks run `ip link set $dev ...`).
+fn check_vifname(name: &IfName, id: DeviceId) -> Result<()> {
+    if is_netback_form(name.as_str()) && name.as_str() != id.kernel_name(TypeIf::Vif) {
+        bail!(
+            "vifname {:?} is netback's name form (vifD.N) for another device; choose a \
+             name that is not",
+            name.as_str()
+        );
+    }
+    if crate::ifname::IP_KEYWORDS.contains(&name.as_str()) {
+        bail!(
+            "vifname {:?} is a word ip(8) reads as a keyword; choose another name",
+            name.as_str()
+        );
+    }
+    Ok(())
+}
+
 /// Validate everything the backend and the caller said, before anything changes.
 pub fn resolve(
     call: &Call,
@@ -504,6 +536,7 @@ pub fn resolve(
         None => kernel_name.clone(),
         Some(v) => {
             let base = IfName::new(v).map_err(|e| anyhow::anyhow!("vifname: {e}"))?;
+            check_vifname(&base, id)?;
             match call.type_if {
                 TypeIf::Vif => base,
                 TypeIf::Tap => IfName::new(&format!("{base}-emu"))
@@ -765,6 +798,17 @@ mod tests {
         let h = resolve(&c, id, "p".into(), &env_of(&[("vif", "web0")]), &be).unwrap();
         assert_eq!(h.wanted_name.as_str(), "web0");
         assert_eq!(h.kernel_name.as_str(), "vif5.0");
+        // Its own netback name is no rename at all, and fine.
+        be.insert("vifname".to_string(), "vif5.0".to_string());
+        let h = resolve(&c, id, "p".into(), &env_of(&[]), &be).unwrap();
+        assert_eq!(h.wanted_name, h.kernel_name);
+        for fine in ["vif5", "vif5.0a", "vifx.1", "guest5.0"] {
+            be.insert("vifname".to_string(), fine.to_string());
+            assert!(
+                resolve(&c, id, "p".into(), &env_of(&[]), &be).is_ok(),
+                "{fine}"
+            );
+        }
     }
 
     #[test]
@@ -782,6 +826,15 @@ mod tests {
             ("bridge", "br 0"),
             ("vlan", "x"),
             ("ip", "not-an-ip"),
+            ("vifname", "vif6.0"),
+            ("vifname", "vif5.1"),
+            ("vifname", "vif5.0-emu"),
+            ("vifname", "vif6.0-emu"),
+            ("vifname", "vif05.0"),
+            ("vifname", "all"),
+            ("vifname", "default"),
+            ("vifname", "up"),
+            ("vifname", "-x"),
         ] {
             let mut be = BTreeMap::new();
             be.insert(k.to_string(), v.to_string());

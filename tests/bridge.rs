@@ -138,6 +138,75 @@ fn vifname_collision_is_refused_before_any_change() {
     assert!(sb.is_up("taken0"));
 }
 
+/// The squatting attack: domain 5 asks for `vifname=vif6.0`, netback's name of domain 6's
+/// device. Refused before any change.
+#[test]
+fn a_vifname_of_another_guests_device_is_refused() {
+    let Some(sb) = guest("squat", &[("vifname", "vif6.0")]) else {
+        return;
+    };
+    let before = sb.snapshot();
+    let o = sb.online("vif-bridge", 5, 0);
+    assert_fails(&o);
+    assert_eq!(before, sb.snapshot());
+    assert_eq!(hotplug_status(&sb).as_deref(), Some("error"));
+    let err = sb.xs.read(&format!("{BE}/hotplug-error")).unwrap();
+    assert_eq!(
+        err,
+        "vif-bridge online vif5.0: vifname \"vif6.0\" is netback's name form (vifD.N) for \
+         another device; choose a name that is not"
+    );
+    for bad in ["vif6.0-emu", "vif5.0-emu", "all", "default", "up", "-v"] {
+        sb.backend(5, 0, &[("bridge", "xenbr0"), ("vifname", bad)]);
+        assert_fails(&sb.online("vif-bridge", 5, 0));
+        assert_eq!(before, sb.snapshot(), "{bad}");
+    }
+}
+
+/// The same attack left over from before the check (or made by hand): domain 5's device
+/// renamed to vif6.0, carrying xen-vif's alias for vif5.0. Domain 6's hotplug must not take it
+/// for its own: its offline does nothing to it, its online fails naming the owner.
+#[test]
+fn another_guests_device_under_our_name_is_left_alone() {
+    let Some(sb) = Sandbox::new("squatted") else {
+        return;
+    };
+    sb.bridge("xenbr0");
+    sb.bridge("xenbr1");
+    sb.netback_vif("vif6.0", "g5.0");
+    let o = sb.sh("ip link set vif6.0 alias 'xen-vif vif5.0' && \
+                   ip link property add dev vif6.0 altname vif5.0 && \
+                   ip link set vif6.0 master xenbr0 up");
+    assert!(o.status.success(), "{}", stderr(&o));
+    sb.backend(5, 0, &[("bridge", "xenbr0")]);
+    sb.backend(6, 0, &[("bridge", "xenbr1")]);
+    let before = sb.snapshot();
+    // Domain 6's offline (libxl always runs it): domain 5's device stays up on xenbr0.
+    assert_ok(&sb.offline("vif-bridge", 6, 0));
+    assert_eq!(before, sb.snapshot());
+    // Domain 6's online: refused, domain 5's device not moved to xenbr1.
+    let o = sb.online("vif-bridge", 6, 0);
+    assert_fails(&o);
+    assert_eq!(before, sb.snapshot());
+    let err = sb
+        .xs
+        .read("/local/domain/0/backend/vif/6/0/hotplug-status")
+        .unwrap();
+    assert_eq!(err, "error");
+    let err = sb
+        .xs
+        .read("/local/domain/0/backend/vif/6/0/hotplug-error")
+        .unwrap();
+    assert_eq!(
+        err,
+        "vif-bridge online vif6.0: device vif6.0 is another backend's: vif6.0 carries the \
+         alias \"xen-vif vif5.0\""
+    );
+    // Domain 5's own offline finds it (by its altname) and takes it off the bridge.
+    assert_ok(&sb.offline("vif-bridge", 5, 0));
+    assert_eq!(sb.master("vif6.0"), None);
+}
+
 #[test]
 fn bridge_auto_detected_when_the_host_has_one() {
     let Some(sb) = Sandbox::new("auto") else {
