@@ -530,6 +530,8 @@ pub struct Applied(Vec<Step>);
 impl Applied {
     /// Undo this run's changes, newest first; returns `e` with any undo failure added, so
     /// nothing is hidden.
+    /// What is already gone (a link that vanished, and its addresses and routes with it) counts
+    /// as undone. The cause comes first in the message: it is what the administrator must fix.
     pub fn undo(self, nl: &mut Netlink, store: &dyn Store, e: anyhow::Error) -> anyhow::Error {
         // The failure may be the budget running out: the undo gets its own short extension.
         crate::deadline::enter_cleanup();
@@ -537,16 +539,23 @@ impl Applied {
         for u in self.0.iter().rev() {
             match u.apply(nl, store) {
                 Ok(_) => log::info(&format!("undo: {u}")),
+                Err(ue) if crate::netlink::is_errno(&ue, GONE) => {
+                    log::debug(&format!("undo: {u}: already gone"))
+                }
                 Err(ue) => failed_undo.push(format!("{u}: {ue:#}")),
             }
         }
         if failed_undo.is_empty() {
-            e
-        } else {
-            e.context(format!(
-                "and undoing this run's changes failed too: {}",
-                failed_undo.join("; ")
-            ))
+            return e;
+        }
+        let msg = format!(
+            "{e:#}; and undoing this run's changes failed too: {}",
+            failed_undo.join("; ")
+        );
+        // Keep a missing kernel feature recognisable to callers that say it plainly.
+        match e.downcast_ref::<Unsupported>() {
+            Some(u) => anyhow::Error::new(Unsupported(u.0)).context(msg),
+            None => anyhow!(msg),
         }
     }
 }

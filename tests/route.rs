@@ -214,6 +214,70 @@ fn tap_and_vif_of_one_guest_do_not_collide() {
     assert!(routes.contains("dev vif5.0 "), "{routes}");
 }
 
+/// Two guests given the same IPv6 address: the second's online fails; its offline (which libxl
+/// always runs) and the first guest's tap `remove` leave the proxy NDP entry the first guest's
+/// vif still needs.
+#[test]
+fn a_shared_address_keeps_the_proxy_entry_the_other_guest_needs() {
+    let Some(r) = routed("route-shared") else {
+        return;
+    };
+    let _a = guest(
+        &r,
+        5,
+        "10.9.0.2",
+        Some("2001:db8:9::2"),
+        "10.9.0.2 2001:db8:9::2",
+    );
+    online(&r, 5);
+    let proxy = || r.sb.ip("neigh show proxy");
+    assert!(proxy().contains("2001:db8:9::2 dev gw0"), "{}", proxy());
+    let before = r.sb.snapshot();
+    // Domain 6 is given the same IPv6 address.
+    let _b = guest(
+        &r,
+        6,
+        "10.9.0.3",
+        Some("2001:db8:9::2"),
+        "10.9.0.3 2001:db8:9::2",
+    );
+    let mut env = r.sb.libxl_env("vif-route", 6, 0);
+    env.retain(|(k, _)| k != "netdev");
+    env.push(("netdev".into(), "gw0".into()));
+    let o = r.sb.run("vif-route", &["online", "type_if=vif"], &env);
+    assert_fails(&o);
+    let err =
+        r.sb.xs
+            .read("/local/domain/0/backend/vif/6/0/hotplug-error")
+            .unwrap();
+    assert_eq!(
+        err,
+        "vif-route online vif6.0: ip entry 2001:db8:9::2/128 is already routed to vif5.0 \
+         (another guest's address?)"
+    );
+    assert_eq!(before, without(&r.sb.snapshot(), "vif6.0"));
+    // Its offline: domain 5's proxy entry and routes stay.
+    assert_ok(&r.sb.run("vif-route", &["offline", "type_if=vif"], &env));
+    assert!(proxy().contains("2001:db8:9::2 dev gw0"), "{}", proxy());
+    assert_eq!(before, without(&r.sb.snapshot(), "vif6.0"));
+    // Domain 5's emulated NIC comes and goes: its vif still needs the entry.
+    r.sb.netback_vif("vif5.0-emu", "t5.0");
+    let mut tap = r.sb.libxl_env("vif-route", 5, 0);
+    tap.retain(|(k, _)| k != "netdev");
+    tap.push(("netdev".into(), "gw0".into()));
+    tap.push(("INTERFACE".into(), "vif5.0-emu".into()));
+    assert_ok(&r.sb.run("vif-route", &["add", "type_if=tap"], &tap));
+    assert_ok(&r.sb.run("vif-route", &["remove", "type_if=tap"], &tap));
+    assert!(proxy().contains("2001:db8:9::2 dev gw0"), "{}", proxy());
+    r.sb.ip("link del vif5.0-emu");
+    assert_eq!(before, without(&r.sb.snapshot(), "vif6.0"));
+    // The world still reaches domain 5 over IPv6 (proxy NDP on gw0).
+    assert!(r.world.ping("2001:db8:9::2"), "world → guest over IPv6");
+    // Domain 5's own offline takes the entry away: nobody needs it any more.
+    offline(&r, 5);
+    assert!(!proxy().contains("2001:db8:9::2"), "{}", proxy());
+}
+
 #[test]
 fn without_ip_only_the_gateway_address_and_proxy_arp() {
     let Some(r) = routed("route-noip") else {

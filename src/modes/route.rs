@@ -9,6 +9,7 @@ use anyhow::{Result, bail};
 use super::{down_and_rename, find_device, require_device};
 use crate::ifname::IfName;
 use crate::invocation::{Hotplug, TypeIf};
+use crate::log;
 use crate::netlink::{Address, Link, Netlink, Route};
 use crate::plan::Step;
 use crate::sysctl;
@@ -119,11 +120,34 @@ pub fn online(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
     }
     let mut existing = Vec::new();
     if wants_v4 {
-        existing.extend(nl.routes(false, Some(link.index))?);
+        existing.extend(nl.routes(false, None)?);
     }
     if wants_v6 {
-        existing.extend(nl.routes(true, Some(link.index))?);
+        existing.extend(nl.routes(true, None)?);
     }
+    // An address already routed to another device at our metric is another guest's (the tap
+    // and the vif of one guest differ in metric): refuse, rather than fail half way on the
+    // kernel's EEXIST, or later take its proxy entry away.
+    for g in &hp.ip {
+        if let Some(r) = existing.iter().find(|e| {
+            e.dst == g.ip
+                && e.prefix_len == g.prefix_len
+                && e.table == crate::netlink::RT_TABLE_MAIN
+                && e.metric == Some(metric(hp))
+                && e.oif.is_some_and(|o| o != link.index)
+        }) {
+            let other = match r.oif {
+                Some(o) => nl.link_by_index(o)?.map_or(format!("link {o}"), |l| l.name),
+                None => "another device".to_string(),
+            };
+            bail!(
+                "ip entry {}/{} is already routed to {other} (another guest's address?)",
+                g.ip,
+                g.prefix_len
+            );
+        }
+    }
+    existing.retain(|e| e.oif == Some(link.index));
     for g in &hp.ip {
         let src = if g.ip.is_ipv4() { gw4 } else { gw6 };
         let Some(src) = src else { continue };
@@ -175,12 +199,27 @@ pub fn offline(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
     let link = find_device(nl, hp)?;
     let mut steps = Vec::new();
     // Proxy entries live on the gateway device and outlive the vif: remove them even when the
-    // vif is gone.
+    // vif is gone, but only when no other device still routes the address (the same guest's
+    // tap or vif, or another guest given the same address whose online failed: its offline
+    // runs all the same and must not cut the first guest off).
     if hp.ip.iter().any(|g| g.ip.is_ipv6()) {
         if let Ok(gw) = gateway_device(nl, hp) {
             let proxied = nl.proxy_neighbours(gw.index)?;
+            let routes6 = nl.routes(true, None)?;
+            let ours = link.as_ref().map(|l| l.index);
             for g in hp.ip.iter().filter(|g| g.ip.is_ipv6() && g.is_host()) {
-                if proxied.contains(&g.ip) {
+                let needed_elsewhere = routes6.iter().any(|r| {
+                    r.dst == g.ip
+                        && r.prefix_len == g.prefix_len
+                        && r.table == crate::netlink::RT_TABLE_MAIN
+                        && r.oif.is_some_and(|o| Some(o) != ours)
+                });
+                if needed_elsewhere {
+                    log::debug(&format!(
+                        "keeping proxy {} dev {}: another device still routes it",
+                        g.ip, gw.name
+                    ));
+                } else if proxied.contains(&g.ip) {
                     steps.push(Step::DelProxyNeighbour {
                         index: gw.index,
                         dev: gw.name.clone(),
