@@ -1,6 +1,7 @@
 //! One hotplug call, start to finish: triage → locate → read the backend → validate → lock →
 //! plan → apply → report.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -199,11 +200,10 @@ fn execute_with(call: &Call, env: Env, dry_run: bool, cfg: &Config) -> Result<()
         Ok(s) => s,
         Err(e) => return Err(Failure::new(&prefix, e, None, None)),
     };
-    let keys =
-        match xenstore::read_keys(&store, &backend, &invocation::backend_keys(Some(call.mode))) {
-            Ok(k) => k,
-            Err(e) => return Err(Failure::new(&prefix, e, Some(store), Some(backend))),
-        };
+    let keys = match read_backend(&store, &backend, call) {
+        Ok(k) => k,
+        Err(e) => return Err(Failure::new(&prefix, e, Some(store), Some(backend))),
+    };
     let hp = match invocation::resolve(call, id, backend.clone(), env, &keys) {
         Ok(h) => h,
         Err(e) => return Err(Failure::new(&prefix, e, Some(store), Some(backend))),
@@ -216,6 +216,36 @@ fn execute_with(call: &Call, env: Env, dry_run: bool, cfg: &Config) -> Result<()
         }
         Err(e) => Err(Failure::new(&prefix, e, Some(store), Some(backend))),
     }
+}
+
+/// The backend's keys for `call`. Teardown needs only the identity keys: for offline/remove a
+/// key that cannot be read (not UTF-8, say) is logged and left out, rather than leaving the
+/// device up; `invocation::resolve` treats values that do not validate the same way.
+fn read_backend(store: &XenStore, backend: &str, call: &Call) -> Result<BTreeMap<String, String>> {
+    let keys = invocation::backend_keys(Some(call.mode));
+    let e = match xenstore::read_keys(store, backend, &keys) {
+        Ok(k) => return Ok(k),
+        Err(e) if call.command.is_up() => return Err(e),
+        Err(e) => e,
+    };
+    let mut out = BTreeMap::new();
+    for key in keys {
+        let path = format!("{backend}/{key}");
+        match store.read(&path) {
+            Ok(Some(v)) => {
+                out.insert(key.to_string(), v);
+            }
+            Ok(None) => {}
+            Err(ke)
+                if !invocation::IDENTITY_KEYS.contains(&key)
+                    && !xenstore::is_connection_error(&ke) =>
+            {
+                log::warn(&format!("ignoring {path} for {}: {ke}", call.command));
+            }
+            Err(_) => return Err(e),
+        }
+    }
+    Ok(out)
 }
 
 fn act(hp: &Hotplug, store: &dyn Store, dry_run: bool, cfg: &Config) -> Result<()> {

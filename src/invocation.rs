@@ -508,6 +508,19 @@ fn check_vifname(name: &IfName, id: DeviceId) -> Result<()> {
     Ok(())
 }
 
+/// For offline/remove, a parameter that does not validate is logged and left unset (None);
+/// for online/add it is the error.
+fn lenient<T>(r: Result<T>, command: Command, device: &IfName, key: &str) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if !command.is_up() => {
+            crate::log::warn(&format!("{device}: ignoring {key} for {command}: {e:#}"));
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Validate everything the backend and the caller said, before anything changes.
 pub fn resolve(
     call: &Call,
@@ -532,18 +545,27 @@ pub fn resolve(
     }
     let params = resolve_params(env, &call.words, backend);
     let kernel_name = IfName::new(&id.kernel_name(call.type_if)).map_err(anyhow::Error::msg)?;
-    let wanted_name = match params.get("vifname") {
-        None => kernel_name.clone(),
-        Some(v) => {
+    // Teardown needs only the device's identity: a parameter that went bad after online (a
+    // key rewritten, a stricter check in a newer xen-vif) must not keep offline from taking
+    // the device down. It is logged and left unset; offline finds the device by netback's
+    // name (kept as an altname on a rename) and its routes from the kernel.
+    let device = kernel_name.clone();
+    let (cmd, dev) = (call.command, &device);
+    let vifname = params
+        .get("vifname")
+        .map(|v| {
             let base = IfName::new(v).map_err(|e| anyhow::anyhow!("vifname: {e}"))?;
             check_vifname(&base, id)?;
             match call.type_if {
-                TypeIf::Vif => base,
+                TypeIf::Vif => Ok(base),
                 TypeIf::Tap => IfName::new(&format!("{base}-emu"))
-                    .map_err(|e| anyhow::anyhow!("vifname {base:?} for the tap: {e}"))?,
+                    .map_err(|e| anyhow::anyhow!("vifname {base:?} for the tap: {e}")),
             }
-        }
-    };
+        })
+        .transpose();
+    let wanted_name = lenient(vifname, cmd, dev, "vifname")?
+        .flatten()
+        .unwrap_or_else(|| kernel_name.clone());
     // The device the caller names must be this backend's, under either of its names.
     let (var, given) = match call.type_if {
         TypeIf::Vif => ("vif", env("vif")),
@@ -562,10 +584,11 @@ pub fn resolve(
         }
     }
     let name = |key: &str| -> Result<Option<IfName>> {
-        params
+        let r = params
             .get(key)
             .map(|v| IfName::new(v).map_err(|e| anyhow::anyhow!("{key}: {e}")))
-            .transpose()
+            .transpose();
+        Ok(lenient(r, cmd, dev, key)?.flatten())
     };
     let mtu = params
         .get("mtu")
@@ -576,13 +599,16 @@ pub fn resolve(
                 .filter(|m| (68..=65535).contains(m))
                 .ok_or_else(|| anyhow::anyhow!("mtu {v:?} is not a number in 68..65535"))
         })
-        .transpose()?;
+        .transpose();
+    let mtu = lenient(mtu, cmd, dev, "mtu")?.flatten();
     let vlan = params
         .get("vlan")
         .map(|v| crate::vlanspec::parse(v).map_err(|e| anyhow::anyhow!("vlan: {e}")))
-        .transpose()?;
+        .transpose();
+    let vlan = lenient(vlan, cmd, dev, "vlan")?.flatten();
     let ip = match params.get("ip") {
-        Some(list) => crate::addr::parse_guest_addrs(list)?,
+        Some(list) => lenient(crate::addr::parse_guest_addrs(list), cmd, dev, "ip")?
+            .unwrap_or_default(),
         None => Vec::new(),
     };
     Ok(Hotplug {

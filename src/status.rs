@@ -39,14 +39,55 @@ fn ids(store: &dyn Store, dir: &str) -> Result<Vec<u32>> {
     Ok(v)
 }
 
+/// Every vif's row. One backend that cannot be read or makes no sense (a value that is not
+/// UTF-8, a bad key) is a row saying so; the others are still shown.
 pub fn collect(store: &dyn Store, nl: &mut Netlink) -> Result<Vec<VifStatus>> {
     let mut out = Vec::new();
     for domid in ids(store, BACKEND_DIR)? {
-        for devid in ids(store, &format!("{BACKEND_DIR}/{domid}"))? {
-            out.push(one(store, nl, DeviceId { domid, devid })?);
+        let devids = match ids(store, &format!("{BACKEND_DIR}/{domid}")) {
+            Ok(d) => d,
+            Err(e) => {
+                crate::log::error(&format!("status: domain {domid}: {e:#}"));
+                continue;
+            }
+        };
+        for devid in devids {
+            let id = DeviceId { domid, devid };
+            out.push(one(store, nl, id).unwrap_or_else(|e| bad(id, e)));
         }
     }
     Ok(out)
+}
+
+/// The row of a backend that could not be looked at.
+fn bad(id: DeviceId, e: anyhow::Error) -> VifStatus {
+    VifStatus {
+        domid: id.domid,
+        devid: id.devid,
+        device: id.kernel_name(TypeIf::Vif),
+        mode: "-".into(),
+        state: "bad".into(),
+        differences: vec![format!("cannot read the backend: {e:#}")],
+        ..Default::default()
+    }
+}
+
+/// `s` with control characters escaped (`\u{1b}`): values from xenstore and link names from the
+/// kernel must not drive the administrator's terminal.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 fn one(store: &dyn Store, nl: &mut Netlink, id: DeviceId) -> Result<VifStatus> {
@@ -116,7 +157,7 @@ fn json_str(s: &str) -> String {
             '"' => o.push_str("\\\""),
             '\\' => o.push_str("\\\\"),
             '\n' => o.push_str("\\n"),
-            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c if c.is_control() => o.push_str(&format!("\\u{:04x}", c as u32)),
             c => o.push(c),
         }
     }
@@ -184,23 +225,35 @@ pub fn run(json: bool) -> Result<()> {
             "{:<6} {:<6} {:<15} {:<7} {:<15} {:<6} {:<8} {}",
             s.domid,
             s.devid,
-            s.device,
-            s.mode,
-            s.bridge.as_deref().unwrap_or("-"),
+            printable(&s.device),
+            printable(&s.mode),
+            printable(s.bridge.as_deref().unwrap_or("-")),
             s.mtu.map_or("-".into(), |m| m.to_string()),
-            s.state,
+            printable(&s.state),
             if s.hotplug_status.is_empty() {
-                "-"
+                "-".into()
             } else {
-                &s.hotplug_status
+                printable(&s.hotplug_status)
             }
         );
         if let Some(e) = &s.hotplug_error {
-            println!("    hotplug-error: {e}");
+            println!("    hotplug-error: {}", printable(e));
         }
         for d in &s.differences {
-            println!("    {d}");
+            println!("    {}", printable(d));
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(printable("plain text"), "plain text");
+        assert_eq!(printable("a\x1b[2Jb\nc\u{9b}"), "a\\u{1b}[2Jb\\nc\\u{9b}");
+        assert_eq!(json_str("a\x1b\u{9b}\"\n"), "\"a\\u001b\\u009b\\\"\\n\"");
+    }
 }

@@ -207,6 +207,59 @@ fn another_guests_device_under_our_name_is_left_alone() {
     assert_eq!(sb.master("vif6.0"), None);
 }
 
+/// Keys offline does not need went bad after online (a bad value, a value not UTF-8): offline
+/// still takes the device off the bridge and down, and says what it ignored.
+#[test]
+fn offline_tears_down_when_unneeded_keys_went_bad() {
+    let Some(sb) = guest("offbadkeys", &[("vifname", "web0"), ("mtu", "1400")]) else {
+        return;
+    };
+    assert_ok(&sb.online("vif-bridge", 5, 0));
+    assert_eq!(sb.master("web0").as_deref(), Some("xenbr0"));
+    for (key, value) in [
+        ("mtu", "junk"),
+        ("vlan", "x"),
+        ("ip", "not-an-ip"),
+        ("vifname", "vif6.0"),
+    ] {
+        sb.xs.write(&format!("{BE}/{key}"), value);
+    }
+    let o = sb.offline("vif-bridge", 5, 0);
+    assert_ok(&o);
+    assert!(
+        stderr(&o).contains("ignoring mtu for offline"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("ignoring vifname for offline"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(sb.master("web0"), None);
+    assert!(!sb.is_up("web0"));
+    // Online again refuses the bad keys (and changes nothing).
+    let before = sb.snapshot();
+    assert_fails(&sb.online("vif-bridge", 5, 0));
+    assert_eq!(before, sb.snapshot());
+    // A value that is not UTF-8.
+    sb.backend(5, 0, &[("bridge", "xenbr0"), ("vifname", "web0")]);
+    for key in ["mtu", "vlan", "ip"] {
+        sb.xs.rm(&format!("{BE}/{key}"));
+    }
+    assert_ok(&sb.online("vif-bridge", 5, 0));
+    sb.xs.write_bytes(&format!("{BE}/mtu"), b"\xff\xfe");
+    let o = sb.offline("vif-bridge", 5, 0);
+    assert_ok(&o);
+    assert!(
+        stderr(&o).contains("ignoring backend/vif/5/0/mtu for offline: invalid utf-8"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(sb.master("web0"), None);
+    assert!(!sb.is_up("web0"));
+}
+
 #[test]
 fn bridge_auto_detected_when_the_host_has_one() {
     let Some(sb) = Sandbox::new("auto") else {

@@ -130,6 +130,56 @@ fn status_shows_every_vif_and_the_differences() {
     assert_eq!(list[2]["state"], "missing");
 }
 
+/// One backend with a value that is not UTF-8 and one with control characters in its
+/// hotplug-error: the first is a row saying so, the rest are shown, nothing drives the terminal.
+#[test]
+fn status_goes_on_past_a_bad_backend_and_escapes_control_characters() {
+    let Some(sb) = guest_on_xenbr0("cli-status-bad", &[]) else {
+        return;
+    };
+    sb.netback_vif("vif6.0", "g6.0");
+    sb.backend(6, 0, &[("bridge", "xenbr0")]);
+    sb.xs
+        .write_bytes("/local/domain/0/backend/vif/6/0/mtu", b"15\xff\xfe00");
+    sb.backend(7, 0, &[("bridge", "xenbr0")]);
+    sb.xs.write(
+        "/local/domain/0/backend/vif/7/0/hotplug-error",
+        "boom\x1b[2J\x1b]0;owned\x07\nsecond line",
+    );
+    assert_ok(&sb.online("vif-bridge", 5, 0));
+    let o = cli(&sb, &["status"]);
+    assert_ok(&o);
+    let out = stdout(&o);
+    assert!(!out.contains('\x1b') && !out.contains('\x07'), "{out:?}");
+    assert!(
+        out.contains("hotplug-error: boom\\u{1b}[2J\\u{1b}]0;owned\\u{7}\\nsecond line"),
+        "{out}"
+    );
+    let rows: Vec<&str> = out.lines().filter(|l| !l.starts_with(' ')).collect();
+    assert_eq!(rows.len(), 4, "{out}");
+    assert!(rows[1].starts_with("5      0      vif5.0 "), "{out}");
+    assert!(
+        rows[2].starts_with("6      0      vif6.0 ") && rows[2].contains(" bad "),
+        "{out}"
+    );
+    assert!(
+        out.contains("cannot read the backend: read xenstore"),
+        "{out}"
+    );
+    assert!(rows[3].starts_with("7      0      vif7.0 "), "{out}");
+    let o = cli(&sb, &["status", "--json"]);
+    assert_ok(&o);
+    assert!(!stdout(&o).contains('\x1b'), "{}", stdout(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let list = v.as_array().unwrap();
+    assert_eq!(list.len(), 3);
+    assert_eq!(list[1]["state"], "bad");
+    assert_eq!(
+        list[2]["hotplug_error"],
+        "boom\x1b[2J\x1b]0;owned\x07\nsecond line"
+    );
+}
+
 #[test]
 fn help_and_version() {
     let o = std::process::Command::new(binary())

@@ -278,6 +278,38 @@ fn a_shared_address_keeps_the_proxy_entry_the_other_guest_needs() {
     assert!(!proxy().contains("2001:db8:9::2"), "{}", proxy());
 }
 
+/// The `ip` key went bad after online: offline finds the guest's routes on the vif in the
+/// kernel, and removes them and the proxy NDP entry all the same.
+#[test]
+fn offline_with_a_bad_ip_key_finds_the_routes_in_the_kernel() {
+    let Some(r) = routed("route-badip") else {
+        return;
+    };
+    let _g = guest(
+        &r,
+        5,
+        "10.9.0.2",
+        Some("2001:db8:9::2"),
+        "10.9.0.2 2001:db8:9::2",
+    );
+    let before = r.sb.snapshot();
+    online(&r, 5);
+    assert!(
+        r.sb.ip("neigh show proxy")
+            .contains("2001:db8:9::2 dev gw0")
+    );
+    r.sb.xs.write(&format!("{BE}/ip"), "10.9.0.2 junk");
+    offline(&r, 5);
+    assert!(r.sb.ip("route show dev vif5.0").trim().is_empty());
+    assert!(
+        r.sb.ip("-6 route show dev vif5.0")
+            .lines()
+            .all(|l| l.starts_with("fe80"))
+    );
+    assert!(!r.sb.ip("neigh show proxy").contains("2001:db8:9::2"));
+    assert_eq!(before, r.sb.snapshot());
+}
+
 #[test]
 fn without_ip_only_the_gateway_address_and_proxy_arp() {
     let Some(r) = routed("route-noip") else {

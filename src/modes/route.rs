@@ -198,32 +198,61 @@ fn push_sysctl(steps: &mut Vec<Step>, path: String, value: &str) {
 pub fn offline(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
     let link = find_device(nl, hp)?;
     let mut steps = Vec::new();
+    // The guest routes, from the kernel: every main-table route over the vif at this device
+    // kind's metric is one online added. Offline must work when the `ip` key has gone bad
+    // since (then it is empty here), and must not trust it to name what to delete.
+    let mut on_vif = Vec::new();
+    if let Some(l) = &link {
+        on_vif = nl.routes(false, Some(l.index))?;
+        on_vif.extend(nl.routes(true, Some(l.index))?);
+        on_vif.retain(|r| {
+            r.oif == Some(l.index)
+                && r.table == crate::netlink::RT_TABLE_MAIN
+                && r.metric == Some(metric(hp))
+        });
+    }
+    // The IPv6 host addresses the guest had proxied: the `ip` key's, and those routed over the
+    // vif (the same, unless the key went bad).
+    let mut v6: Vec<IpAddr> = hp
+        .ip
+        .iter()
+        .filter(|g| g.ip.is_ipv6() && g.is_host())
+        .map(|g| g.ip)
+        .collect();
+    for r in on_vif
+        .iter()
+        .filter(|r| r.dst.is_ipv6() && r.prefix_len == 128)
+    {
+        if !v6.contains(&r.dst) {
+            v6.push(r.dst);
+        }
+    }
     // Proxy entries live on the gateway device and outlive the vif: remove them even when the
     // vif is gone, but only when no other device still routes the address (the same guest's
     // tap or vif, or another guest given the same address whose online failed: its offline
     // runs all the same and must not cut the first guest off).
-    if hp.ip.iter().any(|g| g.ip.is_ipv6()) {
+    if !v6.is_empty() {
         if let Ok(gw) = gateway_device(nl, hp) {
             let proxied = nl.proxy_neighbours(gw.index)?;
             let routes6 = nl.routes(true, None)?;
             let ours = link.as_ref().map(|l| l.index);
-            for g in hp.ip.iter().filter(|g| g.ip.is_ipv6() && g.is_host()) {
+            for ip in v6 {
                 let needed_elsewhere = routes6.iter().any(|r| {
-                    r.dst == g.ip
-                        && r.prefix_len == g.prefix_len
+                    r.dst == ip
+                        && r.prefix_len == 128
                         && r.table == crate::netlink::RT_TABLE_MAIN
                         && r.oif.is_some_and(|o| Some(o) != ours)
                 });
                 if needed_elsewhere {
                     log::debug(&format!(
-                        "keeping proxy {} dev {}: another device still routes it",
-                        g.ip, gw.name
+                        "keeping proxy {ip} dev {}: another device still routes it",
+                        gw.name
                     ));
-                } else if proxied.contains(&g.ip) {
+                } else if proxied.contains(&ip) {
                     steps.push(Step::DelProxyNeighbour {
                         index: gw.index,
                         dev: gw.name.clone(),
-                        ip: g.ip,
+                        ip,
                     });
                 }
             }
@@ -232,23 +261,11 @@ pub fn offline(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
     let Some(link) = link else {
         return Ok(steps);
     };
-    let mut existing = nl.routes(false, Some(link.index))?;
-    existing.extend(nl.routes(true, Some(link.index))?);
-    for r in existing
-        .into_iter()
-        .filter(|r| r.oif == Some(link.index) && r.table == crate::netlink::RT_TABLE_MAIN)
-    {
-        let ours = hp
-            .ip
-            .iter()
-            .any(|g| g.ip == r.dst && g.prefix_len == r.prefix_len)
-            && r.metric == Some(metric(hp));
-        if ours {
-            steps.push(Step::DelRoute {
-                dev: link.name.clone(),
-                route: r,
-            });
-        }
+    for route in on_vif {
+        steps.push(Step::DelRoute {
+            dev: link.name.clone(),
+            route,
+        });
     }
     for addr in nl.addresses(Some(link.index))? {
         if !addr.is_ipv6_link_local() {

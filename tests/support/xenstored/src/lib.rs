@@ -127,6 +127,15 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("write {path}: {e}"));
     }
 
+    /// Like `write`, with any bytes as the value (e.g. not UTF-8).
+    pub fn write_bytes(&self, path: &str, value: &[u8]) {
+        let name = valid(path);
+        self.shared
+            .lock()
+            .global(|t| store::write(t, &name, value))
+            .unwrap_or_else(|e| panic!("write {path}: {e}"));
+    }
+
     /// The node's value (lossily UTF-8), None if it does not exist.
     pub fn read(&self, path: &str) -> Option<String> {
         let name = store::canonicalize(path.as_bytes(), false).ok()?;
