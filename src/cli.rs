@@ -4,8 +4,6 @@
 use clap::CommandFactory;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use std::io::Write;
-
 use crate::hotplug::{self, Env};
 use crate::invocation::{self, Call, Command, Mode, Personality, TypeIf, Words};
 use crate::log;
@@ -185,9 +183,23 @@ fn device_call(a: &DeviceArgs, up: bool) -> Result<(Call, String), String> {
 pub fn run(args: Vec<String>) -> i32 {
     let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
-        Err(e) => {
+        Err(e) if e.use_stderr() => {
             let _ = e.print();
-            return if e.use_stderr() { 1 } else { 0 };
+            return 1;
+        }
+        // --help, --version: output like any other, so a full disk is an error.
+        Err(e) => {
+            use std::io::IsTerminal;
+            let text = if std::io::stdout().is_terminal() {
+                e.render().ansi().to_string()
+            } else {
+                e.render().to_string()
+            };
+            let what = match e.kind() {
+                clap::error::ErrorKind::DisplayVersion => "--version",
+                _ => "--help",
+            };
+            return finish(what, crate::output::print(text.as_bytes()));
         }
     };
     let verbose = cli.verbose || std::env::var("XEN_VIF_LOG").is_ok_and(|v| v == "debug");
@@ -212,11 +224,12 @@ fn check_config(file: Option<&std::path::Path>) -> i32 {
     let path = file.unwrap_or(std::path::Path::new(config::PATH));
     match config::load_from(path) {
         Ok(cfg) => {
+            let mut text = String::new();
             if !path.exists() {
-                println!("{}: absent (stock behaviour)", path.display());
+                text.push_str(&format!("{}: absent (stock behaviour)\n", path.display()));
             }
-            println!("{}", config::describe(&cfg));
-            0
+            text.push_str(&format!("{}\n", config::describe(&cfg)));
+            finish("check-config", crate::output::print(text.as_bytes()))
         }
         Err(e) => {
             log::error(&format!("{e:#}"));
@@ -226,18 +239,30 @@ fn check_config(file: Option<&std::path::Path>) -> i32 {
 }
 
 fn generate(what: Generate) -> i32 {
-    let mut out = std::io::stdout().lock();
-    let written = match what {
-        Generate::Man => docs::man_page(Cli::command()).and_then(|page| Ok(out.write_all(&page)?)),
+    // Rendered in memory first: clap_complete panics on a failed write.
+    let text = match what {
+        Generate::Man => docs::man_page(Cli::command()),
         Generate::Completions { shell } => {
-            docs::completions(Cli::command(), shell, &mut out);
-            Ok(())
+            let mut buf = Vec::new();
+            docs::completions(Cli::command(), shell, &mut buf);
+            Ok(buf)
         }
     };
-    match written.and_then(|()| Ok(out.flush()?)) {
-        Ok(()) => 0,
+    match text {
+        Ok(t) => finish("generate", crate::output::print(&t)),
         Err(e) => {
             log::error(&format!("generate: {e:#}"));
+            1
+        }
+    }
+}
+
+/// The exit status of an output command whose only work left was writing (see `output`).
+fn finish(what: &str, written: std::io::Result<()>) -> i32 {
+    match written {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error(&format!("{what}: {e}"));
             1
         }
     }

@@ -78,7 +78,9 @@ impl Failure {
 /// the report itself too big for xenstore (4096-byte payloads) or unreadable in `xl` output.
 const MAX_MESSAGE: usize = 400;
 
-fn one_line(msg: String) -> String {
+/// Every report is one line: what goes to `hotplug-error` (and the panic hook's) is read by
+/// `xl` as one.
+pub fn one_line(msg: String) -> String {
     let mut m = msg.replace(['\n', '\r'], " ");
     if m.len() > MAX_MESSAGE {
         let mut cut = MAX_MESSAGE;
@@ -264,8 +266,7 @@ fn act(hp: &Hotplug, store: &dyn Store, dry_run: bool, cfg: &Config) -> Result<(
         });
     if dry_run {
         steps.extend(connected);
-        plan::print(&steps);
-        return Ok(());
+        return crate::output::print(plan::render(&steps).as_bytes()).map_err(anyhow::Error::from);
     }
     if !hp.command.is_up() {
         if steps.is_empty() {

@@ -18,6 +18,7 @@ pub mod log;
 pub mod modes;
 pub mod netlink;
 pub mod network_script;
+pub mod output;
 pub mod plan;
 pub mod rundir;
 pub mod status;
@@ -77,7 +78,7 @@ pub fn main_entry() -> i32 {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     let personality = Personality::from_argv0(args.first().map_or("", String::as_str));
-    watchdog::install(personality.name());
+    watchdog::install(personality);
     match personality {
         Personality::Cli => cli::run(args),
         Personality::NetworkBridge | Personality::NetworkRoute | Personality::NetworkPrebuilt => {

@@ -515,11 +515,14 @@ impl Step {
     }
 }
 
-/// Print the plan instead of applying it.
+/// The plan as `--dry-run` shows it: one command per line.
+pub fn render(steps: &[Step]) -> String {
+    steps.iter().map(|s| format!("{s}\n")).collect()
+}
+
+/// Print the plan instead of applying it (nothing has changed: a failed write ends the run).
 pub fn print(steps: &[Step]) {
-    for s in steps {
-        println!("{s}");
-    }
+    crate::output::print_or_exit(render(steps).as_bytes());
 }
 
 /// What a successful `apply` changed, kept so a later failure of the same run (a hook, the

@@ -212,16 +212,27 @@ pub fn run(json: bool) -> Result<()> {
     let store = XenStore::open()?;
     let mut nl = Netlink::open().context("open rtnetlink")?;
     let list = collect(&store, &mut nl)?;
-    if json {
-        println!("{}", to_json(&list));
-        return Ok(());
-    }
-    println!(
+    let text = if json {
+        format!("{}\n", to_json(&list))
+    } else {
+        table(&list)
+    };
+    crate::output::print(text.as_bytes())?;
+    Ok(())
+}
+
+fn table(list: &[VifStatus]) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        o,
         "{:<6} {:<6} {:<15} {:<7} {:<15} {:<6} {:<8} HOTPLUG",
         "DOMID", "DEVID", "DEVICE", "MODE", "BRIDGE", "MTU", "STATE"
     );
-    for s in &list {
-        println!(
+    for s in list {
+        let _ = writeln!(
+            o,
             "{:<6} {:<6} {:<15} {:<7} {:<15} {:<6} {:<8} {}",
             s.domid,
             s.devid,
@@ -237,13 +248,13 @@ pub fn run(json: bool) -> Result<()> {
             }
         );
         if let Some(e) = &s.hotplug_error {
-            println!("    hotplug-error: {}", printable(e));
+            let _ = writeln!(o, "    hotplug-error: {}", printable(e));
         }
         for d in &s.differences {
-            println!("    {}", printable(d));
+            let _ = writeln!(o, "    {}", printable(d));
         }
     }
-    Ok(())
+    o
 }
 
 #[cfg(test)]
