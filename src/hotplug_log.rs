@@ -14,6 +14,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::invocation::Call;
+use crate::trust;
 
 /// What one action did, as the log line tells it.
 pub struct Entry<'a> {
@@ -52,7 +53,28 @@ pub fn line(e: &Entry, now: SystemTime) -> String {
 }
 
 /// Append the entry to `path` if its directory exists. Never fails.
+///
+/// Root appends here, so the directory (and the file, if there) must pass the trust rule: in a
+/// directory others can write, a symlink of theirs would make root append to any file.
 pub fn append(path: &Path, e: &Entry) {
+    let Some(dir) = path.parent() else { return };
+    match trust::check(dir, trust::Kind::Directory) {
+        Ok(Ok(())) => {}
+        Err(_) => return,
+        Ok(Err(u)) => {
+            crate::log::warn(&format!("not logging to {}: {u}", path.display()));
+            return;
+        }
+    }
+    match trust::check(path, trust::Kind::File) {
+        Ok(Ok(())) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(_) => return,
+        Ok(Err(u)) => {
+            crate::log::warn(&format!("not logging to {}: {u}", path.display()));
+            return;
+        }
+    }
     let text = line(e, SystemTime::now());
     // mode 0640 like the rest of /var/log/xen (root:adm 2750 on Debian); O_APPEND makes the
     // single write atomic with respect to other writers.

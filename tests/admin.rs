@@ -125,6 +125,38 @@ fn no_log_directory_no_log_and_no_failure() {
     assert_ok(&sb.offline("vif-bridge", 5, 0));
 }
 
+/// /var/log/xen writable by others: a symlink there of another user's must not make root
+/// append to the file it points at. The hotplug itself still succeeds (the log never fails it).
+#[test]
+fn a_log_directory_others_can_write_is_not_written() {
+    let Some(sb) = guest("logtrust", &[]) else {
+        return;
+    };
+    let dir = sb.log_dir().join("xen");
+    fs::create_dir(&dir).unwrap();
+    let victim = sb.path("victim");
+    fs::write(&victim, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join("xen-hotplug.log")).unwrap();
+    chown(&dir.join("xen-hotplug.log"), NOBODY);
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+    let o = sb.online("vif-bridge", 5, 0);
+    assert_ok(&o);
+    assert!(
+        stderr(&o).contains("not logging to /var/log/xen/xen-hotplug.log"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+    // The directory closed again, the other user's symlink still there: still not followed.
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    assert_ok(&sb.offline("vif-bridge", 5, 0));
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+    // Root's own log file: written.
+    fs::remove_file(dir.join("xen-hotplug.log")).unwrap();
+    assert_ok(&sb.online("vif-bridge", 5, 0));
+    assert_eq!(log_lines(&sb).len(), 1);
+}
+
 #[test]
 fn hooks_run_after_the_change_with_the_stock_variables() {
     let Some(sb) = guest("hooks", &[("ip", "10.0.0.5 10.0.1.0/24")]) else {
