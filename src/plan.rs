@@ -548,18 +548,23 @@ impl Applied {
                 Err(ue) => failed_undo.push(format!("{u}: {ue:#}")),
             }
         }
-        if failed_undo.is_empty() {
-            return e;
-        }
-        let msg = format!(
-            "{e:#}; and undoing this run's changes failed too: {}",
-            failed_undo.join("; ")
-        );
-        // Keep a missing kernel feature recognisable to callers that say it plainly.
-        match e.downcast_ref::<Unsupported>() {
-            Some(u) => anyhow::Error::new(Unsupported(u.0)).context(msg),
-            None => anyhow!(msg),
-        }
+        with_undo_failures(e, &failed_undo)
+    }
+}
+
+/// The failure `e`, then what could not be undone: the cause first, as it is what to fix.
+fn with_undo_failures(e: anyhow::Error, failed_undo: &[String]) -> anyhow::Error {
+    if failed_undo.is_empty() {
+        return e;
+    }
+    let msg = format!(
+        "{e:#}; and undoing this run's changes failed too: {}",
+        failed_undo.join("; ")
+    );
+    // Keep a missing kernel feature recognisable to callers that say it plainly.
+    match e.downcast_ref::<Unsupported>() {
+        Some(u) => anyhow::Error::new(Unsupported(u.0)).context(msg),
+        None => anyhow!(msg),
     }
 }
 
@@ -608,5 +613,35 @@ pub fn teardown(nl: &mut Netlink, store: &dyn Store, steps: &[Step]) -> Result<(
         Ok(())
     } else {
         Err(anyhow!(errors.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cause_comes_before_what_could_not_be_undone() {
+        let e = anyhow!("Operation not supported (EOPNOTSUPP)")
+            .context("ip link set vif5.0 master xenbr0");
+        let e = with_undo_failures(
+            e,
+            &["ip link set vif5.0 name vif5.0: Device or resource busy (EBUSY)".into()],
+        );
+        assert_eq!(
+            format!("{e:#}"),
+            "ip link set vif5.0 master xenbr0: Operation not supported (EOPNOTSUPP); and undoing \
+             this run's changes failed too: ip link set vif5.0 name vif5.0: Device or resource \
+             busy (EBUSY)"
+        );
+        let e = with_undo_failures(anyhow!("cause"), &[]);
+        assert_eq!(format!("{e:#}"), "cause");
+        let e = anyhow::Error::new(Unsupported(
+            "kernel has no dummy link support (CONFIG_DUMMY)",
+        ))
+        .context("ip link add dummy0 type dummy");
+        let e = with_undo_failures(e, &["x: y".into()]);
+        assert!(e.downcast_ref::<Unsupported>().is_some());
+        assert!(format!("{e:#}").starts_with("ip link add dummy0 type dummy: kernel has no dummy"));
     }
 }

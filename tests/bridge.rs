@@ -260,6 +260,28 @@ fn offline_tears_down_when_unneeded_keys_went_bad() {
     assert!(!sb.is_up("web0"));
 }
 
+/// A failure after the vif vanished (here: a hook that deletes it, then fails): undoing this
+/// run's changes to a link that is gone counts as done, and the message is the cause alone.
+#[test]
+fn undo_of_a_vanished_vif_is_done_and_the_cause_is_the_message() {
+    let Some(sb) = guest("undogone", &[("mtu", "1400")]) else {
+        return;
+    };
+    let hook = sb.etc_dir().join("xen/scripts/vif-post.d/10-vanish.hook");
+    std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
+    std::fs::write(&hook, "ip link del \"$dev\"\nexit 7\n").unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let o = sb.online("vif-bridge", 5, 0);
+    assert_fails(&o);
+    assert!(sb.link("vif5.0").is_none());
+    assert_eq!(
+        sb.xs.read(&format!("{BE}/hotplug-error")).unwrap(),
+        "vif-bridge online vif5.0: hook /etc/xen/scripts/vif-post.d/10-vanish.hook failed \
+         (exit status: 7)"
+    );
+    assert_eq!(hotplug_status(&sb).as_deref(), Some("error"));
+}
+
 #[test]
 fn bridge_auto_detected_when_the_host_has_one() {
     let Some(sb) = Sandbox::new("auto") else {
