@@ -195,7 +195,7 @@ fn run_one(hook: &Path, vars: &Vars, deadline: Instant, limit: Duration) -> Resu
                 bail!(
                     "hook {} did not finish within {} s; killed with its process group",
                     hook.display(),
-                    limit.as_secs_f32().round()
+                    limit.as_secs_f32().ceil()
                 );
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(5)),
@@ -230,6 +230,49 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn the_time_limit_is_what_is_left_of_the_run_and_kills_the_group() {
+        let dir = std::env::temp_dir().join(format!("xen-vif-hookslow-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let hook = dir.join("10-slow.hook");
+        let child = dir.join("child");
+        std::fs::write(
+            &hook,
+            format!("sleep 30 &\necho $! > {}\nsleep 30\n", child.display()),
+        )
+        .unwrap();
+        let _g = crate::deadline::Deadline::after(Duration::from_millis(2000)).enter();
+        let started = Instant::now();
+        let e = run_all(std::slice::from_ref(&hook), &Vars::default()).unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "hook {} did not finish within 2 s; killed with its process group",
+                hook.display()
+            )
+        );
+        // The background child went with the group (dead, or a zombie until init reaps it).
+        let pid = std::fs::read_to_string(&child).unwrap();
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).is_ok_and(|s| {
+                s.rsplit_once(") ")
+                    .is_some_and(|(_, r)| !r.starts_with('Z'))
+            })
+        };
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            !alive()
+        });
+        assert!(gone, "the hook's background child {pid} is still running");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
