@@ -49,6 +49,25 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Stay resident and do the vif hotplug actions for every backend of this domain
+    /// (run_hotplug_scripts=0 in /etc/xen/xl.conf), without starting a process per action.
+    #[command(
+        long_about = "Stay resident (in the foreground) and do the vif hotplug actions \
+        for every backend of this domain, without starting a process per action.\n\n\
+        For run_hotplug_scripts=0 in /etc/xen/xl.conf: libxl then runs no script and netback \
+        waits for hotplug-status=connected. The daemon watches backend/vif, brings a backend \
+        up when its state reaches InitWait with online=1 and takes it down when libxl removes \
+        it (online=0, state Closing, or the directory gone), exactly as vif-setup online and \
+        offline would. Nothing is done while libxl runs the scripts itself \
+        (libxl/disable_udev). SIGTERM finishes the actions in flight and stops. \
+        The systemd unit xen-vif.service runs it."
+    )]
+    Daemon {
+        /// Backends acted on at the same time.
+        #[arg(long, default_value_t = crate::daemon::DEFAULT_WORKERS,
+              value_parser = clap::value_parser!(u16).range(1..=256))]
+        workers: u16,
+    },
     /// Check /etc/xen/xen-vif.toml (or FILE) and print the settings in force.
     CheckConfig {
         /// A file to check instead (e.g. before installing it).
@@ -200,6 +219,9 @@ pub fn run(args: Vec<String>) -> i32 {
             }
         },
         Cmd::CheckConfig { file } => check_config(file.as_deref()),
+        Cmd::Daemon { workers } => crate::daemon::run(&crate::daemon::Options {
+            workers: workers.into(),
+        }),
         Cmd::Generate { what } => generate(what),
     }
 }

@@ -248,7 +248,7 @@ pub fn resolve_params(
 }
 
 /// Which guest device a hotplug call is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DeviceId {
     pub domid: u32,
     pub devid: u32,

@@ -217,5 +217,18 @@ pub fn run(json: bool) -> Result<()> {
             println!("    {d}");
         }
     }
+    match crate::lock::daemon_pid() {
+        None => println!("daemon: not running"),
+        Some(pid) => {
+            let handled = crate::daemon::handled();
+            println!(
+                "daemon: running (pid {pid}), {} vifs handled",
+                handled.len()
+            );
+            for h in handled {
+                println!("    {} {} {}", h.device, h.action, h.result);
+            }
+        }
+    }
     Ok(())
 }

@@ -206,8 +206,11 @@ impl Daemon {
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
+impl Daemon {
+    /// Stops serving as a crashed or restarting xenstored does: the listener and every
+    /// connection close (their watches with them) and the socket goes; the tree stays, and the
+    /// test can still read and write it directly. [`Daemon::resume`] listens again.
+    pub fn crash(&mut self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         // accept() cannot be interrupted portably with std: wake it with a connection.
         let woken = UnixStream::connect(&self.socket).is_ok();
@@ -216,6 +219,28 @@ impl Drop for Daemon {
         }
         self.shared.lock().disconnect_all();
         let _ = std::fs::remove_file(&self.socket);
+    }
+
+    /// Listens again on the same socket, with the tree as it is now (after [`Daemon::crash`]).
+    pub fn resume(&mut self) -> io::Result<()> {
+        if self.acceptor.is_some() {
+            return Ok(());
+        }
+        let listener = bind(&self.socket)?;
+        self.shared.stopping.store(false, Ordering::SeqCst);
+        let shared = self.shared.clone();
+        self.acceptor = Some(
+            thread::Builder::new()
+                .name("xenstored-accept".into())
+                .spawn(move || accept_loop(listener, shared))?,
+        );
+        Ok(())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.crash();
     }
 }
 

@@ -1,0 +1,534 @@
+//! `xen-vif daemon` against the test xenstored and the real kernel: backends written as libxl
+//! and netback write them (state 1, then 2 with online 1; removal: online 0, state 5, 6, the
+//! directory removed), veths standing in for netback's vifs.
+
+mod support;
+use support::*;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BASE: &str = "/local/domain/0/backend/vif";
+
+fn be(domid: u32, devid: u32) -> String {
+    format!("{BASE}/{domid}/{devid}")
+}
+
+/// A running `xen-vif daemon`; killed (SIGKILL) when dropped.
+struct Daemon {
+    child: Option<Child>,
+}
+
+impl Daemon {
+    fn start(sb: &Sandbox) -> Daemon {
+        // Ready once it watches (a restarted daemon: one more WATCH).
+        let watches = || {
+            sb.xs
+                .traffic()
+                .iter()
+                .filter(|r| r.op == "WATCH" && r.path == BASE)
+                .count()
+        };
+        let before = watches();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(sb.path("daemon.log"))
+            .unwrap();
+        let child = sb
+            .command(sb.path("xen-vif"))
+            .args(["daemon", "--verbose"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let d = Daemon { child: Some(child) };
+        wait_for(
+            sb,
+            "the daemon to watch backend/vif",
+            Duration::from_secs(10),
+            || watches() > before,
+        );
+        d
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
+    }
+
+    /// Wait for it to exit; its exit code.
+    fn wait(mut self, within: Duration) -> Option<i32> {
+        let mut child = self.child.take().unwrap();
+        let end = Instant::now() + within;
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st.code();
+            }
+            if Instant::now() > end {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the daemon did not exit within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[track_caller]
+fn wait_for(sb: &Sandbox, what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + within;
+    while !cond() {
+        if Instant::now() > end {
+            let log = std::fs::read_to_string(sb.path("daemon.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            panic!(
+                "timed out waiting for {what}\ndaemon log (last lines, newest first):\n{}",
+                tail.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// `ip -batch` in the sandbox: many links in one process.
+fn ip_batch(sb: &Sandbox, lines: &[String]) {
+    let mut child = Command::new("ip")
+        .args(["-n", &sb.ns, "-batch", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.join("\n").as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "ip -batch");
+}
+
+/// Netback's devices for domains `doms` (devid 0).
+fn vifs(sb: &Sandbox, doms: impl Iterator<Item = u32>) {
+    let lines: Vec<String> = doms
+        .map(|d| format!("link add vif{d}.0 type veth peer name g{d}.0"))
+        .collect();
+    ip_batch(sb, &lines);
+}
+
+/// The backend as libxl writes it (state 1, online 1, hotplug-status pending), with `extra`.
+fn libxl_creates(sb: &Sandbox, domid: u32, extra: &[(&str, &str)]) {
+    let p = be(domid, 0);
+    for (k, v) in [
+        (
+            "frontend",
+            format!("/local/domain/{domid}/device/vif/0").as_str(),
+        ),
+        ("frontend-id", &domid.to_string()),
+        ("online", "1"),
+        ("state", "1"),
+        ("script", "/etc/xen/scripts/vif-bridge"),
+        ("mac", "00:16:3e:00:00:01"),
+        ("handle", "0"),
+        ("type", "vif"),
+        ("bridge", "xenbr0"),
+        ("hotplug-status", ""),
+    ] {
+        sb.xs.write(&format!("{p}/{k}"), v);
+    }
+    for (k, v) in extra {
+        sb.xs.write(&format!("{p}/{k}"), v);
+    }
+}
+
+/// Netback probes the device: InitWait.
+fn netback_initwait(sb: &Sandbox, domid: u32) {
+    sb.xs.write(&format!("{}/state", be(domid, 0)), "2");
+}
+
+/// libxl's removal (online 0 and state 5 in one go).
+fn libxl_removes(sb: &Sandbox, domid: u32) {
+    sb.xs.write(&format!("{}/online", be(domid, 0)), "0");
+    sb.xs.write(&format!("{}/state", be(domid, 0)), "5");
+}
+
+/// Netback closes and libxl removes the directory; the device goes.
+fn closed_and_gone(sb: &Sandbox, domid: u32) {
+    sb.xs.write(&format!("{}/state", be(domid, 0)), "6");
+    sb.xs.rm(&be(domid, 0));
+    sb.ip(&format!("link del vif{domid}.0"));
+}
+
+fn status(sb: &Sandbox, domid: u32) -> Option<String> {
+    sb.xs.read(&format!("{}/hotplug-status", be(domid, 0)))
+}
+
+/// Every link's master: name → master (or "").
+fn masters(sb: &Sandbox) -> BTreeMap<String, String> {
+    let v: serde_json::Value = serde_json::from_str(&sb.ip("-j link show")).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["ifname"].as_str().unwrap().to_string(),
+                l["master"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn attached(sb: &Sandbox, domid: u32) -> bool {
+    masters(sb)
+        .get(&format!("vif{domid}.0"))
+        .map(String::as_str)
+        == Some("xenbr0")
+}
+
+/// Hotplug-log lines per device and action.
+fn log_counts(sb: &Sandbox) -> BTreeMap<(String, String), usize> {
+    let text =
+        std::fs::read_to_string(sb.log_dir().join("xen/xen-hotplug.log")).unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for l in text.lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        let dev = w.iter().find_map(|x| x.strip_prefix("device="));
+        if let (Some(dev), Some(action)) = (dev, w.get(5)) {
+            *out.entry((dev.to_string(), action.to_string()))
+                .or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+fn sandbox(tag: &str) -> Option<Sandbox> {
+    let sb = Sandbox::new(tag)?;
+    sb.bridge("xenbr0");
+    std::fs::create_dir_all(sb.log_dir().join("xen")).unwrap();
+    Some(sb)
+}
+
+#[test]
+fn two_hundred_backends_connected_then_torn_down_each_action_once() {
+    let Some(sb) = sandbox("d200") else {
+        return;
+    };
+    let doms = 1..=200u32;
+    vifs(&sb, doms.clone());
+    let d = Daemon::start(&sb);
+    for dom in doms.clone() {
+        libxl_creates(&sb, dom, &[]);
+    }
+    // Initialising: nothing happens before InitWait.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        doms.clone()
+            .all(|dom| status(&sb, dom).as_deref() == Some(""))
+    );
+    for dom in doms.clone() {
+        netback_initwait(&sb, dom);
+    }
+    wait_for(&sb, "200 connected", Duration::from_secs(60), || {
+        doms.clone()
+            .all(|dom| status(&sb, dom).as_deref() == Some("connected"))
+    });
+    let m = masters(&sb);
+    for dom in doms.clone() {
+        assert_eq!(m[&format!("vif{dom}.0")], "xenbr0", "vif{dom}.0");
+    }
+    // Netback goes on to Connected: no second action.
+    for dom in doms.clone() {
+        sb.xs.write(&format!("{}/state", be(dom, 0)), "4");
+    }
+    let st = sb.run("xen-vif", &["status"], &[]);
+    assert_ok(&st);
+    let out = stdout(&st);
+    assert!(
+        out.contains(&format!("daemon: running (pid {})", d.pid())),
+        "{out}"
+    );
+    wait_for(&sb, "the handled list", Duration::from_secs(5), || {
+        stdout(&sb.run("xen-vif", &["status"], &[])).contains("200 vifs handled")
+    });
+    assert!(
+        stdout(&sb.run("xen-vif", &["status"], &[])).contains("    vif17.0 online ok"),
+        "{out}"
+    );
+
+    for dom in doms.clone() {
+        libxl_removes(&sb, dom);
+    }
+    wait_for(&sb, "200 detached", Duration::from_secs(60), || {
+        let m = masters(&sb);
+        doms.clone().all(|dom| m[&format!("vif{dom}.0")].is_empty())
+    });
+    for dom in doms.clone() {
+        closed_and_gone(&sb, dom);
+    }
+    wait_for(
+        &sb,
+        "the handled list to empty",
+        Duration::from_secs(10),
+        || stdout(&sb.run("xen-vif", &["status"], &[])).contains(", 0 vifs handled"),
+    );
+    let counts = log_counts(&sb);
+    for dom in doms {
+        for action in ["online", "offline"] {
+            let key = (format!("vif{dom}.0"), action.to_string());
+            assert_eq!(counts.get(&key), Some(&1), "{key:?}: {counts:?}");
+        }
+    }
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(d.wait(Duration::from_secs(10)), Some(0));
+    assert!(stdout(&sb.run("xen-vif", &["status"], &[])).contains("daemon: not running"));
+}
+
+#[test]
+fn a_bad_backend_gets_its_own_error_and_the_others_go_on() {
+    let Some(sb) = sandbox("dbad") else {
+        return;
+    };
+    vifs(&sb, 1..=20);
+    let _d = Daemon::start(&sb);
+    for dom in 1..=20 {
+        let extra: &[(&str, &str)] = match dom {
+            7 => &[("bridge", "nosuch0")],
+            8 => &[("script", "/etc/xen/scripts/vif-nat")],
+            9 => &[("mtu", "junk")],
+            _ => &[],
+        };
+        libxl_creates(&sb, dom, extra);
+        netback_initwait(&sb, dom);
+    }
+    wait_for(
+        &sb,
+        "every backend answered",
+        Duration::from_secs(30),
+        || (1..=20).all(|d| status(&sb, d).is_some_and(|s| !s.is_empty())),
+    );
+    for (dom, want) in [(7, "nosuch0"), (8, "vif-nat"), (9, "mtu")] {
+        assert_eq!(status(&sb, dom).as_deref(), Some("error"), "dom {dom}");
+        let err = sb
+            .xs
+            .read(&format!("{}/hotplug-error", be(dom, 0)))
+            .unwrap();
+        assert!(err.contains(want), "dom {dom}: {err}");
+        assert!(!attached(&sb, dom));
+    }
+    for dom in (1..=20).filter(|d| ![7, 8, 9].contains(d)) {
+        assert_eq!(status(&sb, dom).as_deref(), Some("connected"), "dom {dom}");
+        assert!(attached(&sb, dom), "dom {dom}");
+    }
+    // A failure is reported once, not retried on every later event.
+    sb.xs.write(&format!("{}/state", be(7, 0)), "2");
+    std::thread::sleep(Duration::from_millis(300));
+    let counts = log_counts(&sb);
+    assert_eq!(
+        counts.get(&("vif7.0".to_string(), "online".to_string())),
+        Some(&1)
+    );
+}
+
+#[test]
+fn one_shot_calls_racing_the_daemon_never_interleave() {
+    let Some(sb) = sandbox("drace") else {
+        return;
+    };
+    let doms = 1..=30u32;
+    vifs(&sb, doms.clone());
+    let _d = Daemon::start(&sb);
+    for dom in doms.clone() {
+        libxl_creates(&sb, dom, &[("mtu", "1400")]);
+    }
+    std::thread::scope(|s| {
+        for dom in doms.clone() {
+            let sb = &sb;
+            s.spawn(move || {
+                netback_initwait(sb, dom);
+                // The administrator (or a leftover libxl script) at the same moment.
+                assert_ok(&sb.run("xen-vif", &["add", &dom.to_string(), "0"], &[]));
+            });
+        }
+    });
+    wait_for(&sb, "30 connected", Duration::from_secs(30), || {
+        doms.clone()
+            .all(|dom| status(&sb, dom).as_deref() == Some("connected"))
+    });
+    for dom in doms.clone() {
+        assert!(attached(&sb, dom));
+        assert_eq!(sb.mtu(&format!("vif{dom}.0")), 1400);
+        assert_eq!(sb.xs.read(&format!("{}/hotplug-error", be(dom, 0))), None);
+    }
+    // Removal raced by the administrator's remove: the end is the same.
+    std::thread::scope(|s| {
+        for dom in doms.clone() {
+            let sb = &sb;
+            s.spawn(move || {
+                libxl_removes(sb, dom);
+                assert_ok(&sb.run("xen-vif", &["remove", &dom.to_string(), "0"], &[]));
+            });
+        }
+    });
+    wait_for(&sb, "30 detached", Duration::from_secs(30), || {
+        let m = masters(&sb);
+        doms.clone().all(|dom| m[&format!("vif{dom}.0")].is_empty())
+    });
+}
+
+#[test]
+fn killed_mid_run_and_restarted_converges() {
+    let Some(sb) = sandbox("dkill") else {
+        return;
+    };
+    let doms = 1..=100u32;
+    vifs(&sb, doms.clone());
+    let d = Daemon::start(&sb);
+    for dom in doms.clone() {
+        libxl_creates(&sb, dom, &[]);
+        netback_initwait(&sb, dom);
+    }
+    wait_for(&sb, "some connected", Duration::from_secs(30), || {
+        doms.clone()
+            .filter(|&dom| status(&sb, dom).as_deref() == Some("connected"))
+            .count()
+            >= 10
+    });
+    d.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = d.wait(Duration::from_secs(5));
+    // Removals and creations while nobody watches.
+    for dom in 1..=5 {
+        libxl_removes(&sb, dom);
+    }
+    vifs(&sb, 101..=110);
+    for dom in 101..=110 {
+        libxl_creates(&sb, dom, &[]);
+        netback_initwait(&sb, dom);
+    }
+    let _d = Daemon::start(&sb);
+    wait_for(
+        &sb,
+        "all connected after the restart",
+        Duration::from_secs(60),
+        || (6..=110).all(|dom| status(&sb, dom).as_deref() == Some("connected")),
+    );
+    wait_for(
+        &sb,
+        "the removed ones detached",
+        Duration::from_secs(10),
+        || (1..=5).all(|dom| !attached(&sb, dom)),
+    );
+    let m = masters(&sb);
+    for dom in 6..=110 {
+        assert_eq!(m[&format!("vif{dom}.0")], "xenbr0", "vif{dom}.0");
+    }
+}
+
+#[test]
+fn xenstored_restarting_reconnects_and_resyncs() {
+    let Some(mut sb) = sandbox("dxsr") else {
+        return;
+    };
+    vifs(&sb, 1..=30);
+    let _d = Daemon::start(&sb);
+    for dom in 1..=20 {
+        libxl_creates(&sb, dom, &[]);
+        netback_initwait(&sb, dom);
+    }
+    wait_for(&sb, "20 connected", Duration::from_secs(30), || {
+        (1..=20).all(|dom| status(&sb, dom).as_deref() == Some("connected"))
+    });
+    sb.xs.crash();
+    // While xenstored is away: five removed, ten new.
+    for dom in 1..=5 {
+        libxl_removes(&sb, dom);
+    }
+    for dom in 21..=30 {
+        libxl_creates(&sb, dom, &[]);
+        netback_initwait(&sb, dom);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    sb.xs.resume().unwrap();
+    wait_for(
+        &sb,
+        "the new ones connected",
+        Duration::from_secs(30),
+        || (21..=30).all(|dom| status(&sb, dom).as_deref() == Some("connected")),
+    );
+    wait_for(
+        &sb,
+        "the removed ones detached",
+        Duration::from_secs(10),
+        || (1..=5).all(|dom| !attached(&sb, dom)),
+    );
+    for dom in 6..=30 {
+        assert!(attached(&sb, dom), "vif{dom}.0");
+    }
+    // Still watching: a backend after the reconnect.
+    vifs(&sb, 31..=31);
+    libxl_creates(&sb, 31, &[]);
+    netback_initwait(&sb, 31);
+    wait_for(&sb, "one more connected", Duration::from_secs(10), || {
+        status(&sb, 31).as_deref() == Some("connected")
+    });
+}
+
+#[test]
+fn libxl_running_the_scripts_is_left_alone_and_udev_steps_aside() {
+    let Some(sb) = sandbox("dalone") else {
+        return;
+    };
+    vifs(&sb, 1..=2);
+    let d = Daemon::start(&sb);
+    // udev's call for a vif while the daemon runs: nothing (the daemon does it).
+    libxl_creates(&sb, 2, &[]);
+    let mut env = sb.libxl_env("vif-setup", 2, 0);
+    env.push(("UDEV_CALL".into(), "1".into()));
+    assert_ok(&sb.run("vif-setup", &["online", "type_if=vif"], &env));
+    assert_eq!(status(&sb, 2).as_deref(), Some(""));
+    assert!(!attached(&sb, 2));
+
+    sb.xs.write("/local/domain/0/libxl/disable_udev", "1");
+    libxl_creates(&sb, 1, &[]);
+    netback_initwait(&sb, 1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(status(&sb, 1).as_deref(), Some(""));
+    assert!(!attached(&sb, 1));
+
+    // SIGTERM: stops, lock released; udev's call then acts again.
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(d.wait(Duration::from_secs(10)), Some(0));
+    sb.xs.rm("/local/domain/0/libxl/disable_udev");
+    assert_ok(&sb.run("vif-setup", &["online", "type_if=vif"], &env));
+    assert_eq!(status(&sb, 2).as_deref(), Some("connected"));
+}
+
+#[test]
+fn a_second_daemon_is_refused() {
+    let Some(sb) = sandbox("dtwo") else {
+        return;
+    };
+    let d = Daemon::start(&sb);
+    let o = sb.run("xen-vif", &["daemon"], &[]);
+    assert_fails(&o);
+    assert!(
+        stderr(&o).contains(&format!(
+            "another xen-vif daemon is running (pid {})",
+            d.pid()
+        )),
+        "{}",
+        stderr(&o)
+    );
+}
