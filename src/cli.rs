@@ -119,6 +119,16 @@ pub enum NetworkCmd {
         Examples:\n  xen-vif network route start netdev=dummy0 gateway=10.9.0.1/29\n  \
         xen-vif network route status netdev=dummy0")]
     Route(ScriptArgs),
+    /// The host network named by `network_script` in /etc/xen/xen-vif.toml (what xend's
+    /// `(network-script ...)` was), as xen-vif-network.service runs it at boot and shutdown;
+    /// without that key, nothing.
+    Host {
+        /// start: build it (a no-op when built); stop: put the host back; status: show it.
+        action: ActionArg,
+        /// Print each planned change and make none.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Check pre-built bridges (what `network-prebuilt start bridges=...` does): changes
     /// nothing; exit 1 with one line per bridge that is missing, not a bridge, or down.
     Check {
@@ -262,7 +272,29 @@ fn generate(what: Generate) -> i32 {
 }
 
 fn network(cmd: NetworkCmd) -> i32 {
+    let action = |a: ActionArg| match a {
+        ActionArg::Start => Action::Start,
+        ActionArg::Stop => Action::Stop,
+        ActionArg::Status => Action::Status,
+    };
     let (script, a) = match cmd {
+        NetworkCmd::Host { action: a, dry_run } => {
+            let cfg = match config::current() {
+                Ok(c) => c,
+                Err(e) => {
+                    log::error(e);
+                    return 1;
+                }
+            };
+            let Some(n) = &cfg.network_script else {
+                log::info(&format!(
+                    "no network_script in {}: nothing to do",
+                    config::PATH
+                ));
+                return 0;
+            };
+            return network_script::run(n.script, action(a), &n.vars, dry_run);
+        }
         NetworkCmd::Bridge(a) => (Script::Bridge, a),
         NetworkCmd::Route(a) => (Script::Route, a),
         NetworkCmd::Check { bridges } => {
@@ -270,12 +302,7 @@ fn network(cmd: NetworkCmd) -> i32 {
             return network_script::run(Script::Prebuilt, Action::Start, &vars, false);
         }
     };
-    let action = match a.action {
-        ActionArg::Start => Action::Start,
-        ActionArg::Stop => Action::Stop,
-        ActionArg::Status => Action::Status,
-    };
-    network_script::run(script, action, &a.params, a.dry_run)
+    network_script::run(script, action(a.action), &a.params, a.dry_run)
 }
 
 fn device(a: &DeviceArgs, up: bool) -> i32 {
