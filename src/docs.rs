@@ -82,8 +82,8 @@ backend's \fBhotplug\-error\fR key and \fBhotplug\-status\fR is set to \fBerror\
 .SH FILES
 .TP
 \fI/etc/xen/xen\-vif.toml\fR
-optional host\-wide defaults: \fBmode\fR, \fBgatewaydev\fR, \fBlog_file\fR, \fBhook_dir\fR
-(check it with \fBxen\-vif check\-config\fR).
+optional host\-wide defaults: \fBmode\fR, \fBgatewaydev\fR, \fBlog_file\fR, \fBhook_dir\fR,
+\fBnetwork_script\fR (check it with \fBxen\-vif check\-config\fR).
 .TP
 \fI/var/log/xen/xen\-hotplug.log\fR
 one line per action (time, domain, device, action, mode, result, duration), if \fI/var/log/xen\fR exists.
@@ -94,7 +94,12 @@ executable hooks run with \fI/bin/sh\fR after each action, with \fBcommand\fR, \
 in the environment.
 .TP
 \fI/run/xen\-vif/\fR
-per\-device locks.
+per\-device locks; \fIdaemon.pid\fR (held while \fBxen\-vif daemon\fR runs) and
+\fIdaemon.vifs\fR (the vifs it handled).
+.TP
+\fIxen\-vif.service\fR, \fIxen\-vif\-network.service\fR
+systemd units: the daemon (with \fBrun_hotplug_scripts=0\fR in \fI/etc/xen/xl.conf\fR), and
+the host network from \fBnetwork_script\fR at boot and shutdown.
 .SH ENVIRONMENT
 .TP
 \fBXEN_VIF_LOG=debug\fR
