@@ -36,22 +36,6 @@ scripts/gen-assets.sh "$bin"
 deb=$work/xen-vif.deb
 cargo deb --no-build --target x86_64-unknown-linux-gnu --output "$deb" >/dev/null
 
-echo "== lintian (Debian's policy checker): no error or warning, overrides only with a reason"
-if ! command -v lintian >/dev/null; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends lintian >/dev/null
-fi
-lint=$(lintian --show-overrides "$deb" 2>&1 || true)
-[ -z "$lint" ] || echo "$lint"
-check "lintian: no errors or warnings" sh -c "! echo \"\$1\" | grep -q '^[EW]: '" _ "$lint"
-check "lintian: the static binary is the only override" \
-    same "$(echo "$lint" | grep '^O: ' | sed 's/^O: xen-vif: //')" \
-    "statically-linked-binary [usr/libexec/xen-vif/xen-vif]"
-check "lintian: every override says why" sh -c \
-    "dpkg-deb --fsys-tarfile '$deb' | tar -xOf - ./usr/share/lintian/overrides/xen-vif | grep -B1 '^xen-vif:' | head -1 | grep -q '^#'"
-check "machine-readable copyright" sh -c \
-    "dpkg-deb --fsys-tarfile '$deb' | tar -xOf - ./usr/share/doc/xen-vif/copyright | head -1 | grep -qx 'Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/'"
-
 echo "== stock xen-utils-common (Debian's, repacked without maintainer scripts)"
 xuc=$(ls "$work"/xen-utils-common_*.deb 2>/dev/null | head -1 || true)
 if [ -z "$xuc" ]; then
@@ -86,7 +70,8 @@ new_root() {
 dpkg_in() { # ROOT ARGS...
     local r=$1
     shift
-    dpkg --root="$r" --force-script-chrootless --log=/dev/null "$@" >/dev/null
+    # --force-depends: the roots have no dpkg of their own to satisfy xen-vif's Depends on it.
+    dpkg --root="$r" --force-script-chrootless --force-depends --log=/dev/null "$@" >/dev/null
 }
 
 names="vif-bridge vif-route vif-setup network-bridge network-route network-prebuilt"
@@ -118,6 +103,22 @@ no_xen_vif_files() {
         [ ! -e "$1/lib/systemd/system/xen-vif.service" ]
 }
 same() { [ "$1" = "$2" ] || { diff <(echo "$1") <(echo "$2") >&2; return 1; }; }
+
+echo "== lintian (Debian's policy checker): no error or warning, overrides only with a reason"
+if ! command -v lintian >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends lintian >/dev/null
+fi
+lint=$(lintian --show-overrides "$deb" 2>&1 || true)
+[ -z "$lint" ] || echo "$lint"
+check "lintian: no errors or warnings" sh -c "! echo \"\$1\" | grep -q '^[EW]: '" _ "$lint"
+check "lintian: the static binary is the only override" \
+    same "$(echo "$lint" | grep '^O: ' | sed 's/^O: xen-vif: //')" \
+    "statically-linked-binary [usr/libexec/xen-vif/xen-vif]"
+check "lintian: every override says why" sh -c \
+    "dpkg-deb --fsys-tarfile '$deb' | tar -xOf - ./usr/share/lintian/overrides/xen-vif | grep -B1 '^xen-vif:' | head -1 | grep -q '^#'"
+check "machine-readable copyright" sh -c \
+    "dpkg-deb --fsys-tarfile '$deb' | tar -xOf - ./usr/share/doc/xen-vif/copyright | head -1 | grep -qx 'Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/'"
 
 echo "== Xen first, then xen-vif; a xen-utils-common upgrade; removal"
 r=$(new_root)
