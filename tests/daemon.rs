@@ -28,7 +28,7 @@ impl Daemon {
             sb.xs
                 .traffic()
                 .iter()
-                .filter(|r| r.op == "WATCH" && r.path == BASE)
+                .filter(|r| r.op == "WATCH" && r.path.ends_with("/backend/vif"))
                 .count()
         };
         let before = watches();
@@ -530,5 +530,59 @@ fn a_second_daemon_is_refused() {
         )),
         "{}",
         stderr(&o)
+    );
+}
+
+#[test]
+fn in_a_driver_domain_it_serves_its_own_backends_only() {
+    let Some(mut sb) = sandbox("ddom") else {
+        return;
+    };
+    // xenstored answering as domain 3: relative paths are under /local/domain/3.
+    sb.xs = test_xenstored::Daemon::start_with(
+        &sb.path("xenstored-dom3.sock"),
+        test_xenstored::Options {
+            domid: 3,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    vifs(&sb, 5..=6);
+    let _d = Daemon::start(&sb);
+    let mine = "/local/domain/3/backend/vif/5/0";
+    let dom0s = "/local/domain/0/backend/vif/6/0";
+    for p in [mine, dom0s] {
+        for (k, v) in [
+            ("frontend-id", if p == mine { "5" } else { "6" }),
+            ("handle", "0"),
+            ("online", "1"),
+            ("bridge", "xenbr0"),
+            ("script", "/etc/xen/scripts/vif-bridge"),
+            ("hotplug-status", ""),
+            ("state", "2"),
+        ] {
+            sb.xs.write(&format!("{p}/{k}"), v);
+        }
+    }
+    wait_for(
+        &sb,
+        "its own backend connected",
+        Duration::from_secs(10),
+        || sb.xs.read(&format!("{mine}/hotplug-status")).as_deref() == Some("connected"),
+    );
+    assert!(attached(&sb, 5));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        sb.xs.read(&format!("{dom0s}/hotplug-status")).as_deref(),
+        Some("")
+    );
+    assert!(!attached(&sb, 6));
+    sb.xs.write(&format!("{mine}/online"), "0");
+    sb.xs.write(&format!("{mine}/state"), "5");
+    wait_for(
+        &sb,
+        "its own backend detached",
+        Duration::from_secs(10),
+        || !attached(&sb, 5),
     );
 }

@@ -28,7 +28,8 @@ use server::{Shared, State};
 pub struct Request {
     /// xenstored's name of the message type: "READ", "WRITE", "DIRECTORY", "RM", ...
     pub op: String,
-    /// The node, absolute (relative paths resolved under /local/domain/0); empty for
+    /// The node, absolute (relative paths resolved under the client's /local/domain/<id>,
+    /// [`Options::domid`]); empty for
     /// requests that do not name a node (TRANSACTION_START, GET_DOMAIN_PATH, ...).
     pub path: String,
     /// The value, for WRITE only.
@@ -68,6 +69,9 @@ pub struct Options {
     /// Gets one line per request as it arrives: `OP PATH[ VALUE]` (newlines and
     /// backslashes in VALUE escaped as `\n` and `\\`).
     pub traffic_log: Option<File>,
+    /// The domain every client is taken to be: its relative paths resolve under
+    /// `/local/domain/<domid>` (0: dom0; another: a driver domain's view).
+    pub domid: u32,
 }
 
 /// A running daemon; dropping it stops it (closes the listener and every
@@ -87,6 +91,7 @@ impl Daemon {
 
     pub fn start_with(socket: &Path, options: Options) -> io::Result<Daemon> {
         let mut state = State::new(options.traffic_log);
+        state.home = format!("/local/domain/{}", options.domid);
         for (path, value) in &options.initial {
             let name = store::canonicalize(path.as_bytes(), false).map_err(|_| {
                 io::Error::new(
