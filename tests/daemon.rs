@@ -586,3 +586,74 @@ fn in_a_driver_domain_it_serves_its_own_backends_only() {
         || !attached(&sb, 5),
     );
 }
+
+#[test]
+fn sigterm_finishes_the_action_in_flight() {
+    let Some(sb) = sandbox("dterm") else {
+        return;
+    };
+    let hooks = sb.etc_dir().join("xen/scripts/vif-post.d");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let hook = hooks.join("slow.hook");
+    std::fs::write(&hook, "touch /var/log/hook-started\nsleep 1\n").unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    vifs(&sb, 1..=1);
+    let d = Daemon::start(&sb);
+    libxl_creates(&sb, 1, &[]);
+    netback_initwait(&sb, 1);
+    wait_for(&sb, "the hook to start", Duration::from_secs(10), || {
+        sb.log_dir().join("hook-started").exists()
+    });
+    assert_eq!(status(&sb, 1).as_deref(), Some(""));
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(d.wait(Duration::from_secs(10)), Some(0));
+    assert_eq!(status(&sb, 1).as_deref(), Some("connected"));
+    assert!(attached(&sb, 1));
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn memory_stays_flat_over_guest_lifetimes() {
+    let Some(sb) = sandbox("dmem") else {
+        return;
+    };
+    let d = Daemon::start(&sb);
+    let mut after = Vec::new();
+    for round in 0..6u32 {
+        let doms: Vec<u32> = (1..=50).map(|i| round * 100 + i).collect();
+        vifs(&sb, doms.iter().copied());
+        for &dom in &doms {
+            libxl_creates(&sb, dom, &[]);
+            netback_initwait(&sb, dom);
+        }
+        wait_for(&sb, "50 connected", Duration::from_secs(30), || {
+            doms.iter()
+                .all(|&dom| status(&sb, dom).as_deref() == Some("connected"))
+        });
+        for &dom in &doms {
+            libxl_removes(&sb, dom);
+        }
+        wait_for(&sb, "50 detached", Duration::from_secs(30), || {
+            let m = masters(&sb);
+            doms.iter().all(|dom| m[&format!("vif{dom}.0")].is_empty())
+        });
+        for &dom in &doms {
+            closed_and_gone(&sb, dom);
+        }
+        wait_for(&sb, "nothing remembered", Duration::from_secs(10), || {
+            std::fs::read_to_string(sb.run_dir().join("daemon.vifs")).is_ok_and(|s| s.is_empty())
+        });
+        after.push(rss_kib(d.pid()));
+    }
+    // The first round grows the allocator's pools; later rounds must not add to them.
+    eprintln!("RSS after each round (KiB): {after:?}");
+    let (first, last) = (after[1], after[after.len() - 1]);
+    assert!(last <= first + 512, "RSS after each round (KiB): {after:?}");
+}
