@@ -657,3 +657,133 @@ fn memory_stays_flat_over_guest_lifetimes() {
     let (first, last) = (after[1], after[after.len() - 1]);
     assert!(last <= first + 512, "RSS after each round (KiB): {after:?}");
 }
+
+/// The benchmark of BENCHMARKS.md ("Resident mode"), not a test: 1000 vifs through the daemon,
+/// from the backend writes to the last `hotplug-status=connected`, beside the one-shot path
+/// (benches/drive.py starting one `vif-bridge online` per vif, as a toolstack does), in one
+/// run against the same xenstored and kernel. Run with
+/// `cargo test --release --test daemon -- --ignored --nocapture bench`.
+#[test]
+#[ignore]
+fn bench_1000_vifs_daemon_against_one_shot() {
+    let Some(sb) = sandbox("dbench") else {
+        return;
+    };
+    let n: u32 = std::env::var("BENCH_VIFS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    vifs(&sb, 1..=n);
+    for dom in 1..=n {
+        libxl_creates(&sb, dom, &[]);
+    }
+    let all_connected = || (1..=n).all(|d| status(&sb, d).as_deref() == Some("connected"));
+    let lines = |what: &str| {
+        std::fs::read_to_string(sb.log_dir().join("xen/xen-hotplug.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&format!(" {what} ")) && l.contains("result=ok"))
+            .count()
+    };
+    let reset = || {
+        for dom in 1..=n {
+            sb.xs.write(&format!("{}/online", be(dom, 0)), "1");
+            sb.xs.write(&format!("{}/state", be(dom, 0)), "1");
+            sb.xs.write(&format!("{}/hotplug-status", be(dom, 0)), "");
+        }
+        let _ = std::fs::remove_file(sb.log_dir().join("xen/xen-hotplug.log"));
+    };
+    let mut rows = Vec::new();
+    // One-shot: every backend at InitWait, one process per vif.
+    for par in [1u32, 16] {
+        for dom in 1..=n {
+            netback_initwait(&sb, dom);
+        }
+        let drive = |command: &str| {
+            let o = sb
+                .command("python3")
+                .arg(env!("CARGO_MANIFEST_DIR").to_string() + "/benches/drive.py")
+                .args([
+                    sb.path("vif-bridge").to_str().unwrap(),
+                    command,
+                    &n.to_string(),
+                    &par.to_string(),
+                ])
+                .env("script", "/etc/xen/scripts/vif-bridge")
+                .env("XENBUS_TYPE", "vif")
+                .env("XENBUS_BASE_PATH", "backend")
+                .output()
+                .unwrap();
+            assert_ok(&o);
+            let out = stdout(&o);
+            let mut w = out.split_whitespace();
+            let ms: u64 = w.next().unwrap().parse().unwrap();
+            assert_eq!(w.next(), Some("0"), "failures");
+            ms
+        };
+        let on = drive("online");
+        assert!(all_connected());
+        let off = drive("offline");
+        assert_eq!(lines("offline"), n as usize);
+        rows.push(format!(
+            "| one-shot, {par} at a time | {on} ms | {:.2} ms | {off} ms |",
+            on as f64 / n as f64
+        ));
+        reset();
+    }
+    // The daemon: running and idle, then every backend reaches InitWait at once.
+    for workers in ["2", "8"] {
+        let log = std::fs::File::create(sb.path("daemon.log")).unwrap();
+        let mut child = sb
+            .command(sb.path("xen-vif"))
+            .args(["daemon", "--workers", workers])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        wait_for(&sb, "the daemon to watch", Duration::from_secs(10), || {
+            sb.run_dir().join("daemon.pid").exists()
+                && std::fs::read_to_string(sb.run_dir().join("daemon.pid"))
+                    .is_ok_and(|s| s.trim() == pid.to_string())
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let idle_rss = rss_kib(pid);
+        let t = Instant::now();
+        for dom in 1..=n {
+            netback_initwait(&sb, dom);
+        }
+        while !all_connected() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let on = t.elapsed().as_millis();
+        let busy_rss = rss_kib(pid);
+        let t = Instant::now();
+        for dom in 1..=n {
+            libxl_removes(&sb, dom);
+        }
+        while lines("offline") < n as usize {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let off = t.elapsed().as_millis();
+        let hwm = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_string()))
+            .unwrap();
+        rows.push(format!(
+            "| daemon, --workers {workers} | {on} ms | {:.2} ms | {off} ms |",
+            on as f64 / n as f64
+        ));
+        rows.push(format!(
+            "|   RSS: idle {idle_rss} KiB, with {n} vifs connected {busy_rss} KiB, peak {hwm} | | | |"
+        ));
+        let _ = child.kill();
+        let _ = child.wait();
+        reset();
+    }
+    println!("\n| {n} vifs | online, all | per vif | offline, all |\n|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+}
