@@ -12,10 +12,12 @@
 //! while it is busy make that worker look again. A lost connection, and a start (after a
 //! crash too), resync with a full scan: every backend's desired state against what it has.
 //!
-//! The emulated NIC's tap (`vifD.N-emu`, `type_if=tap`) is not handled here: qemu creates it,
-//! nothing in xenstore says when, and the udev rule for `vif*-emu` (udev/xen-vif.rules), which
-//! gets exactly that kernel event, runs the one-shot `add`/`remove`. The same rules' `vif-*`
-//! lines step aside while the daemon runs (`lock::daemon_pid`), so no vif action runs twice.
+//! The emulated NIC's tap (`vifD.N-emu`, `type_if=tap`) is created by qemu, and nothing in
+//! xenstore says when: the kernel's uevent for it does (the one the udev rule for `vif*-emu`
+//! gets). A thread listens on a NETLINK_KOBJECT_UEVENT socket (kernel messages only) and runs
+//! the one-shot `add`/`remove type_if=tap` for each, in order; at start it `add`s every tap that
+//! exists (a removal missed while down needs nothing: the kernel took the tap away). The udev
+//! rules step aside while the daemon runs (`lock::daemon_pid`), so no action runs twice.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{Read, Write};
@@ -28,7 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::deadline::{self, Deadline};
-use crate::invocation::{DeviceId, Personality};
+use crate::invocation::{Command, DeviceId, Personality, TypeIf, parse_tap_name};
 use crate::log;
 use crate::rundir::{self, RUN_DIR};
 use crate::xenstore::{self, Store, XenStore};
@@ -160,6 +162,43 @@ pub fn target(path: &str) -> Target {
     }
 }
 
+/// A kernel uevent about an emulated NIC's tap: `add` or `remove` of `vifD.N-emu`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TapEvent {
+    pub command: Command,
+    pub name: String,
+    pub id: DeviceId,
+}
+
+/// Parse a kernel uevent (`ACTION@DEVPATH`, then `KEY=VALUE` fields, NUL-separated); `None`
+/// unless it is the add or removal of a network device named like a tap.
+pub fn tap_event(msg: &[u8]) -> Option<TapEvent> {
+    let mut fields = msg.split(|&b| b == 0).map(String::from_utf8_lossy);
+    if !fields.next()?.contains('@') {
+        return None; // udevd's own messages start "libudev"
+    }
+    let (mut action, mut subsystem, mut interface) = (None, None, None);
+    for f in fields {
+        match f.split_once('=') {
+            Some(("ACTION", v)) => action = Some(v.to_string()),
+            Some(("SUBSYSTEM", v)) => subsystem = Some(v.to_string()),
+            Some(("INTERFACE", v)) => interface = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    if subsystem.as_deref() != Some("net") {
+        return None;
+    }
+    let command = match action.as_deref() {
+        Some("add") => Command::Add,
+        Some("remove") => Command::Remove,
+        _ => return None,
+    };
+    let name = interface?;
+    let id = parse_tap_name(&name)?;
+    Some(TapEvent { command, name, id })
+}
+
 // ---------------------------------------------------------------------------------------------
 // The process.
 
@@ -277,9 +316,21 @@ pub fn run(opts: &Options) -> i32 {
         log::error("daemon: cannot start a worker thread");
         return 1;
     }
+    let taps = match uevent_socket() {
+        Ok(sock) => std::thread::Builder::new()
+            .name("taps".into())
+            .spawn(move || tap_loop(&sock))
+            .ok(),
+        Err(e) => {
+            log::warn(&format!(
+                "daemon: no kernel uevents ({e}): emulated NICs' taps are left to udev"
+            ));
+            None
+        }
+    };
     watch_loop(&shared);
     shared.wake.notify_all();
-    for w in workers {
+    for w in workers.into_iter().chain(taps) {
         let _ = w.join();
     }
     write_handled(&shared);
@@ -520,6 +571,102 @@ fn handle(shared: &Shared, store: &mut Option<XenStore>, id: DeviceId) {
     }
 }
 
+/// The kernel's uevents, as udev gets them (multicast group 1).
+fn uevent_socket() -> Result<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{
+        AddressFamily, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, socket,
+    };
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        SockProtocol::NetlinkKObjectUEvent,
+    )?;
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &NetlinkAddr::new(0, 1),
+    )?;
+    // A burst of devices (queues, peers) must not overflow the default buffer.
+    let _ = nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::RcvBuf, &(1 << 20));
+    Ok(fd)
+}
+
+/// Taps, one action at a time in the kernel's order (an add and the removal of the same tap
+/// must not overtake each other; taps come once per HVM guest's NIC).
+fn tap_loop(sock: &std::os::fd::OwnedFd) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use nix::sys::socket::{NetlinkAddr, recvfrom};
+    // Those that exist already: added while nobody listened (idempotent if done).
+    let existing: Vec<String> = crate::netlink::Netlink::open()
+        .and_then(|mut nl| nl.links())
+        .map(|links| links.into_iter().map(|l| l.name).collect())
+        .unwrap_or_default();
+    for name in existing {
+        if let Some(id) = parse_tap_name(&name) {
+            act_tap(&TapEvent {
+                command: Command::Add,
+                name,
+                id,
+            });
+        }
+    }
+    let mut buf = vec![0u8; 8192];
+    while !STOP.load(Ordering::SeqCst) {
+        let mut fds = [PollFd::new(
+            std::os::fd::AsFd::as_fd(sock),
+            PollFlags::POLLIN,
+        )];
+        let ms = u16::try_from(TICK.as_millis()).unwrap_or(u16::MAX);
+        if !matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0) {
+            continue;
+        }
+        let raw = std::os::fd::AsRawFd::as_raw_fd(sock);
+        let (len, from) = match recvfrom::<NetlinkAddr>(raw, &mut buf) {
+            Ok(r) => r,
+            Err(nix::errno::Errno::ENOBUFS) => {
+                log::warn("daemon: kernel uevents were lost (receive buffer full)");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        // Only the kernel (port 0) speaks for devices; anyone else is ignored.
+        if from.is_none_or(|a| a.pid() != 0) {
+            continue;
+        }
+        if let Some(ev) = tap_event(&buf[..len]) {
+            act_tap(&ev);
+        }
+    }
+}
+
+/// `vif-setup add|remove type_if=tap` as libxl runs it for the emulated NIC.
+fn act_tap(ev: &TapEvent) {
+    let _budget = Deadline::after(deadline::WORK).enter();
+    let backend = ev.id.relative_backend();
+    let store = XenStore::open().ok();
+    // libxl running the scripts runs this one too.
+    let read = |path: &str| store.as_ref().and_then(|s| s.read(path).ok().flatten());
+    if read("libxl/disable_udev").is_some() {
+        log::debug(&format!("daemon: {}: libxl runs the scripts", ev.name));
+        return;
+    }
+    // The mode is the vif backend's `script`; unreadable, the one-shot code reports the rest.
+    let script = read(&format!("{backend}/script"));
+    drop(store);
+    let vars: BTreeMap<&str, String> = [
+        ("XENBUS_PATH", backend),
+        ("XENBUS_TYPE", "vif".to_string()),
+        ("XENBUS_BASE_PATH", "backend".to_string()),
+        ("INTERFACE", ev.name.clone()),
+    ]
+    .into_iter()
+    .chain(script.map(|s| ("script", s)))
+    .collect();
+    let env = move |k: &str| vars.get(k).cloned();
+    let args = [ev.command.to_string(), "type_if=tap".to_string()];
+    hotplug::run_personality(Personality::VifSetup, &args, &env);
+}
+
 /// The one-shot action, exactly as libxl would have run `vif-setup` for this backend: its
 /// triage, validation, locks, plan, undo, hooks, report and hotplug-log line.
 fn act(id: DeviceId, command: &str, script: Option<&str>) -> bool {
@@ -527,7 +674,7 @@ fn act(id: DeviceId, command: &str, script: Option<&str>) -> bool {
         ("XENBUS_PATH", id.relative_backend()),
         ("XENBUS_TYPE", "vif".to_string()),
         ("XENBUS_BASE_PATH", "backend".to_string()),
-        ("vif", id.kernel_name(crate::invocation::TypeIf::Vif)),
+        ("vif", id.kernel_name(TypeIf::Vif)),
     ]
     .into_iter()
     .chain(script.map(|s| ("script", s.to_string())))
@@ -548,7 +695,7 @@ fn write_handled(shared: &Shared) {
                     "{} {} {} {what} {}\n",
                     id.domid,
                     id.devid,
-                    id.kernel_name(crate::invocation::TypeIf::Vif),
+                    id.kernel_name(TypeIf::Vif),
                     if ok { "ok" } else { "error" }
                 );
                 (*id, line)
@@ -716,6 +863,61 @@ mod tests {
             ..Observed::default()
         };
         assert_eq!(decide(&o, Done::Nothing), Action::Nothing);
+    }
+
+    #[test]
+    fn tap_uevents() {
+        let msg = |fields: &[&str]| fields.join("\0").into_bytes();
+        let add = msg(&[
+            "add@/devices/virtual/net/vif7.0-emu",
+            "ACTION=add",
+            "DEVPATH=/devices/virtual/net/vif7.0-emu",
+            "SUBSYSTEM=net",
+            "INTERFACE=vif7.0-emu",
+            "IFINDEX=3",
+            "SEQNUM=1",
+        ]);
+        assert_eq!(
+            tap_event(&add),
+            Some(TapEvent {
+                command: Command::Add,
+                name: "vif7.0-emu".into(),
+                id: DeviceId { domid: 7, devid: 0 }
+            })
+        );
+        let remove = msg(&[
+            "remove@/devices/virtual/net/vif7.1-emu",
+            "ACTION=remove",
+            "SUBSYSTEM=net",
+            "INTERFACE=vif7.1-emu",
+        ]);
+        assert_eq!(tap_event(&remove).map(|e| e.command), Some(Command::Remove));
+        for other in [
+            // a queue of the tap, a netback vif, an ordinary link, a rename, udevd's format
+            msg(&["add@/x/queues/rx-0", "ACTION=add", "SUBSYSTEM=queues"]),
+            msg(&["add@/x", "ACTION=add", "SUBSYSTEM=net", "INTERFACE=vif7.0"]),
+            msg(&["add@/x", "ACTION=add", "SUBSYSTEM=net", "INTERFACE=eth0"]),
+            msg(&[
+                "move@/x",
+                "ACTION=move",
+                "SUBSYSTEM=net",
+                "INTERFACE=vif7.0-emu",
+            ]),
+            msg(&[
+                "libudev",
+                "ACTION=add",
+                "SUBSYSTEM=net",
+                "INTERFACE=vif7.0-emu",
+            ]),
+            Vec::new(),
+        ] {
+            assert_eq!(
+                tap_event(&other),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(&other)
+            );
+        }
     }
 
     #[test]

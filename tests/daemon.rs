@@ -787,3 +787,60 @@ fn bench_1000_vifs_daemon_against_one_shot() {
         println!("{r}");
     }
 }
+
+fn master_of(sb: &Sandbox, link: &str) -> Option<String> {
+    masters(sb).get(link).cloned()
+}
+
+#[test]
+fn an_emulated_nics_tap_is_added_and_removed_from_kernel_uevents() {
+    let Some(sb) = sandbox("dtap") else {
+        return;
+    };
+    for dom in [7, 8, 9] {
+        libxl_creates(&sb, dom, &[]);
+    }
+    // A tap that qemu made while no daemon ran: added at start.
+    sb.ip("link add vif8.0-emu type veth peer name g8e");
+    let d = Daemon::start(&sb);
+    wait_for(
+        &sb,
+        "the existing tap attached",
+        Duration::from_secs(10),
+        || master_of(&sb, "vif8.0-emu").as_deref() == Some("xenbr0"),
+    );
+    // qemu makes one now.
+    sb.ip("link add vif7.0-emu type veth peer name g7e");
+    wait_for(&sb, "the new tap attached", Duration::from_secs(10), || {
+        master_of(&sb, "vif7.0-emu").as_deref() == Some("xenbr0")
+    });
+    assert!(sb.is_up("vif7.0-emu"));
+    // udev's call for the same tap while the daemon runs: nothing.
+    sb.ip("link set vif7.0-emu nomaster");
+    let env = vec![
+        ("INTERFACE".to_string(), "vif7.0-emu".to_string()),
+        ("UDEV_CALL".to_string(), "1".to_string()),
+        (
+            "script".to_string(),
+            "/etc/xen/scripts/vif-bridge".to_string(),
+        ),
+    ];
+    assert_ok(&sb.run("vif-setup", &["add", "type_if=tap"], &env));
+    assert_eq!(master_of(&sb, "vif7.0-emu").as_deref(), Some(""));
+    // qemu exits: the tap goes, and the removal runs once.
+    sb.ip("link del vif7.0-emu");
+    wait_for(&sb, "the removal logged", Duration::from_secs(10), || {
+        log_counts(&sb).get(&("vif7.0-emu".to_string(), "remove".to_string())) == Some(&1)
+    });
+    assert_eq!(
+        log_counts(&sb).get(&("vif7.0-emu".to_string(), "add".to_string())),
+        Some(&1)
+    );
+    // libxl running the scripts itself: left alone.
+    sb.xs.write("/local/domain/0/libxl/disable_udev", "1");
+    sb.ip("link add vif9.0-emu type veth peer name g9e");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(master_of(&sb, "vif9.0-emu").as_deref(), Some(""));
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(d.wait(Duration::from_secs(10)), Some(0));
+}
