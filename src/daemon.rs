@@ -372,7 +372,14 @@ fn watch_loop(shared: &Shared) {
                 s
             }
             Err(e) => {
-                log::warn(&format!("daemon: {e:#}; trying again"));
+                // Said once per outage, not every two seconds of it.
+                let said = backoff > Duration::from_millis(50);
+                let line = format!("daemon: {e:#}; trying again");
+                if said {
+                    log::debug(&line)
+                } else {
+                    log::warn(&line)
+                }
                 sleep_unless_stopped(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(2));
                 continue;
