@@ -7,6 +7,8 @@ pkgs+=(xenstore-utils bridge-utils net-tools bsdutils mount)
 # The VM tiers (scripts/test-vm.sh, scripts/test-xen.sh); they add qemu-system-x86 from
 # backports themselves (scripts/vm-lib.sh).
 pkgs+=(cpio jq kmod debootstrap)
+# tests/install.rs: the systemd units checked with the real `systemd-analyze verify`.
+pkgs+=(systemd)
 # Each tier adds what it needs here, so a clean clone can run every test.
 pkgs+=(${XEN_VIF_EXTRA_PKGS:-})
 missing=()

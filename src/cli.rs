@@ -49,6 +49,26 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Stay resident and do the vif hotplug actions for every backend of this domain
+    /// (run_hotplug_scripts=0 in /etc/xen/xl.conf), without starting a process per action.
+    #[command(
+        long_about = "Stay resident (in the foreground) and do the vif hotplug actions \
+        for every backend of this domain, without starting a process per action.\n\n\
+        For run_hotplug_scripts=0 in /etc/xen/xl.conf: libxl then runs no script and netback \
+        waits for hotplug-status=connected. The daemon watches backend/vif, brings a backend \
+        up when its state reaches InitWait with online=1 and takes it down when libxl removes \
+        it (online=0, state Closing, or the directory gone), exactly as vif-setup online and \
+        offline would; an HVM guest's emulated NIC (the tap vifD.N-emu) is added and removed \
+        from the kernel's uevents. Nothing is done while libxl runs the scripts itself \
+        (libxl/disable_udev). SIGTERM finishes the actions in flight and stops. \
+        The systemd unit xen-vif.service runs it."
+    )]
+    Daemon {
+        /// Backends acted on at the same time.
+        #[arg(long, default_value_t = crate::daemon::DEFAULT_WORKERS,
+              value_parser = clap::value_parser!(u16).range(1..=256))]
+        workers: u16,
+    },
     /// Check /etc/xen/xen-vif.toml (or FILE) and print the settings in force.
     CheckConfig {
         /// A file to check instead (e.g. before installing it).
@@ -100,6 +120,16 @@ pub enum NetworkCmd {
         Examples:\n  xen-vif network route start netdev=dummy0 gateway=10.9.0.1/29\n  \
         xen-vif network route status netdev=dummy0")]
     Route(ScriptArgs),
+    /// The host network named by `network_script` in /etc/xen/xen-vif.toml (what xend's
+    /// `(network-script ...)` was), as xen-vif-network.service runs it at boot and shutdown;
+    /// without that key, nothing.
+    Host {
+        /// start: build it (a no-op when built); stop: put the host back; status: show it.
+        action: ActionArg,
+        /// Print each planned change and make none.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Check pre-built bridges (what `network-prebuilt start bridges=...` does): changes
     /// nothing; exit 1 with one line per bridge that is missing, not a bridge, or down.
     Check {
@@ -216,6 +246,9 @@ pub fn run(args: Vec<String>) -> i32 {
             }
         },
         Cmd::CheckConfig { file } => check_config(file.as_deref()),
+        Cmd::Daemon { workers } => crate::daemon::run(&crate::daemon::Options {
+            workers: workers.into(),
+        }),
         Cmd::Generate { what } => generate(what),
     }
 }
@@ -269,7 +302,29 @@ fn finish(what: &str, written: std::io::Result<()>) -> i32 {
 }
 
 fn network(cmd: NetworkCmd) -> i32 {
+    let action = |a: ActionArg| match a {
+        ActionArg::Start => Action::Start,
+        ActionArg::Stop => Action::Stop,
+        ActionArg::Status => Action::Status,
+    };
     let (script, a) = match cmd {
+        NetworkCmd::Host { action: a, dry_run } => {
+            let cfg = match config::current() {
+                Ok(c) => c,
+                Err(e) => {
+                    log::error(e);
+                    return 1;
+                }
+            };
+            let Some(n) = &cfg.network_script else {
+                log::info(&format!(
+                    "no network_script in {}: nothing to do",
+                    config::PATH
+                ));
+                return 0;
+            };
+            return network_script::run(n.script, action(a), &n.vars, dry_run);
+        }
         NetworkCmd::Bridge(a) => (Script::Bridge, a),
         NetworkCmd::Route(a) => (Script::Route, a),
         NetworkCmd::Check { bridges } => {
@@ -277,12 +332,7 @@ fn network(cmd: NetworkCmd) -> i32 {
             return network_script::run(Script::Prebuilt, Action::Start, &vars, false);
         }
     };
-    let action = match a.action {
-        ActionArg::Start => Action::Start,
-        ActionArg::Stop => Action::Stop,
-        ActionArg::Status => Action::Status,
-    };
-    network_script::run(script, action, &a.params, a.dry_run)
+    network_script::run(script, action(a.action), &a.params, a.dry_run)
 }
 
 fn device(a: &DeviceArgs, up: bool) -> i32 {

@@ -40,6 +40,11 @@ pub const KEYS: &[(&str, &str)] = &[
         "hook_dir",
         "directory of *.hook files run after each action; \"\" turns hooks off",
     ),
+    (
+        "network_script",
+        "the host network xen-vif-network.service builds at boot and takes down at shutdown, \
+         as xend-config.sxp's (network-script ...): e.g. \"network-bridge netdev=eth0\"",
+    ),
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +53,8 @@ pub struct Config {
     pub gatewaydev: Option<IfName>,
     pub log_file: Option<PathBuf>,
     pub hook_dir: Option<PathBuf>,
+    /// `network_script`: the script and its `k=v` words, checked.
+    pub network_script: Option<NetworkScript>,
     /// Which keys the file set (for `check-config`).
     pub set: Vec<&'static str>,
 }
@@ -59,6 +66,7 @@ impl Default for Config {
             gatewaydev: None,
             log_file: Some(PathBuf::from(DEFAULT_LOG_FILE)),
             hook_dir: Some(PathBuf::from(DEFAULT_HOOK_DIR)),
+            network_script: None,
             set: Vec::new(),
         }
     }
@@ -136,9 +144,57 @@ fn apply(cfg: &mut Config, key: &str, value: &str) -> Result<()> {
         "gatewaydev" => cfg.gatewaydev = Some(IfName::new(value).map_err(anyhow::Error::msg)?),
         "log_file" => cfg.log_file = absolute_or_off(value)?,
         "hook_dir" => cfg.hook_dir = absolute_or_off(value)?,
+        "network_script" => cfg.network_script = Some(NetworkScript::parse(value)?),
         _ => bail!("unknown key"),
     }
     Ok(())
+}
+
+/// The host's network script, as xend's `(network-script 'network-bridge netdev=eth0')`: a
+/// script name (`network-bridge`, `network-route`, `network-prebuilt`; a path to one is taken
+/// by its name) and `k=v` words, each checked against what that script takes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkScript {
+    pub script: crate::network_script::Script,
+    pub vars: Vec<(String, String)>,
+}
+
+impl NetworkScript {
+    pub fn parse(value: &str) -> Result<NetworkScript> {
+        use crate::network_script::{Params, Script};
+        let mut words = value.split_whitespace();
+        let Some(first) = words.next() else {
+            bail!("empty; name a script, e.g. \"network-bridge netdev=eth0\"");
+        };
+        let script = match first.rsplit('/').next().unwrap_or(first) {
+            "network-bridge" => Script::Bridge,
+            "network-route" => Script::Route,
+            "network-prebuilt" => Script::Prebuilt,
+            other => bail!(
+                "{other:?} is not a network script xen-vif implements \
+                 (network-bridge, network-route or network-prebuilt)"
+            ),
+        };
+        let mut vars = Vec::new();
+        for w in words {
+            match w.split_once('=') {
+                Some((k, v)) if !k.is_empty() => vars.push((k.to_string(), v.to_string())),
+                _ => bail!("{w:?} is not key=value"),
+            }
+        }
+        Params::new(script, &vars)?;
+        Ok(NetworkScript { script, vars })
+    }
+}
+
+impl std::fmt::Display for NetworkScript {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.script.name())?;
+        for (k, v) in &self.vars {
+            write!(f, " {k}={v}")?;
+        }
+        Ok(())
+    }
 }
 
 fn absolute_or_off(value: &str) -> Result<Option<PathBuf>> {
@@ -230,6 +286,14 @@ pub fn describe(cfg: &Config) -> String {
         ),
         format!("log_file = {}{}", path(&cfg.log_file), origin("log_file")),
         format!("hook_dir = {}{}", path(&cfg.hook_dir), origin("hook_dir")),
+        format!(
+            "network_script = {}{}",
+            cfg.network_script.as_ref().map_or(
+                "(none: xen-vif-network.service does nothing)".to_string(),
+                |n| n.to_string()
+            ),
+            origin("network_script")
+        ),
     ]
     .join("\n")
 }
@@ -284,6 +348,38 @@ mod tests {
         assert_eq!(c.hook_dir, None);
         assert!(describe(&c).contains("hook_dir = off"));
         assert!(describe(&c).contains("mode = route\n"));
+    }
+
+    #[test]
+    fn network_script() {
+        let c = parse("network_script = \"network-bridge netdev=eth0 bridge=xenbr0\"").unwrap();
+        let n = c.network_script.unwrap();
+        assert_eq!(n.script, crate::network_script::Script::Bridge);
+        assert_eq!(n.to_string(), "network-bridge netdev=eth0 bridge=xenbr0");
+        let c = parse("network_script = '/etc/xen/scripts/network-route netdev=dummy0'").unwrap();
+        assert_eq!(
+            c.network_script.unwrap().to_string(),
+            "network-route netdev=dummy0"
+        );
+        for (text, want) in [
+            ("network_script = \"\"", "empty"),
+            (
+                "network_script = \"/bin/true\"",
+                "\"true\" is not a network script",
+            ),
+            (
+                "network_script = \"network-bridge eth0\"",
+                "\"eth0\" is not key=value",
+            ),
+            (
+                "network_script = \"network-route bridge=x\"",
+                "unknown parameter \"bridge\"",
+            ),
+        ] {
+            let e = format!("{:#}", parse(text).unwrap_err());
+            assert!(e.contains(want), "{text:?}: {e}");
+            assert!(e.contains("line 1: network_script: "), "{e}");
+        }
     }
 
     #[test]

@@ -78,9 +78,10 @@ backend's \fBhotplug\-error\fR key and \fBhotplug\-status\fR is set to \fBerror\
 .SH FILES
 .TP
 \fI/etc/xen/xen\-vif.toml\fR
-optional host\-wide defaults: \fBmode\fR, \fBgatewaydev\fR, \fBlog_file\fR, \fBhook_dir\fR
-(check it with \fBxen\-vif check\-config\fR). Like the hooks, it is used only if root owns it
-and every directory above it, and none of them is writable by group or others.
+optional host\-wide defaults: \fBmode\fR, \fBgatewaydev\fR, \fBlog_file\fR, \fBhook_dir\fR,
+\fBnetwork_script\fR (check it with \fBxen\-vif check\-config\fR). Like the hooks, it is used
+only if root owns it and every directory above it, and none of them is writable by group or
+others.
 .TP
 \fI/var/log/xen/xen\-hotplug.log\fR
 one line per action (time, domain, device, action, mode, result, duration), if \fI/var/log/xen\fR exists.
@@ -92,7 +93,12 @@ in the environment. A hook that root does not own, or that group or others could
 directory above it, also through a symlink), fails the action and is not run.
 .TP
 \fI/run/xen\-vif/\fR
-per\-device locks.
+per\-device locks; \fIdaemon.pid\fR (held while \fBxen\-vif daemon\fR runs) and
+\fIdaemon.vifs\fR (the vifs it handled).
+.TP
+\fIxen\-vif.service\fR, \fIxen\-vif\-network.service\fR
+systemd units: the daemon (with \fBrun_hotplug_scripts=0\fR in \fI/etc/xen/xl.conf\fR), and
+the host network from \fBnetwork_script\fR at boot and shutdown.
 .SH ENVIRONMENT
 .TP
 \fBXEN_VIF_LOG=debug\fR

@@ -126,6 +126,15 @@ pub fn run_personality(personality: Personality, args: &[String], env: Env) -> i
         );
         return 0;
     }
+    if env("UDEV_CALL").is_some_and(|v| !v.is_empty()) {
+        if let Some(pid) = lock::daemon_pid() {
+            log::debug(&format!(
+                "called by udev, but xen-vif daemon (pid {pid}) handles the vifs and taps: \
+                 nothing to do"
+            ));
+            return 0;
+        }
+    }
     match execute(&call, env, false) {
         Ok(()) => 0,
         Err(f) => {

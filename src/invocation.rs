@@ -278,7 +278,7 @@ pub fn resolve_params(
 }
 
 /// Which guest device a hotplug call is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DeviceId {
     pub domid: u32,
     pub devid: u32,
@@ -607,8 +607,9 @@ pub fn resolve(
         .transpose();
     let vlan = lenient(vlan, cmd, dev, "vlan")?.flatten();
     let ip = match params.get("ip") {
-        Some(list) => lenient(crate::addr::parse_guest_addrs(list), cmd, dev, "ip")?
-            .unwrap_or_default(),
+        Some(list) => {
+            lenient(crate::addr::parse_guest_addrs(list), cmd, dev, "ip")?.unwrap_or_default()
+        }
         None => Vec::new(),
     };
     Ok(Hotplug {

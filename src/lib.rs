@@ -6,6 +6,7 @@
 pub mod addr;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod deadline;
 pub mod docs;
 pub mod hooks;

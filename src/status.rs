@@ -254,6 +254,28 @@ fn table(list: &[VifStatus]) -> String {
             let _ = writeln!(o, "    {}", printable(d));
         }
     }
+    match crate::lock::daemon_pid() {
+        None => {
+            let _ = writeln!(o, "daemon: not running");
+        }
+        Some(pid) => {
+            let handled = crate::daemon::handled();
+            let _ = writeln!(
+                o,
+                "daemon: running (pid {pid}), {} vifs handled",
+                handled.len()
+            );
+            for h in handled {
+                let _ = writeln!(
+                    o,
+                    "    {} {} {}",
+                    printable(&h.device),
+                    printable(&h.action),
+                    printable(&h.result)
+                );
+            }
+        }
+    }
     o
 }
 
