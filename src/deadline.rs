@@ -180,6 +180,9 @@ mod tests {
         enter_cleanup();
         enter_cleanup();
         let left = remaining();
-        assert!(left > CLEANUP - Duration::from_secs(1) && left <= CLEANUP, "{left:?}");
+        assert!(
+            left > CLEANUP - Duration::from_secs(1) && left <= CLEANUP,
+            "{left:?}"
+        );
     }
 }
