@@ -6,7 +6,7 @@ mod support;
 use support::*;
 
 use std::fs::File;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};
 use std::os::fd::AsFd;
 use std::time::Duration;
 
@@ -761,7 +761,7 @@ fn two_hundred_vifs_32_at_a_time_lose_no_chain() {
             assert!(o.status.success(), "vif{d}.0 online: {}", stderr(o));
         }
     }
-    let c = chains(&sb);
+    let c = chains(sb);
     assert_eq!(c.len(), 200);
     let rules = c["vif1.0"].1;
     for d in &domids {
