@@ -630,7 +630,20 @@ fn route_mode_filters_and_pins_neighbours() {
     send_frame(&g.name, "eth0", &eth(vif_mac, MAC5, 0x0800, &p));
     assert!(!arrived(&d4, b"spoof", WAIT), "another guest's address");
     assert!(g.ping("10.9.0.1"), "the guest reaches its gateway");
+    // Connections of the guest's address, and one of somebody else's.
+    let ct = |args: &str| sb.sh(&format!("conntrack {args}"));
+    for args in [
+        "-I -p udp -s 10.9.0.2 -d 10.9.0.1 --sport 1000 --dport 53 -t 100",
+        "-I -p tcp -s 198.51.100.7 -d 10.9.0.2 --sport 40000 --dport 80 --state ESTABLISHED -t 100",
+        "-I -p udp -s 10.9.0.4 -d 10.9.0.1 --sport 1000 --dport 53 -t 100",
+    ] {
+        let o = ct(args);
+        assert!(o.status.success(), "conntrack {args}: {}", stderr(&o));
+    }
     assert_ok(&sb.run("vif-route", &["offline", "type_if=vif"], &env));
+    let left = stdout(&ct("-L"));
+    assert!(!left.contains("10.9.0.2"), "{left}");
+    assert!(left.contains("src=10.9.0.4"), "{left}");
     // The table was created by this online, and stays (empty).
     let after = nft(&sb, "list ruleset").1;
     assert!(before.is_empty(), "{before}");
