@@ -305,11 +305,11 @@ mod tests {
         assert_eq!(c.log_file, Some(PathBuf::from("/var/log/xen/vif.log")));
         assert_eq!(c.hook_dir, None);
         assert!(describe(&c).contains("hook_dir = off"));
+        assert!(describe(&c).contains("mode = route\n"));
         assert!(describe(&c).contains("antispoof = true  (default)"));
         let c = parse("antispoof = false # no filter\n").unwrap();
         assert!(!c.antispoof);
         assert!(describe(&c).ends_with("antispoof = false"));
-        assert!(describe(&c).contains("mode = route\n"));
     }
 
     #[test]
