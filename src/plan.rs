@@ -334,6 +334,23 @@ impl fmt::Display for Step {
     }
 }
 
+impl Step {
+    /// The step in one line, for logs and error messages (`Display` is what `--dry-run`
+    /// prints; for a filter chain that is the whole chain).
+    pub fn label(&self) -> String {
+        match self {
+            Step::Filter { chain, .. } => format!(
+                "nft add chain netdev {} {} on {} ({} rules)",
+                chain.table,
+                chain.name,
+                chain.device,
+                chain.rules.len()
+            ),
+            s => s.to_string(),
+        }
+    }
+}
+
 /// Errors that mean "already the way teardown wants it".
 const GONE: &[Errno] = &[
     Errno::ENODEV,
@@ -658,7 +675,7 @@ impl Applied {
         for u in self.0.iter().rev() {
             match u.apply(nl, store) {
                 Ok(_) => log::info(&format!("undo: {u}")),
-                Err(ue) => failed_undo.push(format!("{u}: {ue:#}")),
+                Err(ue) => failed_undo.push(format!("{}: {ue:#}", u.label())),
             }
         }
         if failed_undo.is_empty() {
@@ -680,10 +697,10 @@ pub fn apply(nl: &mut Netlink, store: &dyn Store, steps: &[Step]) -> Result<Appl
         log::debug(&format!("{step}"));
         match step.apply(nl, store) {
             Ok(inverse) => {
-                log::info(&format!("{step}"));
+                log::info(&step.label());
                 done.0.extend(inverse);
             }
-            Err(e) => return Err(done.undo(nl, store, e.context(step.to_string()))),
+            Err(e) => return Err(done.undo(nl, store, e.context(step.label()))),
         }
     }
     Ok(done)
@@ -694,11 +711,11 @@ pub fn teardown(nl: &mut Netlink, store: &dyn Store, steps: &[Step]) -> Result<(
     let mut errors = Vec::new();
     for step in steps {
         match step.apply(nl, store) {
-            Ok(_) => log::info(&format!("{step}")),
+            Ok(_) => log::info(&step.label()),
             Err(e) if crate::netlink::is_errno(&e, GONE) => {
-                log::debug(&format!("{step}: already gone"))
+                log::debug(&format!("{}: already gone", step.label()))
             }
-            Err(e) => errors.push(format!("{step}: {e:#}")),
+            Err(e) => errors.push(format!("{}: {e:#}", step.label())),
         }
     }
     if errors.is_empty() {

@@ -125,12 +125,9 @@ fn one(store: &dyn Store, nl: &mut Netlink, id: DeviceId) -> Result<VifStatus> {
                 .filter(|s| !matches!(s, Step::XsWrite { .. }))
                 .map(|s| match s {
                     // The whole chain is many lines; `add D N --dry-run` prints it.
-                    Step::Filter { chain, .. } => format!(
-                        "needs: nft chain netdev {} {} on {} ({} rules; `xen-vif add {} {} --dry-run` shows them)",
-                        chain.table,
-                        chain.name,
-                        chain.device,
-                        chain.rules.len(),
+                    Step::Filter { .. } => format!(
+                        "needs: {} (`xen-vif add {} {} --dry-run` shows them)",
+                        s.label(),
                         id.domid,
                         id.devid
                     ),

@@ -727,7 +727,7 @@ fn status_shows_the_filter_and_what_it_needs() {
     assert_eq!(v[0]["filter"], "stale");
     let diffs = v[0]["differences"].to_string();
     assert!(
-        diffs.contains("needs: nft chain netdev xen-vif vif5.0 on vif5.0"),
+        diffs.contains("needs: nft add chain netdev xen-vif vif5.0 on vif5.0 (18 rules)"),
         "{diffs}"
     );
     let o = sb.run("xen-vif", &["status"], &[]);
@@ -832,4 +832,116 @@ fn killed_mid_online_the_next_online_converges() {
     assert_ok(&sb.online("vif-bridge", 6, 0));
     let c = chains(&sb);
     assert_eq!(c["vif5.0"].1, c["vif6.0"].1);
+}
+
+/// `program` with socket(AF_NETLINK, _, NETLINK_NETFILTER) failing EPROTONOSUPPORT, as on a
+/// kernel built without nfnetlink (a seccomp filter installed just before exec).
+fn without_nfnetlink(cmd: &mut std::process::Command) {
+    use nix::libc;
+    use std::os::unix::process::CommandExt;
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    let stmt = |code: u16, k: u32| libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt,
+        jf,
+        k,
+    };
+    let ld = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    let ret = (libc::BPF_RET | libc::BPF_K) as u16;
+    // seccomp_data: nr at 0, arch at 4, args[i] at 16 + 8 i (low half on x86_64).
+    let filter = vec![
+        stmt(ld, 4),
+        jeq(AUDIT_ARCH_X86_64, 1, 0),
+        stmt(ret, libc::SECCOMP_RET_ALLOW),
+        stmt(ld, 0),
+        jeq(libc::SYS_socket as u32, 0, 5),
+        stmt(ld, 16),
+        jeq(libc::AF_NETLINK as u32, 0, 3),
+        stmt(ld, 32),
+        jeq(12, 0, 1),
+        stmt(ret, libc::SECCOMP_RET_ERRNO | libc::EPROTONOSUPPORT as u32),
+        stmt(ret, libc::SECCOMP_RET_ALLOW),
+    ];
+    // SAFETY: prctl(2) on the child's own state between fork and exec; `filter` outlives the
+    // call (moved into the closure).
+    unsafe {
+        cmd.pre_exec(move || {
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr() as *mut libc::sock_filter,
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &prog as *const libc::sock_fprog,
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn a_kernel_without_nf_tables_fails_online_with_one_line_naming_the_switch() {
+    let Some(Lan { sb, .. }) = lan("nonft") else {
+        return;
+    };
+    let _g = guest(&sb, 5, MAC5, &[], "10.0.0.5");
+    let before = sb.snapshot();
+    let mut cmd = sb.script_command(
+        &[],
+        "vif-bridge",
+        &["online", "type_if=vif"],
+        &sb.libxl_env("vif-bridge", 5, 0),
+    );
+    without_nfnetlink(&mut cmd);
+    let o = cmd.output().unwrap();
+    assert_fails(&o);
+    let error = sb
+        .xs
+        .read("/local/domain/0/backend/vif/5/0/hotplug-error")
+        .unwrap();
+    assert!(
+        error.starts_with("vif-bridge online vif5.0: ")
+            && error.contains("kernel has no nf_tables netdev ingress filtering")
+            && error.contains("set antispoof = false in /etc/xen/xen-vif.toml"),
+        "{error}"
+    );
+    assert!(!error.contains('\n'));
+    // Nothing half done: the run's changes were taken back.
+    assert_eq!(
+        without(&before, "vif5.0"),
+        without(&sb.snapshot(), "vif5.0")
+    );
+    assert_eq!(sb.master("vif5.0"), None);
+    // Offline of such a host succeeds (nothing to remove).
+    let mut cmd = sb.script_command(
+        &[],
+        "vif-bridge",
+        &["offline", "type_if=vif"],
+        &sb.libxl_env("vif-bridge", 5, 0),
+    );
+    without_nfnetlink(&mut cmd);
+    assert_ok(&cmd.output().unwrap());
+    // And switched off, online works there.
+    std::fs::create_dir_all(sb.etc_dir().join("xen")).unwrap();
+    std::fs::write(sb.etc_dir().join("xen/xen-vif.toml"), "antispoof = false\n").unwrap();
+    let mut cmd = sb.script_command(
+        &[],
+        "vif-bridge",
+        &["online", "type_if=vif"],
+        &sb.libxl_env("vif-bridge", 5, 0),
+    );
+    without_nfnetlink(&mut cmd);
+    assert_ok(&cmd.output().unwrap());
+    assert_eq!(sb.master("vif5.0").as_deref(), Some("xenbr0"));
 }
