@@ -453,6 +453,23 @@ fn a_dhcp_discover_passes() {
     let discover = udp4(v4("0.0.0.0"), v4("255.255.255.255"), 68, 67, b"discover");
     send_frame(&g.name, "eth0", &eth([0xff; 6], MAC5, 0x0800, &discover));
     assert!(arrived(&server, b"discover", WAIT * 5), "DHCP discover");
+    // The same from a plain UDP socket bound to 0.0.0.0:68 on the guest's NIC, which has no
+    // address yet: the kernel sends from 0.0.0.0.
+    in_ns(&g.name, || {
+        let s = UdpSocket::bind("0.0.0.0:68").unwrap();
+        s.set_broadcast(true).unwrap();
+        nix::sys::socket::setsockopt(
+            &s,
+            nix::sys::socket::sockopt::BindToDevice,
+            &std::ffi::OsString::from("eth0"),
+        )
+        .unwrap();
+        s.send_to(b"discover-udp", "255.255.255.255:67").unwrap();
+    });
+    assert!(
+        arrived(&server, b"discover-udp", WAIT * 5),
+        "DHCP discover, UDP socket"
+    );
     // 0.0.0.0 is for the DHCP broadcast only.
     let other = udp4(v4("0.0.0.0"), v4("10.0.0.1"), 68, 67, b"unicast");
     send_frame(&g.name, "eth0", &eth(br_mac, MAC5, 0x0800, &other));
