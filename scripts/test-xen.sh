@@ -13,7 +13,7 @@ vm_host_deps
 [ "${XEN_VIF_SKIP_BUILD:-}" = 1 ] || cargo build --release --workspace --locked --quiet
 scripts/check-static.sh "$REL/xen-vif" >/dev/null
 
-dom0_modules=(xen-privcmd xenfs xen-evtchn xen-gntdev xen-gntalloc xen-netback bridge 8021q dummy)
+dom0_modules=(xen-privcmd xenfs xen-evtchn xen-gntdev xen-gntalloc xen-netback bridge 8021q dummy nf_tables)
 domu_modules=(xen-netfront)
 dom0_pkgs=kmod,iproute2,iputils-ping,procps,jq,xen-utils-4.17,xenstore-utils,xen-hypervisor-4.17-amd64
 kpkg=$(vm_kernel_pkg)

@@ -19,6 +19,7 @@ pub mod log;
 pub mod modes;
 pub mod netlink;
 pub mod network_script;
+pub mod nftables;
 pub mod output;
 pub mod plan;
 pub mod rundir;

@@ -150,6 +150,8 @@ fn a_vif_attached_by_vif_bridge_reaches_the_switch() {
     // The guest: netback's vif5.0 here, the guest's end in its own namespace.
     let guest = sb.netns("guest");
     sb.veth_to("vif5.0", &guest, "geth0");
+    // The backend's MAC (the anti-spoofing filter holds the guest to it).
+    guest.ip("link set geth0 address 00:16:3e:00:00:01");
     guest.ip("addr add 10.0.0.5/24 dev geth0");
     sb.backend(5, 0, &[("bridge", "eth0")]);
     assert_ok(&sb.online("vif-bridge", 5, 0));

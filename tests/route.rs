@@ -45,6 +45,9 @@ fn guest(r: &Routed, domid: u32, v4: &str, v6: Option<&str>, ip_key: &str) -> Ne
     let vif = format!("vif{domid}.0");
     let g = Netns::new(&r.sb, &format!("g{domid}"));
     r.sb.netback_vif(&vif, "eth0");
+    // The guest's NIC has the backend's MAC, which the anti-spoofing filter holds it to.
+    let mac = format!("00:16:3e:00:00:{domid:02x}");
+    r.sb.ip(&format!("link set eth0 address {mac}"));
     r.sb.move_to("eth0", &g);
     g.ip("link set eth0 up");
     g.ip(&format!("addr add {v4}/29 dev eth0"));
@@ -63,6 +66,7 @@ fn guest(r: &Routed, domid: u32, v4: &str, v6: Option<&str>, ip_key: &str) -> Ne
             ("script", "/etc/xen/scripts/vif-route"),
             ("ip", ip_key),
             ("gatewaydev", "gw0"),
+            ("mac", &mac),
         ],
     );
     g
