@@ -334,6 +334,16 @@ impl fmt::Display for Step {
     }
 }
 
+/// "Already the way teardown wants it": the kernel object is gone, or the sysctl file went
+/// with its device (a vanished vif takes /proc/sys/net/*/conf/<vif>/ along).
+fn is_gone(e: &anyhow::Error) -> bool {
+    crate::netlink::is_errno(e, GONE)
+        || e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+        })
+}
+
 impl Step {
     /// The step in one line, for logs and error messages (`Display` is what `--dry-run`
     /// prints; for a filter chain that is the whole chain).
@@ -682,7 +692,7 @@ impl Applied {
         for u in self.0.iter().rev() {
             match u.apply(nl, store) {
                 Ok(_) => log::info(&format!("undo: {u}")),
-                Err(ue) if crate::netlink::is_errno(&ue, GONE) => {
+                Err(ue) if is_gone(&ue) => {
                     log::debug(&format!("undo: {}: already gone", u.label()))
                 }
                 Err(ue) => failed_undo.push(format!("{}: {ue:#}", u.label())),
@@ -743,7 +753,7 @@ pub fn teardown(nl: &mut Netlink, store: &dyn Store, steps: &[Step]) -> Result<(
     for step in steps {
         match step.apply(nl, store) {
             Ok(_) => log::info(&step.label()),
-            Err(e) if crate::netlink::is_errno(&e, GONE) => {
+            Err(e) if is_gone(&e) => {
                 log::debug(&format!("{}: already gone", step.label()))
             }
             Err(e) => errors.push(format!("{}: {e:#}", step.label())),
