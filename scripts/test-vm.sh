@@ -45,7 +45,7 @@ r=$run/root
 mkdir -p "$r/vm" "$r/etc/xen/scripts" "$r/usr/lib/xen-vif" "$r/usr/bin"
 cp "$REL/xen-vif" "$r/usr/lib/xen-vif/xen-vif"
 cp "$REL/test-xenstored" "$r/usr/bin/test-xenstored"
-for s in vif-bridge vif-route vif-setup network-bridge network-route; do
+for s in vif-bridge vif-route vif-openvswitch vif-setup network-bridge network-route; do
     ln -s /usr/lib/xen-vif/xen-vif "$r/etc/xen/scripts/$s"
 done
 install -m 755 tests/vm/kernel/init "$r/init"

@@ -127,7 +127,8 @@ fn apply(cfg: &mut Config, key: &str, value: &str) -> Result<()> {
             cfg.mode = Some(match value {
                 "bridge" => Mode::Bridge,
                 "route" => Mode::Route,
-                other => bail!("{other:?} is not a mode (bridge or route)"),
+                "openvswitch" => Mode::Openvswitch,
+                other => bail!("{other:?} is not a mode (bridge, route or openvswitch)"),
             })
         }
         "gatewaydev" => cfg.gatewaydev = Some(IfName::new(value).map_err(anyhow::Error::msg)?),
@@ -211,11 +212,7 @@ pub fn describe(cfg: &Config) -> String {
     [
         format!(
             "mode = {}{}",
-            cfg.mode
-                .map_or("from the script name (bridge)", |m| match m {
-                    Mode::Bridge => "bridge",
-                    Mode::Route => "route",
-                }),
+            cfg.mode.map_or("from the script name (bridge)", Mode::name),
             origin("mode")
         ),
         format!(

@@ -9,7 +9,7 @@ use crate::config::{self, Config};
 use crate::invocation::{self, Call, Command, Hotplug, Mode, Personality, Triage, TypeIf};
 use crate::lock;
 use crate::log;
-use crate::modes::{bridge, route};
+use crate::modes::{bridge, openvswitch, route};
 use crate::netlink::Netlink;
 use crate::plan::{self, Step};
 use crate::xenstore::{self, Store, XenStore};
@@ -217,12 +217,14 @@ fn execute_with(call: &Call, env: Env, dry_run: bool, cfg: &Config) -> Result<()
 }
 
 /// Plan the change for `hp`.
-pub fn plan_for(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
+pub fn plan_for(nl: &mut Netlink, store: &dyn Store, hp: &Hotplug) -> Result<Vec<Step>> {
     match (hp.mode, hp.command.is_up()) {
         (Mode::Bridge, true) => bridge::online(nl, hp),
         (Mode::Bridge, false) => bridge::offline(nl, hp),
         (Mode::Route, true) => route::online(nl, hp),
         (Mode::Route, false) => route::offline(nl, hp),
+        (Mode::Openvswitch, true) => openvswitch::online(nl, store, hp),
+        (Mode::Openvswitch, false) => openvswitch::offline(nl, hp),
     }
 }
 
@@ -233,7 +235,7 @@ fn act(hp: &Hotplug, store: &dyn Store, dry_run: bool, cfg: &Config) -> Result<(
         Some(lock::lock_device(hp.kernel_name.as_str())?)
     };
     let mut nl = Netlink::open().context("open rtnetlink")?;
-    let mut steps = plan_for(&mut nl, hp)?;
+    let mut steps = plan_for(&mut nl, store, hp)?;
     // libxl waits for this; netback connects the guest once it reads `connected`.
     let connected =
         (hp.command == Command::Online && hp.type_if == TypeIf::Vif).then(|| Step::XsWrite {

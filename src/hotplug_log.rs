@@ -13,7 +13,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::invocation::{Call, Mode};
+use crate::invocation::Call;
 
 /// What one action did, as the log line tells it.
 pub struct Entry<'a> {
@@ -28,10 +28,7 @@ pub struct Entry<'a> {
 
 pub fn line(e: &Entry, now: SystemTime) -> String {
     let opt = |v: Option<u32>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
-    let mode = match e.call.mode {
-        Mode::Bridge => "bridge",
-        Mode::Route => "route",
-    };
+    let mode = e.call.mode.name();
     let mut s = format!(
         "{} {}[{}] domain={} devid={} device={} {} mode={} result={} duration_us={}",
         utc_timestamp(now),
@@ -103,7 +100,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::invocation::{Command, TypeIf, Words};
+    use crate::invocation::{Command, Mode, TypeIf, Words};
 
     fn call() -> Call {
         Call {

@@ -14,6 +14,7 @@ use crate::ifname::IfName;
 pub enum Personality {
     VifBridge,
     VifRoute,
+    VifOpenvswitch,
     VifSetup,
     NetworkBridge,
     NetworkRoute,
@@ -24,9 +25,10 @@ pub enum Personality {
 
 impl Personality {
     /// Every script name the binary answers to (what an install links to it).
-    pub const SCRIPTS: [Personality; 6] = [
+    pub const SCRIPTS: [Personality; 7] = [
         Personality::VifBridge,
         Personality::VifRoute,
+        Personality::VifOpenvswitch,
         Personality::VifSetup,
         Personality::NetworkBridge,
         Personality::NetworkRoute,
@@ -46,6 +48,7 @@ impl Personality {
         match self {
             Personality::VifBridge => "vif-bridge",
             Personality::VifRoute => "vif-route",
+            Personality::VifOpenvswitch => "vif-openvswitch",
             Personality::VifSetup => "vif-setup",
             Personality::NetworkBridge => "network-bridge",
             Personality::NetworkRoute => "network-route",
@@ -103,13 +106,24 @@ pub enum TypeIf {
 pub enum Mode {
     Bridge,
     Route,
+    Openvswitch,
 }
 
 impl Mode {
+    /// The mode's name in the configuration, logs and `status`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Bridge => "bridge",
+            Mode::Route => "route",
+            Mode::Openvswitch => "openvswitch",
+        }
+    }
+
     pub fn script(self) -> &'static str {
         match self {
             Mode::Bridge => "vif-bridge",
             Mode::Route => "vif-route",
+            Mode::Openvswitch => "vif-openvswitch",
         }
     }
 
@@ -118,9 +132,10 @@ impl Mode {
         match script.rsplit('/').next().unwrap_or(script) {
             "" | "vif-bridge" | "vif-setup" => Ok(Mode::Bridge),
             "vif-route" => Ok(Mode::Route),
-            other => {
-                bail!("script {other:?} is not a mode xen-vif implements (vif-bridge or vif-route)")
-            }
+            "vif-openvswitch" => Ok(Mode::Openvswitch),
+            other => bail!(
+                "script {other:?} is not a mode xen-vif implements (vif-bridge, vif-route or vif-openvswitch)"
+            ),
         }
     }
 }
@@ -163,9 +178,9 @@ pub struct Source {
     pub env: Option<&'static str>,
     pub word: Option<&'static str>,
     pub xenstore: Option<&'static str>,
-    /// The one mode that uses the parameter; the other does not read its backend key (one
-    /// xenstore round trip less, as the stock scripts read a key only where they use it).
-    pub only: Option<Mode>,
+    /// The modes that use the parameter (empty: all); the others do not read its backend key
+    /// (one xenstore round trip less, as the stock scripts read a key only where they use it).
+    pub only: &'static [Mode],
 }
 
 /// The precedence table: environment < argv `k=v` < xenstore backend key.
@@ -175,14 +190,14 @@ pub const PARAMS: &[Source] = &[
         env: Some("bridge"),
         word: Some("bridge"),
         xenstore: Some("bridge"),
-        only: Some(Mode::Bridge),
+        only: &[Mode::Bridge, Mode::Openvswitch],
     },
     Source {
         name: "ip",
         env: Some("ip"),
         word: Some("ip"),
         xenstore: Some("ip"),
-        only: None,
+        only: &[],
     },
     // libxl passes the backend's `gatewaydev` as `netdev`; the key itself wins, as everywhere.
     Source {
@@ -190,28 +205,28 @@ pub const PARAMS: &[Source] = &[
         env: Some("netdev"),
         word: Some("netdev"),
         xenstore: Some("gatewaydev"),
-        only: Some(Mode::Route),
+        only: &[Mode::Route],
     },
     Source {
         name: "vifname",
         env: None,
         word: None,
         xenstore: Some("vifname"),
-        only: None,
+        only: &[],
     },
     Source {
         name: "mtu",
         env: None,
         word: None,
         xenstore: Some("mtu"),
-        only: None,
+        only: &[],
     },
     Source {
         name: "vlan",
         env: None,
         word: None,
         xenstore: Some("vlan"),
-        only: Some(Mode::Bridge),
+        only: &[Mode::Bridge, Mode::Openvswitch],
     },
 ];
 
@@ -222,7 +237,7 @@ pub const IDENTITY_KEYS: &[&str] = &["frontend-id", "handle"];
 /// frontend directory).
 pub fn backend_keys(mode: Option<Mode>) -> Vec<&'static str> {
     let mut keys: Vec<&'static str> = IDENTITY_KEYS.to_vec();
-    let wanted = |p: &&Source| mode.is_none() || p.only.is_none() || p.only == mode;
+    let wanted = |p: &&Source| mode.is_none_or(|m| p.only.is_empty() || p.only.contains(&m));
     keys.extend(PARAMS.iter().filter(wanted).filter_map(|p| p.xenstore));
     keys
 }
@@ -342,6 +357,8 @@ pub struct Hotplug {
     pub ip: Vec<crate::modes::route::GuestAddr>,
     pub mtu: Option<u32>,
     pub vlan: Option<Vec<crate::netlink::PortVlan>>,
+    /// vif-openvswitch's `bridge` suffix `.TAG:TRUNK...` (`bridge` holds the name alone).
+    pub ovs_vlans: crate::ovsspec::BridgeVlans,
 }
 
 impl Hotplug {
@@ -387,6 +404,7 @@ pub fn triage(
 ) -> Result<Triage> {
     let mode = match personality {
         Personality::VifRoute => Mode::Route,
+        Personality::VifOpenvswitch => Mode::Openvswitch,
         Personality::VifSetup => Mode::from_script(&env("script").unwrap_or_default())?,
         _ => Mode::Bridge,
     };
@@ -468,7 +486,7 @@ pub fn resolve(
             }
         }
     }
-    let params = resolve_params(env, &call.words, backend);
+    let mut params = resolve_params(env, &call.words, backend);
     let kernel_name = IfName::new(&id.kernel_name(call.type_if)).map_err(anyhow::Error::msg)?;
     let wanted_name = match params.get("vifname") {
         None => kernel_name.clone(),
@@ -498,6 +516,19 @@ pub fn resolve(
             );
         }
     }
+    // vif-openvswitch's bridge value carries the port's VLANs after the name.
+    let mut ovs_vlans = crate::ovsspec::BridgeVlans::default();
+    if call.mode == Mode::Openvswitch {
+        if let Some(b) = params.get("bridge") {
+            let spec = crate::ovsspec::parse(b).map_err(anyhow::Error::msg)?;
+            if params.contains_key("vlan") && !spec.vlans.is_empty() {
+                bail!("bridge {b:?} sets the port's VLANs and so does vlan; give only one of them");
+            }
+            ovs_vlans = spec.vlans;
+            params.insert("bridge", spec.bridge);
+        }
+    }
+    let params = params;
     let name = |key: &str| -> Result<Option<IfName>> {
         params
             .get(key)
@@ -536,6 +567,7 @@ pub fn resolve(
         ip,
         mtu,
         vlan,
+        ovs_vlans,
     })
 }
 
@@ -566,6 +598,9 @@ mod tests {
         assert!(!bridge.contains(&"gatewaydev"));
         assert!(route.contains(&"gatewaydev"));
         assert!(!route.contains(&"bridge") && !route.contains(&"vlan"));
+        let ovs = backend_keys(Some(Mode::Openvswitch));
+        assert!(ovs.contains(&"bridge") && ovs.contains(&"vlan"));
+        assert!(!ovs.contains(&"gatewaydev"));
         // `xen-vif status` shows everything.
         assert_eq!(backend_keys(None).len(), IDENTITY_KEYS.len() + PARAMS.len());
     }
@@ -735,6 +770,40 @@ mod tests {
         let h = resolve(&c, id, "p".into(), &env_of(&[("vif", "web0")]), &be).unwrap();
         assert_eq!(h.wanted_name.as_str(), "web0");
         assert_eq!(h.kernel_name.as_str(), "vif5.0");
+    }
+
+    #[test]
+    fn openvswitch_bridge_suffix_and_vlan_conflict() {
+        let id = DeviceId { domid: 5, devid: 0 };
+        let Triage::Run(c) = triage(
+            Personality::VifOpenvswitch,
+            &args(&["online"]),
+            &env_of(&[]),
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.mode, Mode::Openvswitch);
+        let mut be = BTreeMap::new();
+        be.insert("bridge".to_string(), "ovsbr0.10:20:30".to_string());
+        let h = resolve(&c, id, "p".into(), &env_of(&[]), &be).unwrap();
+        assert_eq!(h.bridge.as_ref().map(IfName::as_str), Some("ovsbr0"));
+        assert_eq!(h.ovs_vlans.tag, Some(10));
+        assert_eq!(h.ovs_vlans.trunks, vec![20, 30]);
+        be.insert("vlan".to_string(), "10".to_string());
+        let e = resolve(&c, id, "p".into(), &env_of(&[]), &be).unwrap_err();
+        assert!(e.to_string().contains("give only one"), "{e}");
+        be.insert("bridge".to_string(), "ovsbr0".to_string());
+        let h = resolve(&c, id, "p".into(), &env_of(&[]), &be).unwrap();
+        assert!(h.ovs_vlans.is_empty() && h.vlan.is_some());
+        be.insert("bridge".to_string(), "ovsbr0.x".to_string());
+        assert!(resolve(&c, id, "p".into(), &env_of(&[]), &be).is_err());
+        // Bridge mode takes a dotted name as the name of a Linux bridge.
+        let b = call(&["online"]);
+        be.remove("vlan");
+        be.insert("bridge".to_string(), "br0.10".to_string());
+        let h = resolve(&b, id, "p".into(), &env_of(&[]), &be).unwrap();
+        assert_eq!(h.bridge.as_ref().map(IfName::as_str), Some("br0.10"));
     }
 
     #[test]

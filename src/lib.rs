@@ -17,6 +17,8 @@ pub mod log;
 pub mod modes;
 pub mod netlink;
 pub mod network_script;
+pub mod ovsdb;
+pub mod ovsspec;
 pub mod plan;
 pub mod status;
 pub mod sysctl;

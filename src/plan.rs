@@ -10,6 +10,7 @@ use nix::errno::Errno;
 
 use crate::log;
 use crate::netlink::{Address, LinkChange, Netlink, NetlinkError, NewLink, PortVlan, Route};
+use crate::ovsdb::{Ovsdb, Port as OvsPort, PortConfig};
 use crate::sysctl;
 use crate::xenstore::Store;
 
@@ -120,6 +121,53 @@ pub enum Step {
         path: String,
         value: String,
     },
+    /// Make `name` a port of Open vSwitch bridge `bridge` with exactly `config`, replacing any
+    /// port of that name, in one OVSDB transaction; `old` is the port it replaces (for undo).
+    OvsAddPort {
+        bridge: String,
+        name: String,
+        config: PortConfig,
+        old: Option<OvsPort>,
+    },
+    /// Remove Open vSwitch port `name` if it exists; `old` is what undo puts back.
+    OvsDelPort {
+        name: String,
+        old: Option<OvsPort>,
+    },
+}
+
+/// A word for a shell: single-quoted unless plainly safe.
+fn sh_word(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_.,:/=@%+-".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// `-- add-port ...` as ovs-vsctl takes it: the port's columns, then its interface's.
+fn ovs_add_port_str(bridge: &str, name: &str, c: &PortConfig) -> String {
+    let mut s = format!("-- add-port {} {}", sh_word(bridge), sh_word(name));
+    if let Some(t) = c.tag {
+        s.push_str(&format!(" tag={t}"));
+    }
+    if !c.trunks.is_empty() {
+        let t: Vec<String> = c.trunks.iter().map(u16::to_string).collect();
+        s.push_str(&format!(" trunks={}", t.join(",")));
+    }
+    if let Some(m) = &c.vlan_mode {
+        s.push_str(&format!(" vlan_mode={}", sh_word(m)));
+    }
+    if !c.external_ids.is_empty() {
+        s.push_str(&format!(" -- set interface {}", sh_word(name)));
+        let q = |v: &str| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""));
+        for (k, v) in &c.external_ids {
+            s.push(' ');
+            s.push_str(&sh_word(&format!("external-ids:{}={}", q(k), q(v))));
+        }
+    }
+    s
 }
 
 fn mac_str(m: &[u8]) -> String {
@@ -270,6 +318,20 @@ impl fmt::Display for Step {
             },
             Step::DeleteLink { name, .. } => write!(f, "ip link del {name}"),
             Step::XsWrite { path, value } => write!(f, "xenstore-write {path} {value}"),
+            Step::OvsAddPort {
+                bridge,
+                name,
+                config,
+                ..
+            } => write!(
+                f,
+                "ovs-vsctl -- --if-exists del-port {} {}",
+                sh_word(name),
+                ovs_add_port_str(bridge, name, config)
+            ),
+            Step::OvsDelPort { name, .. } => {
+                write!(f, "ovs-vsctl --if-exists del-port {}", sh_word(name))
+            }
         }
     }
 }
@@ -510,6 +572,51 @@ impl Step {
                     .write(path, value)
                     .with_context(|| format!("write xenstore {path}"))?;
                 None
+            }
+            Step::OvsAddPort {
+                bridge,
+                name,
+                config,
+                old,
+            } => {
+                Ovsdb::connect()?.replace_port(
+                    bridge,
+                    name,
+                    config,
+                    &format!("xen-vif: {self}"),
+                )?;
+                let now = OvsPort {
+                    name: name.clone(),
+                    bridge: Some(bridge.clone()),
+                    config: config.clone(),
+                };
+                Some(match old {
+                    Some(OvsPort {
+                        bridge: Some(b),
+                        config: c,
+                        ..
+                    }) => Step::OvsAddPort {
+                        bridge: b.clone(),
+                        name: name.clone(),
+                        config: c.clone(),
+                        old: Some(now),
+                    },
+                    _ => Step::OvsDelPort {
+                        name: name.clone(),
+                        old: Some(now),
+                    },
+                })
+            }
+            Step::OvsDelPort { name, old } => {
+                Ovsdb::connect()?.del_port(name, &format!("xen-vif: {self}"))?;
+                old.as_ref().and_then(|p| {
+                    p.bridge.as_ref().map(|b| Step::OvsAddPort {
+                        bridge: b.clone(),
+                        name: name.clone(),
+                        config: p.config.clone(),
+                        old: None,
+                    })
+                })
             }
         })
     }

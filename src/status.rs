@@ -82,11 +82,7 @@ fn one(store: &dyn Store, nl: &mut Netlink, id: DeviceId) -> Result<VifStatus> {
             return Ok(st);
         }
     };
-    st.mode = match mode {
-        Mode::Bridge => "bridge",
-        Mode::Route => "route",
-    }
-    .into();
+    st.mode = mode.name().into();
     let call = Call {
         script: mode.script(),
         mode,
@@ -111,7 +107,7 @@ fn one(store: &dyn Store, nl: &mut Netlink, id: DeviceId) -> Result<VifStatus> {
             st.bridge = nl.link_by_index(m)?.map(|b| b.name);
         }
     }
-    match plan_for(nl, &hp) {
+    match plan_for(nl, store, &hp) {
         Ok(steps) => st.differences.extend(
             steps
                 .iter()
