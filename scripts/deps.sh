@@ -4,6 +4,8 @@ set -euo pipefail
 pkgs=(iproute2 iputils-ping procps file strace)
 # Conformance tier (tests/conformance.rs): what Debian's stock vif scripts run.
 pkgs+=(xenstore-utils bridge-utils net-tools bsdutils mount)
+# Open vSwitch mode (tests/openvswitch.rs): a private ovsdb-server + ovs-vswitchd per test.
+pkgs+=(openvswitch-switch)
 # The VM tiers (scripts/test-vm.sh, scripts/test-xen.sh); they add qemu-system-x86 from
 # backports themselves (scripts/vm-lib.sh).
 pkgs+=(cpio jq kmod debootstrap)
