@@ -41,6 +41,24 @@ pub struct PortConfig {
     pub external_ids: BTreeMap<String, String>,
 }
 
+impl PortConfig {
+    /// The VLAN columns as ovs-vsctl takes them: `tag=10`, `trunks=20,30`, `vlan_mode=access`.
+    pub fn vlan_words(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if let Some(t) = self.tag {
+            w.push(format!("tag={t}"));
+        }
+        if !self.trunks.is_empty() {
+            let t: Vec<String> = self.trunks.iter().map(u16::to_string).collect();
+            w.push(format!("trunks={}", t.join(",")));
+        }
+        if let Some(m) = &self.vlan_mode {
+            w.push(format!("vlan_mode={m}"));
+        }
+        w
+    }
+}
+
 /// A port as the database has it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Port {

@@ -149,15 +149,9 @@ fn sh_word(s: &str) -> String {
 /// `-- add-port ...` as ovs-vsctl takes it: the port's columns, then its interface's.
 fn ovs_add_port_str(bridge: &str, name: &str, c: &PortConfig) -> String {
     let mut s = format!("-- add-port {} {}", sh_word(bridge), sh_word(name));
-    if let Some(t) = c.tag {
-        s.push_str(&format!(" tag={t}"));
-    }
-    if !c.trunks.is_empty() {
-        let t: Vec<String> = c.trunks.iter().map(u16::to_string).collect();
-        s.push_str(&format!(" trunks={}", t.join(",")));
-    }
-    if let Some(m) = &c.vlan_mode {
-        s.push_str(&format!(" vlan_mode={}", sh_word(m)));
+    for w in c.vlan_words() {
+        s.push(' ');
+        s.push_str(&sh_word(&w));
     }
     if !c.external_ids.is_empty() {
         s.push_str(&format!(" -- set interface {}", sh_word(name)));

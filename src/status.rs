@@ -35,6 +35,8 @@ pub struct VifStatus {
     pub state: String,
     pub hotplug_status: String,
     pub hotplug_error: Option<String>,
+    /// Open vSwitch mode: the port's VLAN columns (`tag=10 trunks=20,30`), "-" without any.
+    pub ovs_port: Option<String>,
     pub differences: Vec<String>,
 }
 
@@ -107,6 +109,23 @@ fn one(store: &dyn Store, nl: &mut Netlink, id: DeviceId) -> Result<VifStatus> {
             st.bridge = nl.link_by_index(m)?.map(|b| b.name);
         }
     }
+    if mode == Mode::Openvswitch {
+        match crate::ovsdb::Ovsdb::connect().and_then(|mut db| db.port(&st.device)) {
+            Ok(Some(port)) => {
+                st.bridge = port.bridge;
+                let words = port.config.vlan_words();
+                st.ovs_port = Some(if words.is_empty() {
+                    "-".into()
+                } else {
+                    words.join(" ")
+                });
+            }
+            Ok(None) => st
+                .differences
+                .push(format!("no Open vSwitch port {}", st.device)),
+            Err(e) => st.differences.push(format!("{e:#}")),
+        }
+    }
     match plan_for(nl, store, &hp) {
         Ok(steps) => st.differences.extend(
             steps
@@ -157,6 +176,7 @@ pub fn to_json(list: &[VifStatus]) -> String {
             m.insert("state", json_str(&s.state));
             m.insert("hotplug_status", json_str(&s.hotplug_status));
             m.insert("hotplug_error", opt(&s.hotplug_error, true));
+            m.insert("ovs_port", opt(&s.ovs_port, true));
             m.insert(
                 "differences",
                 format!(
@@ -208,6 +228,9 @@ pub fn run(json: bool) -> Result<()> {
         );
         if let Some(e) = &s.hotplug_error {
             println!("    hotplug-error: {e}");
+        }
+        if let Some(p) = &s.ovs_port {
+            println!("    ovs port: {p}");
         }
         for d in &s.differences {
             println!("    {d}");

@@ -308,3 +308,42 @@ fn guests_on_one_tag_reach_each_other_and_not_another_tag() {
     assert!(!g5.ping("10.9.0.7"), "tag 10 reaches tag 20");
     assert!(!g7.ping("10.9.0.6"), "tag 20 reaches tag 10");
 }
+
+#[test]
+fn dry_run_changes_nothing_and_status_shows_the_port_and_its_differences() {
+    let Some((sb, ovs)) = guest("ovs-dry", "ovsbr0.10:20", &[]) else {
+        return;
+    };
+    let before = sb.snapshot();
+    let o = sb.run("xen-vif", &["add", "5", "0", "--dry-run"], &ovs.env());
+    assert_ok(&o);
+    assert!(
+        stdout(&o).contains(
+            "ovs-vsctl -- --if-exists del-port vif5.0 -- add-port ovsbr0 vif5.0 tag=10 trunks=20 \
+             -- set interface vif5.0 'external-ids:\"attached-mac\"=\"00:16:3e:00:00:01\"'"
+        ),
+        "{}",
+        stdout(&o)
+    );
+    assert!(ovs.ports("ovsbr0").is_empty());
+    assert_eq!(before, sb.snapshot());
+
+    assert_ok(&online(&sb, &ovs, 5));
+    let o = sb.run("xen-vif", &["status"], &ovs.env());
+    assert_ok(&o);
+    let out = stdout(&o);
+    assert!(out.contains("openvswitch ovsbr0"), "{out}");
+    assert!(out.contains("ovs port: tag=10 trunks=20"), "{out}");
+    assert!(!out.contains("needs:"), "{out}");
+
+    // Someone retags the port: status names what online would put back.
+    ovs.vsctl(&["set", "port", "vif5.0", "tag=11"]);
+    let out = stdout(&sb.run("xen-vif", &["status"], &ovs.env()));
+    assert!(out.contains("ovs port: tag=11 trunks=20"), "{out}");
+    assert!(
+        out.contains("needs: ovs-vsctl -- --if-exists del-port vif5.0 -- add-port ovsbr0 vif5.0 tag=10 trunks=20"),
+        "{out}"
+    );
+    assert_ok(&online(&sb, &ovs, 5));
+    assert_eq!(ovs.get("port", "vif5.0", "tag").as_deref(), Some("10"));
+}
