@@ -158,7 +158,9 @@ pub fn online(nl: &mut Netlink, store: &dyn Store, hp: &Hotplug) -> Result<Vec<S
     };
     let mtu = hp.mtu.or(bridge_mtu).unwrap_or(link.mtu);
     let (mut steps, needs_down) = prepare_port(nl, hp, &link, mtu)?;
-    steps.extend(ovs);
+    // Up before the port joins (stock: after): undone newest first, the port then leaves
+    // before the link goes down. ovs-vswitchd, when it lets a port go, writes back the link's
+    // flags as it last saw them, and could bring up again a link taken down just before.
     if !link.up || needs_down {
         steps.push(Step::SetUp {
             index: link.index,
@@ -166,6 +168,7 @@ pub fn online(nl: &mut Netlink, store: &dyn Store, hp: &Hotplug) -> Result<Vec<S
             up: true,
         });
     }
+    steps.extend(ovs);
     if hp.type_if == TypeIf::Vif {
         steps.push(Step::XsWrite {
             path: hp.id.frontend_mtu_path(),
@@ -176,7 +179,8 @@ pub fn online(nl: &mut Netlink, store: &dyn Store, hp: &Hotplug) -> Result<Vec<S
 }
 
 /// Remove the port (an unreachable database is logged, as the stock script ignores it), then
-/// take the link down.
+/// take the link down: in this order, as the change waits for ovs-vswitchd to let the port go
+/// (see `online`).
 pub fn offline(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
     let link = find_device(nl, hp)?;
     let name = link
