@@ -383,9 +383,9 @@ impl Ovsdb {
         ops
     }
 
-    /// Bump `next_cfg`, run `ops` with it in one transaction, then wait until ovs-vswitchd has
-    /// applied it.
-    fn change(&mut self, comment: &str, mut ops: Vec<Value>) -> Result<()> {
+    /// Bump `next_cfg` and run `ops` with it in one transaction; returns the configuration
+    /// number to wait for with [`Ovsdb::wait_applied`].
+    fn change(&mut self, comment: &str, mut ops: Vec<Value>) -> Result<i64> {
         ops.insert(0, json!({"op": "comment", "comment": comment}));
         ops.push(json!({"op": "mutate", "table": "Open_vSwitch", "where": [],
                         "mutations": [["next_cfg", "+=", 1]]}));
@@ -396,11 +396,12 @@ impl Ovsdb {
             .last()
             .and_then(|s| s["rows"][0]["next_cfg"].as_i64())
             .ok_or_else(|| anyhow!("the database has no Open_vSwitch row (ovs-vsctl init)"))?;
-        self.wait_applied(next_cfg)
+        Ok(next_cfg)
     }
 
-    /// Wait until ovs-vswitchd reports `cur_cfg` >= `next_cfg`.
-    fn wait_applied(&mut self, next_cfg: i64) -> Result<()> {
+    /// Wait until ovs-vswitchd reports `cur_cfg` >= `next_cfg` (what ovs-vsctl does unless
+    /// `--no-wait`).
+    pub fn wait_applied(&mut self, next_cfg: i64) -> Result<()> {
         let what = format!("ovs-vswitchd to apply configuration {next_cfg} (is it running?)");
         let initial = self.call(
             "monitor",
@@ -428,14 +429,14 @@ impl Ovsdb {
 
     /// Make `name` a port of `bridge` with exactly `config` (its interface's external_ids
     /// included), replacing any port of that name, in one transaction. Fails if the bridge
-    /// does not exist.
+    /// does not exist. Returns the configuration number to wait for.
     pub fn replace_port(
         &mut self,
         bridge: &str,
         name: &str,
         config: &PortConfig,
         comment: &str,
-    ) -> Result<()> {
+    ) -> Result<i64> {
         let old = self.port_row(name)?.map(|(_, u)| u);
         let mut ops = vec![json!({"op": "wait", "timeout": 0, "table": "Bridge",
             "where": eq("name", json!(bridge)), "columns": ["name"], "until": "==",
@@ -462,13 +463,14 @@ impl Ovsdb {
         })
     }
 
-    /// Remove the port `name` if it exists; true if there was one.
-    pub fn del_port(&mut self, name: &str, comment: &str) -> Result<bool> {
+    /// Remove the port `name` if it exists; returns the configuration number to wait for, or
+    /// None when there was no such port.
+    pub fn del_port(&mut self, name: &str, comment: &str) -> Result<Option<i64>> {
         let Some((_, uuid)) = self.port_row(name)? else {
-            return Ok(false);
+            return Ok(None);
         };
-        self.change(comment, Self::del_port_ops(name, Some(&uuid)))?;
-        Ok(true)
+        self.change(comment, Self::del_port_ops(name, Some(&uuid)))
+            .map(Some)
     }
 }
 

@@ -567,24 +567,52 @@ impl Step {
                     .with_context(|| format!("write xenstore {path}"))?;
                 None
             }
+            Step::OvsAddPort { .. } | Step::OvsDelPort { .. } => {
+                let mut db = Ovsdb::connect()?;
+                let (next_cfg, inverse) = self.commit_ovs(&mut db)?;
+                match (next_cfg.map(|cfg| db.wait_applied(cfg)), self) {
+                    (None | Some(Ok(())), _) => {}
+                    // A port that is out of the database is gone for every later reader; the
+                    // switch catches up when it answers again.
+                    (Some(Err(e)), Step::OvsDelPort { .. }) => log::warn(&format!("{self}: {e:#}")),
+                    // Stored but never applied: take it out of the database again (without
+                    // waiting on the switch that did not answer), so nothing is left half
+                    // done; the run's cleanup time pays for it.
+                    (Some(Err(e)), _) => {
+                        crate::deadline::enter_cleanup();
+                        if let Some(undo) = &inverse {
+                            if let Err(ue) = undo.commit_ovs(&mut db) {
+                                return Err(e.context(format!("and taking it back failed: {ue:#}")));
+                            }
+                        }
+                        return Err(e);
+                    }
+                }
+                inverse
+            }
+        })
+    }
+}
+
+impl Step {
+    /// Commit an Open vSwitch step to the database; returns the configuration number that
+    /// ovs-vswitchd is to reach (None: nothing changed) and the step that undoes it.
+    fn commit_ovs(&self, db: &mut Ovsdb) -> Result<(Option<i64>, Option<Step>)> {
+        let comment = format!("xen-vif: {self}");
+        match self {
             Step::OvsAddPort {
                 bridge,
                 name,
                 config,
                 old,
             } => {
-                Ovsdb::connect()?.replace_port(
-                    bridge,
-                    name,
-                    config,
-                    &format!("xen-vif: {self}"),
-                )?;
+                let cfg = db.replace_port(bridge, name, config, &comment)?;
                 let now = OvsPort {
                     name: name.clone(),
                     bridge: Some(bridge.clone()),
                     config: config.clone(),
                 };
-                Some(match old {
+                let inverse = match old {
                     Some(OvsPort {
                         bridge: Some(b),
                         config: c,
@@ -599,20 +627,23 @@ impl Step {
                         name: name.clone(),
                         old: Some(now),
                     },
-                })
+                };
+                Ok((Some(cfg), Some(inverse)))
             }
             Step::OvsDelPort { name, old } => {
-                Ovsdb::connect()?.del_port(name, &format!("xen-vif: {self}"))?;
-                old.as_ref().and_then(|p| {
+                let cfg = db.del_port(name, &comment)?;
+                let inverse = old.as_ref().and_then(|p| {
                     p.bridge.as_ref().map(|b| Step::OvsAddPort {
                         bridge: b.clone(),
                         name: name.clone(),
                         config: p.config.clone(),
                         old: None,
                     })
-                })
+                });
+                Ok((cfg, inverse))
             }
-        })
+            _ => Err(anyhow!("{self} is no Open vSwitch step")),
+        }
     }
 }
 
@@ -632,6 +663,7 @@ impl Applied {
     /// Undo this run's changes, newest first; returns `e` with any undo failure added, so
     /// nothing is hidden.
     pub fn undo(self, nl: &mut Netlink, store: &dyn Store, e: anyhow::Error) -> anyhow::Error {
+        crate::deadline::enter_cleanup();
         let mut failed_undo = Vec::new();
         for u in self.0.iter().rev() {
             match u.apply(nl, store) {

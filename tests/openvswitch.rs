@@ -347,3 +347,24 @@ fn dry_run_changes_nothing_and_status_shows_the_port_and_its_differences() {
     assert_ok(&online(&sb, &ovs, 5));
     assert_eq!(ovs.get("port", "vif5.0", "tag").as_deref(), Some("10"));
 }
+
+#[test]
+fn a_change_the_switch_never_applies_is_taken_back_within_the_deadline() {
+    let Some((sb, mut ovs)) = guest("ovs-deadsw", "ovsbr0.10", &[]) else {
+        return;
+    };
+    ovs.kill_switch();
+    let before = sb.snapshot();
+    let started = std::time::Instant::now();
+    let o = online(&sb, &ovs, 5);
+    assert_fails(&o);
+    // Within libxl's 40 s, with time left to take the change back.
+    assert!(started.elapsed() < std::time::Duration::from_secs(38));
+    let err = hotplug(&sb, "hotplug-error").unwrap_or_default();
+    assert!(
+        err.contains("gave up waiting for ovs-vswitchd to apply configuration"),
+        "{err}"
+    );
+    assert!(ovs.ports("ovsbr0").is_empty());
+    assert_eq!(before, sb.snapshot());
+}

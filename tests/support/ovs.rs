@@ -98,6 +98,14 @@ impl Ovs {
             .unwrap()
     }
 
+    /// Kill ovs-vswitchd (the database stays): changes are stored and never applied.
+    pub fn kill_switch(&mut self) {
+        if let Some(mut switch) = self.daemons.pop() {
+            let _ = switch.kill();
+            let _ = switch.wait();
+        }
+    }
+
     /// The environment that points OVS tools (and xen-vif) at this instance.
     pub fn env(&self) -> Vec<(String, String)> {
         let d = self.dir.display().to_string();
