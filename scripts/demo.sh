@@ -19,7 +19,7 @@ cleanup() {
 trap cleanup EXIT
 ip netns del "$ns" 2>/dev/null || true
 
-# What libxl writes before it runs the script (CONTRACT.md §2).
+# What libxl writes before it runs the script (docs/contract.md §2).
 be=/local/domain/0/backend/vif/5/0
 cat > "$dir/xenstore.init" <<EOI
 $be/frontend=/local/domain/5/device/vif/0

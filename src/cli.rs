@@ -1,15 +1,17 @@
 //! `xen-vif` as a command for administrators: the hotplug actions by domain and device,
 //! a dry run, and the picture of every vif.
 
+use clap::CommandFactory;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use std::io::Write;
 
 use crate::hotplug::{self, Env};
-use crate::invocation::{Call, Command, Mode, Personality, TypeIf, Words};
+use crate::invocation::{self, Call, Command, Mode, Personality, TypeIf, Words};
 use crate::log;
 use crate::network_script::{self, Action, Script};
 use crate::status;
+use crate::xenstore::XenStore;
 use crate::{config, docs};
 
 #[derive(Parser, Debug)]
@@ -160,7 +162,9 @@ fn device_call(a: &DeviceArgs, up: bool) -> Result<(Call, String), String> {
         Some(ModeArg::Bridge) => Mode::Bridge,
         Some(ModeArg::Route) => Mode::Route,
         Some(ModeArg::Openvswitch) => Mode::Openvswitch,
-        None => status::backend_mode(&backend).map_err(|e| format!("{e:#}"))?,
+        None => XenStore::open()
+            .and_then(|store| invocation::backend_mode(&store, &backend))
+            .map_err(|e| format!("{e:#}"))?,
     };
     let (command, type_if) = match (up, a.tap) {
         (true, false) => (Command::Online, TypeIf::Vif),
@@ -189,7 +193,7 @@ pub fn run(args: Vec<String>) -> i32 {
         }
     };
     let verbose = cli.verbose || std::env::var("XEN_VIF_LOG").is_ok_and(|v| v == "debug");
-    log::init(Personality::Cli.name(), verbose, false);
+    log::init(Personality::Cli.name(), verbose);
     match cli.command {
         Cmd::Add(a) => device(&a, true),
         Cmd::Remove(a) => device(&a, false),
@@ -226,9 +230,9 @@ fn check_config(file: Option<&std::path::Path>) -> i32 {
 fn generate(what: Generate) -> i32 {
     let mut out = std::io::stdout().lock();
     let written = match what {
-        Generate::Man => docs::man_page().and_then(|page| Ok(out.write_all(&page)?)),
+        Generate::Man => docs::man_page(Cli::command()).and_then(|page| Ok(out.write_all(&page)?)),
         Generate::Completions { shell } => {
-            docs::completions(shell, &mut out);
+            docs::completions(Cli::command(), shell, &mut out);
             Ok(())
         }
     };

@@ -212,7 +212,10 @@ pub fn describe(cfg: &Config) -> String {
     [
         format!(
             "mode = {}{}",
-            cfg.mode.map_or("from the script name (bridge)", Mode::name),
+            cfg.mode.map_or_else(
+                || "from the script name (bridge)".to_string(),
+                |m| m.to_string()
+            ),
             origin("mode")
         ),
         format!(

@@ -1,18 +1,15 @@
-//! The manual page and shell completions, generated from the clap definitions so they can
-//! never drift from `--help` (`xen-vif generate man`, `xen-vif generate completions SHELL`;
+//! The manual page and shell completions, generated from the clap definitions (handed in by
+//! `cli`, so this module does not depend on it) so they can never drift from `--help` (`xen-vif generate man`, `xen-vif generate completions SHELL`;
 //! the package and scripts/install.sh run these at build/install time).
 
 use std::io::Write;
 
 use anyhow::{Context, Result};
-use clap::CommandFactory;
-
-use crate::cli::Cli;
 
 /// The whole manual in one page, `xen-vif(8)`: clap's sections for the command, then one
 /// subsection per subcommand (synopsis, description, options), then what clap does not know.
-pub fn man_page() -> Result<Vec<u8>> {
-    let mut cmd = Cli::command().disable_help_subcommand(true);
+pub fn man_page(cmd: clap::Command) -> Result<Vec<u8>> {
+    let mut cmd = cmd.disable_help_subcommand(true);
     cmd.build();
     let man = clap_mangen::Man::new(cmd.clone())
         .section("8")
@@ -52,8 +49,7 @@ fn render(f: impl Fn(&mut dyn Write) -> std::io::Result<()>) -> Result<String> {
     String::from_utf8(buf).context("clap_mangen wrote non-UTF-8")
 }
 
-pub fn completions(shell: clap_complete::Shell, w: &mut dyn Write) {
-    let mut cmd = Cli::command();
+pub fn completions(mut cmd: clap::Command, shell: clap_complete::Shell, w: &mut dyn Write) {
     clap_complete::generate(shell, &mut cmd, "xen-vif", w);
 }
 

@@ -134,11 +134,7 @@ pub fn vars_for(nl: &mut Netlink, hp: &Hotplug) -> Vars {
         // The stock scripts leave `vif` as libxl passed it: netback's name, also after a
         // vifname rename (only `dev` follows the rename).
         vif: (hp.type_if == TypeIf::Vif).then(|| hp.kernel_name.to_string()),
-        type_if: match hp.type_if {
-            TypeIf::Vif => "vif",
-            TypeIf::Tap => "tap",
-        }
-        .to_string(),
+        type_if: hp.type_if.to_string(),
         xenbus_path: hp.backend.clone(),
         // vif-route never sets `bridge` (libxl's default xenbr0 is in every backend).
         bridge: None,

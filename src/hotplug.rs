@@ -6,10 +6,10 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use crate::config::{self, Config};
-use crate::invocation::{self, Call, Command, Hotplug, Mode, Personality, Triage, TypeIf};
+use crate::invocation::{self, Call, Command, Hotplug, Personality, Triage, TypeIf};
 use crate::lock;
 use crate::log;
-use crate::modes::{bridge, openvswitch, route};
+use crate::modes;
 use crate::netlink::Netlink;
 use crate::plan::{self, Step};
 use crate::xenstore::{self, Store, XenStore};
@@ -40,6 +40,8 @@ impl Failure {
 
     /// hotplug-error + hotplug-status=error, as libxl reads them, and one line in the log.
     pub fn report(self) {
+        // The failure may be the budget running out: reporting it gets the clean-up time.
+        crate::deadline::enter_cleanup();
         let Some(backend) = &self.backend else {
             log::error(&self.message);
             return;
@@ -216,18 +218,6 @@ fn execute_with(call: &Call, env: Env, dry_run: bool, cfg: &Config) -> Result<()
     }
 }
 
-/// Plan the change for `hp`.
-pub fn plan_for(nl: &mut Netlink, store: &dyn Store, hp: &Hotplug) -> Result<Vec<Step>> {
-    match (hp.mode, hp.command.is_up()) {
-        (Mode::Bridge, true) => bridge::online(nl, hp),
-        (Mode::Bridge, false) => bridge::offline(nl, hp),
-        (Mode::Route, true) => route::online(nl, hp),
-        (Mode::Route, false) => route::offline(nl, hp),
-        (Mode::Openvswitch, true) => openvswitch::online(nl, store, hp),
-        (Mode::Openvswitch, false) => openvswitch::offline(nl, hp),
-    }
-}
-
 fn act(hp: &Hotplug, store: &dyn Store, dry_run: bool, cfg: &Config) -> Result<()> {
     let _lock = if dry_run {
         None
@@ -235,7 +225,7 @@ fn act(hp: &Hotplug, store: &dyn Store, dry_run: bool, cfg: &Config) -> Result<(
         Some(lock::lock_device(hp.kernel_name.as_str())?)
     };
     let mut nl = Netlink::open().context("open rtnetlink")?;
-    let mut steps = plan_for(&mut nl, store, hp)?;
+    let mut steps = modes::plan(&mut nl, store, hp)?;
     // libxl waits for this; netback connects the guest once it reads `connected`.
     let connected =
         (hp.command == Command::Online && hp.type_if == TypeIf::Vif).then(|| Step::XsWrite {

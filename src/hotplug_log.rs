@@ -28,7 +28,7 @@ pub struct Entry<'a> {
 
 pub fn line(e: &Entry, now: SystemTime) -> String {
     let opt = |v: Option<u32>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
-    let mode = e.call.mode.name();
+    let mode = e.call.mode;
     let mut s = format!(
         "{} {}[{}] domain={} devid={} device={} {} mode={} result={} duration_us={}",
         utc_timestamp(now),

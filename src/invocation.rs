@@ -1,4 +1,4 @@
-//! The caller contract in one place (CONTRACT.md §1): which personality we are, which command,
+//! The caller contract in one place (docs/contract.md §1): which personality we are, which command,
 //! which device, and every parameter with its precedence environment < argv `k=v` < xenstore.
 //! Nothing else in xen-vif reads argv, the environment or the backend's keys.
 
@@ -8,6 +8,16 @@ use std::fmt;
 use anyhow::{Result, bail};
 
 use crate::ifname::IfName;
+
+/// The mode the backend's `script` key names (bridge when unset): what an administrator's
+/// `xen-vif add`/`remove` does when no mode is given.
+pub fn backend_mode(store: &dyn crate::xenstore::Store, backend: &str) -> Result<Mode> {
+    let script = store
+        .read(&format!("{backend}/script"))
+        .map_err(|e| anyhow::anyhow!("read {backend}/script: {e}"))?
+        .unwrap_or_default();
+    Mode::from_script(&script)
+}
 
 /// What the binary was invoked as (basename of argv[0]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,6 +112,16 @@ pub enum TypeIf {
     Tap,
 }
 
+impl fmt::Display for TypeIf {
+    /// As `type_if=` spells it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TypeIf::Vif => "vif",
+            TypeIf::Tap => "tap",
+        })
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Bridge,
@@ -109,16 +129,18 @@ pub enum Mode {
     Openvswitch,
 }
 
-impl Mode {
-    /// The mode's name in the configuration, logs and `status`.
-    pub fn name(self) -> &'static str {
-        match self {
+impl fmt::Display for Mode {
+    /// As the configuration, `status` and the hotplug log name it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
             Mode::Bridge => "bridge",
             Mode::Route => "route",
             Mode::Openvswitch => "openvswitch",
-        }
+        })
     }
+}
 
+impl Mode {
     pub fn script(self) -> &'static str {
         match self {
             Mode::Bridge => "vif-bridge",
@@ -354,7 +376,7 @@ pub struct Hotplug {
     pub wanted_name: IfName,
     pub bridge: Option<IfName>,
     pub gatewaydev: Option<IfName>,
-    pub ip: Vec<crate::modes::route::GuestAddr>,
+    pub ip: Vec<crate::addr::GuestAddr>,
     pub mtu: Option<u32>,
     pub vlan: Option<Vec<crate::netlink::PortVlan>>,
     /// vif-openvswitch's `bridge` suffix `.TAG:TRUNK...` (`bridge` holds the name alone).
@@ -550,7 +572,7 @@ pub fn resolve(
         .map(|v| crate::vlanspec::parse(v).map_err(|e| anyhow::anyhow!("vlan: {e}")))
         .transpose()?;
     let ip = match params.get("ip") {
-        Some(list) => crate::modes::route::parse_guest_addrs(list)?,
+        Some(list) => crate::addr::parse_guest_addrs(list)?,
         None => Vec::new(),
     };
     Ok(Hotplug {

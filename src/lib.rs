@@ -3,6 +3,7 @@
 //! Dependencies point one way: `main` → `invocation` → `modes` → `netlink`, `sysctl`,
 //! `xenstore`. `netlink` knows nothing about Xen.
 
+pub mod addr;
 pub mod cli;
 pub mod config;
 pub mod deadline;
@@ -20,6 +21,7 @@ pub mod network_script;
 pub mod ovsdb;
 pub mod ovsspec;
 pub mod plan;
+pub mod rundir;
 pub mod status;
 pub mod sysctl;
 pub mod vlanspec;
@@ -81,12 +83,12 @@ pub fn main_entry() -> i32 {
         Personality::Cli => cli::run(args),
         Personality::NetworkBridge | Personality::NetworkRoute | Personality::NetworkPrebuilt => {
             let verbose = env_var("XEN_VIF_LOG").is_some_and(|v| v == "debug");
-            log::init(personality.name(), verbose, false);
+            log::init(personality.name(), verbose);
             network_script::run_personality(personality, &args[1..])
         }
         p => {
             let verbose = env_var("XEN_VIF_LOG").is_some_and(|v| v == "debug");
-            log::init(p.name(), verbose, false);
+            log::init(p.name(), verbose);
             hotplug::run_personality(p, &args[1..], &env_var)
         }
     }

@@ -3,20 +3,16 @@
 //! never one global lock, so different vifs proceed in parallel. Network scripts (start/stop)
 //! take their namespace's lock exclusively; vif hotplugs share it.
 
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::log;
-
-pub const LOCK_DIR: &str = "/run/xen-vif";
-/// Well under libxl's 40 s: a stuck holder yields a clear error, not a kill.
-const LOCK_WAIT: Duration = Duration::from_secs(20);
+use crate::rundir::{self, RUN_DIR};
+use crate::{deadline, log};
 
 /// The locks a vif hotplug holds: its device's (exclusive), and its network namespace's
 /// network-script lock (shared), so network-bridge/network-route start and stop, which take
@@ -44,34 +40,23 @@ pub fn namespace_dir(base: &Path) -> PathBuf {
 
 /// The network-script lock of this namespace.
 pub fn network_lock_path() -> PathBuf {
-    namespace_dir(Path::new(LOCK_DIR)).join("network-scripts.lock")
+    namespace_dir(Path::new(RUN_DIR)).join("network-scripts.lock")
 }
 
 fn open_lock(path: &Path) -> std::io::Result<File> {
-    let open = || {
-        OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(path)
-    };
-    // The directory exists after the first call on a host: try the file first.
-    match (open(), path.parent()) {
-        (Err(e), Some(dir)) if e.kind() == std::io::ErrorKind::NotFound => {
-            fs::create_dir_all(dir)?;
-            open()
-        }
-        (result, _) => result,
-    }
+    rundir::open_or_create(path)
 }
 
-/// A lock that is a safeguard, not a precondition: if /run is unusable the hotplug goes on
-/// without it, with a warning.
+/// A lock that is a safeguard, not a precondition: if /run is unusable (read-only, full) the
+/// hotplug goes on without it, with a warning. A lock file that fails the run directory's
+/// checks (a planted symlink, someone else's file) is not "unusable": that fails the run.
 fn safeguard(path: &Path, arg: FlockArg) -> anyhow::Result<Option<Flock<File>>> {
     let shown = path.display().to_string();
     let file = match open_lock(path) {
         Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(anyhow::Error::new(e).context(format!("lock {shown}")));
+        }
         Err(e) => {
             log::warn(&format!(
                 "cannot open lock {shown} ({e}); going on without it"
@@ -91,7 +76,7 @@ fn safeguard(path: &Path, arg: FlockArg) -> anyhow::Result<Option<Flock<File>>> 
 /// Take the locks for device `name` (a validated interface name).
 pub fn lock_device(name: &str) -> anyhow::Result<DeviceLock> {
     let device = safeguard(
-        &Path::new(LOCK_DIR).join(format!("{name}.lock")),
+        &Path::new(RUN_DIR).join(format!("{name}.lock")),
         FlockArg::LockExclusiveNonblock,
     )?;
     let network = safeguard(&network_lock_path(), FlockArg::LockSharedNonblock)?;
@@ -107,20 +92,14 @@ pub fn lock_file(path: &Path) -> anyhow::Result<Flock<File>> {
         .map_err(|e| anyhow::anyhow!("cannot lock {shown}: {e}"))
 }
 
-/// Wait, bounded, while another process holds the lock; `Ok(Err(errno))` for any other
-/// locking failure, so each caller decides what that means.
+/// Wait while another process holds the lock, within the run's deadline; `Ok(Err(errno))` for
+/// any other locking failure, so each caller decides what that means.
 fn wait(mut file: File, path: &str, arg: FlockArg) -> anyhow::Result<Result<Flock<File>, Errno>> {
-    let start = Instant::now();
     loop {
         match Flock::lock(file, arg) {
             Ok(l) => return Ok(Ok(l)),
             Err((f, Errno::EWOULDBLOCK)) | Err((f, Errno::EINTR)) => {
-                if start.elapsed() > LOCK_WAIT {
-                    anyhow::bail!(
-                        "another xen-vif still holds {path} after {} s",
-                        LOCK_WAIT.as_secs()
-                    );
-                }
+                deadline::check(&format!("another xen-vif to release {path}"))?;
                 file = f;
                 std::thread::sleep(Duration::from_millis(5));
             }

@@ -1,6 +1,7 @@
 //! Logging to syslog (facility daemon, ident = the Xen script name) and stderr. Logging can
-//! never fail a hotplug: a missing /dev/log is silently skipped, and syslog is only connected
-//! once something is logged at the level in force.
+//! never fail or stall a hotplug: a missing /dev/log is silently skipped, syslog is only
+//! connected once something is logged at the level in force, and its socket never blocks: a
+//! syslog daemon that stopped reading costs the lines it did not take, not the run.
 
 use std::io::Write;
 use std::sync::Mutex;
@@ -32,15 +33,12 @@ static STATE: Mutex<State> = Mutex::new(State {
 });
 
 /// `verbose` (or `XEN_VIF_LOG=debug`) sends debug detail to both syslog and stderr.
-pub fn init(ident: &'static str, verbose: bool, quiet_stderr: bool) {
+pub fn init(ident: &'static str, verbose: bool) {
     let mut s = STATE.lock().unwrap_or_else(|e| e.into_inner());
     s.ident = ident;
     if verbose {
         s.syslog_level = Level::Debug;
         s.stderr_level = Level::Debug;
-    }
-    if quiet_stderr && !verbose {
-        s.stderr_level = Level::Error;
     }
 }
 
@@ -65,15 +63,30 @@ pub fn log(level: Level, msg: &str) {
             },
             "/dev/log",
         )
-        .ok();
+        .ok()
+        .filter(|l| nonblocking(&l.backend));
     }
     if let Some(l) = s.syslog.as_mut() {
-        let _ = match level {
+        let sent = match level {
             Level::Error => l.err(msg),
             Level::Warn => l.warning(msg),
             Level::Info => l.info(msg),
             Level::Debug => l.debug(msg),
         };
+        // A datagram that did not fit is dropped on its own; a stream that took half a line
+        // is out of step, so it is given up for the rest of the run.
+        if sent.is_err() && matches!(l.backend, LoggerBackend::UnixStream(_)) {
+            s.syslog = None;
+        }
+    }
+}
+
+/// Make the syslog socket non-blocking; a socket that cannot be is not used.
+fn nonblocking(backend: &LoggerBackend) -> bool {
+    match backend {
+        LoggerBackend::Unix(d) => d.set_nonblocking(true).is_ok(),
+        LoggerBackend::UnixStream(w) => w.get_ref().set_nonblocking(true).is_ok(),
+        _ => false,
     }
 }
 

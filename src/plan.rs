@@ -663,6 +663,7 @@ impl Applied {
     /// Undo this run's changes, newest first; returns `e` with any undo failure added, so
     /// nothing is hidden.
     pub fn undo(self, nl: &mut Netlink, store: &dyn Store, e: anyhow::Error) -> anyhow::Error {
+        // The failure may be the budget running out: the undo gets its own short extension.
         crate::deadline::enter_cleanup();
         let mut failed_undo = Vec::new();
         for u in self.0.iter().rev() {
@@ -697,6 +698,18 @@ pub fn apply(nl: &mut Netlink, store: &dyn Store, steps: &[Step]) -> Result<Appl
         }
     }
     Ok(done)
+}
+
+/// Apply the steps in order and stop at the first failure, undoing nothing: for a caller whose
+/// undo authority is elsewhere (the network scripts' state file, which `stop` restores from).
+/// The error names the failed step.
+pub fn apply_until_failure(nl: &mut Netlink, store: &dyn Store, steps: &[Step]) -> Result<()> {
+    for step in steps {
+        log::debug(&format!("{step}"));
+        step.apply(nl, store).with_context(|| step.to_string())?;
+        log::info(&format!("{step}"));
+    }
+    Ok(())
 }
 
 /// Apply every step, treating "already gone" as done, and report every failure together.

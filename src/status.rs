@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 
-use crate::hotplug::plan_for;
 use crate::invocation::{self, Call, Command, DeviceId, Mode, TypeIf, Words};
 use crate::modes::find_device;
 use crate::netlink::Netlink;
@@ -13,16 +12,6 @@ use crate::plan::Step;
 use crate::xenstore::{self, Store, XenStore};
 
 const BACKEND_DIR: &str = "backend/vif";
-
-/// The mode the backend's `script` key names (bridge when unset).
-pub fn backend_mode(backend: &str) -> Result<Mode> {
-    let store = XenStore::open()?;
-    let script = store
-        .read(&format!("{backend}/script"))
-        .with_context(|| format!("read {backend}/script"))?
-        .unwrap_or_default();
-    Mode::from_script(&script)
-}
 
 #[derive(Debug, Default)]
 pub struct VifStatus {
@@ -84,7 +73,7 @@ fn one(store: &dyn Store, nl: &mut Netlink, id: DeviceId) -> Result<VifStatus> {
             return Ok(st);
         }
     };
-    st.mode = mode.name().into();
+    st.mode = mode.to_string();
     let call = Call {
         script: mode.script(),
         mode,
@@ -126,7 +115,7 @@ fn one(store: &dyn Store, nl: &mut Netlink, id: DeviceId) -> Result<VifStatus> {
             Err(e) => st.differences.push(format!("{e:#}")),
         }
     }
-    match plan_for(nl, store, &hp) {
+    match crate::modes::plan(nl, store, &hp) {
         Ok(steps) => st.differences.extend(
             steps
                 .iter()

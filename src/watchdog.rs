@@ -1,12 +1,14 @@
 //! Never hang: libxl SIGKILLs a hotplug script after 40 s and then runs `offline`. Every wait in
-//! xen-vif has its own bound (netlink and xenstore receive timeouts, the lock wait); this alarm
-//! is the backstop for anything that slips past them, and a panic hook that still reports.
+//! xen-vif draws on the run's one deadline (`crate::deadline`), which leaves time to undo and
+//! report; this alarm is the backstop for anything that slips past it, and a panic hook that
+//! still reports.
 
 use std::io::Write;
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
-/// Seconds before the backstop fires: after the other bounds, before libxl's kill.
+/// Seconds before the backstop fires: after the deadline and its clean-up time, before libxl's
+/// kill.
 pub const DEADLINE_SECS: u32 = 35;
 
 extern "C" fn on_alarm(_: nix::libc::c_int) {
@@ -26,6 +28,11 @@ pub fn install(ident: &'static str) {
     );
     // SAFETY: the handler only calls async-signal-safe functions.
     let _ = unsafe { sigaction(Signal::SIGALRM, &action) };
+    // A caller's blocked SIGALRM (the mask is inherited across exec) would disarm the backstop.
+    let mut alarm = SigSet::empty();
+    alarm.add(Signal::SIGALRM);
+    let _ = alarm.thread_unblock();
+    crate::deadline::start();
     nix::unistd::alarm::set(DEADLINE_SECS);
     std::panic::set_hook(Box::new(move |info| {
         let msg = format!("{ident}: internal error: {info}");

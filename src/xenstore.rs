@@ -1,20 +1,105 @@
-//! Typed xenstore access over xenstore-rs, behind a small trait so the logic above it can be
-//! unit-tested with a map.
+//! Typed xenstore access. xen-vif owns the transport (the xenstored socket, or the xenbus device
+//! when there is no socket) and the wire format (xs_wire.h: a header of four native-endian u32
+//! {type, req_id, tx_id, len}, then `len` payload bytes), so that every request on either
+//! transport is bounded by the run's deadline (`crate::deadline`), enforced with poll(2): a
+//! xenstored that never answers, or trickles one byte at a time, gives a clear error in time,
+//! never a hang. (xenstore-rs keeps its wire module private and owns its descriptor, which left
+//! no way to bound a request on the xenbus device.)
+//!
+//! The `Store` trait is what the executor and the reporting need, so the logic above it can be
+//! tested against the test xenstored or a stub.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
-use std::time::Duration;
+use std::os::fd::{AsFd, OwnedFd};
 
 use anyhow::{Context, Result};
-use nix::sys::socket::{setsockopt, sockopt};
-use nix::sys::time::TimeVal;
-use xenstore_rs::Xs;
-use xenstore_rs::unix::XsUnix;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+use nix::sys::stat::Mode;
 
-/// How long xenstored may take to answer one request. libxl kills the script at 40 s; a wedged
-/// xenstored must give a clear error well before that.
-pub const XS_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::deadline;
+
+/// Where xenstored listens unless `XENSTORED_PATH` says otherwise (as the C library does).
+pub const SOCKET_PATH: &str = "/run/xenstored/socket";
+/// The kernel's xenbus device, for a domain with no local xenstored (a driver domain).
+pub const XENBUS_DEVICE_PATH: &str = "/dev/xen/xenbus";
+/// The largest payload either side may send (XENSTORE_PAYLOAD_MAX).
+pub const PAYLOAD_MAX: usize = 4096;
+
+/// The message types xen-vif sends or must recognise (xs_wire.h `enum xsd_sockmsg_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+enum Op {
+    Directory = 1,
+    Read = 2,
+    GetPerms = 3,
+    Watch = 4,
+    Unwatch = 5,
+    Write = 11,
+    Rm = 13,
+    WatchEvent = 15,
+    Error = 16,
+}
+
+/// A request on the wire: the header, then each part NUL-terminated (a WRITE's value is not:
+/// its length is the rest of the payload).
+fn encode(op: Op, req_id: u32, parts: &[&str], trailing_nul: bool) -> io::Result<Vec<u8>> {
+    let mut payload: Vec<u8> = Vec::new();
+    for p in parts {
+        payload.extend_from_slice(p.as_bytes());
+        payload.push(0);
+    }
+    if !trailing_nul {
+        payload.pop();
+    }
+    if payload.len() > PAYLOAD_MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "xenstore request of {} bytes (at most {PAYLOAD_MAX})",
+                payload.len()
+            ),
+        ));
+    }
+    let mut out = Vec::with_capacity(16 + payload.len());
+    for word in [op as u32, req_id, 0, payload.len() as u32] {
+        out.extend_from_slice(&word.to_ne_bytes());
+    }
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+/// xenstored's error reply names an errno; keep the kinds callers branch on.
+fn error_reply(payload: &[u8]) -> io::Error {
+    let name = String::from_utf8_lossy(payload.strip_suffix(&[0]).unwrap_or(payload)).into_owned();
+    let kind = match name.as_str() {
+        "ENOENT" => io::ErrorKind::NotFound,
+        "EACCES" | "EPERM" | "EROFS" => io::ErrorKind::PermissionDenied,
+        "EEXIST" | "EISDIR" | "EBUSY" => io::ErrorKind::AlreadyExists,
+        "EINVAL" | "ENOTEMPTY" => io::ErrorKind::InvalidInput,
+        "E2BIG" => io::ErrorKind::InvalidData,
+        "EAGAIN" => io::ErrorKind::WouldBlock,
+        "ENOSYS" => io::ErrorKind::Unsupported,
+        "ENOMEM" | "ENOSPC" | "EQUOTA" => io::ErrorKind::OutOfMemory,
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, format!("xenstored refused: {name}"))
+}
+
+/// A watch event's payload: the path, then the token.
+fn watch_event(payload: &[u8]) -> Option<WatchEvent> {
+    let mut it = payload
+        .split(|&b| b == 0)
+        .map(|s| String::from_utf8_lossy(s).into_owned());
+    Some(WatchEvent {
+        path: it.next()?,
+        token: it.next()?,
+    })
+}
 
 pub trait Store {
     /// `Ok(None)` when the node does not exist.
@@ -22,21 +107,44 @@ pub trait Store {
     fn write(&self, path: &str, value: &str) -> io::Result<()>;
     /// `Ok(None)` when the directory does not exist.
     fn directory(&self, path: &str) -> io::Result<Option<Vec<String>>>;
-    /// The domain owning node `path` (the first of its permissions); `Ok(None)` when the node
-    /// does not exist.
+    /// The domain that owns node `path`; `Ok(None)` when there is no such node. A store that
+    /// knows no owners says so rather than guess.
     fn owner(&self, _path: &str) -> io::Result<Option<u32>> {
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
-            "this store does not know permissions",
+            "this store does not know node owners",
         ))
     }
 }
 
+/// A node's permissions as xenstored lists them: the first entry names the owner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Perm {
+    pub domid: u32,
+    /// `n` none, `r` read, `w` write, `b` both.
+    pub access: char,
+}
+
+/// A watch fired: the node that changed and the token the watch was set with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchEvent {
+    pub path: String,
+    pub token: String,
+}
+
+/// One connection to xenstored.
 pub struct XenStore {
-    xs: XsUnix,
-    /// A second connection for the requests xenstore-rs does not offer (GET_PERMS), opened on
-    /// first use.
-    raw: std::cell::RefCell<Option<raw::Conn>>,
+    conn: RefCell<Conn>,
+}
+
+struct Conn {
+    fd: OwnedFd,
+    next_id: u32,
+    /// Watch events that arrived while waiting for a reply.
+    events: VecDeque<WatchEvent>,
+    /// A request that timed out or broke left the stream mid-message: later requests would read
+    /// its reply. Nothing more is sent on such a connection.
+    broken: bool,
 }
 
 fn absent<T>(r: io::Result<T>) -> io::Result<Option<T>> {
@@ -47,48 +155,279 @@ fn absent<T>(r: io::Result<T>) -> io::Result<Option<T>> {
     }
 }
 
-impl XenStore {
-    /// One connection per run: `XENSTORED_PATH` (or /run/xenstored/socket), else /dev/xen/xenbus.
-    pub fn open() -> Result<XenStore> {
-        // xenstore-rs owns its socket and sets no timeout. The kernel hands out the lowest free
-        // descriptor, so probing for it just before connecting tells us which one it will use.
-        // (A socket, not a file: it needs no /dev, which a broken host may lack.)
-        let probe = std::os::unix::net::UnixDatagram::unbound().ok();
-        let fd = probe.as_ref().map(|f| f.as_raw_fd());
-        drop(probe);
-        let xs = XsUnix::new().context("cannot connect to xenstored")?;
-        if let Some(fd) = fd {
-            set_timeouts(fd);
+fn socket_path() -> String {
+    std::env::var("XENSTORED_PATH").unwrap_or_else(|_| SOCKET_PATH.to_string())
+}
+
+/// Connect without blocking: a xenstored whose listen queue is full makes connect(2) wait,
+/// which must draw on the deadline like everything else.
+fn connect_socket(path: &str) -> io::Result<OwnedFd> {
+    let addr = UnixAddr::new(path).map_err(io::Error::from)?;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    loop {
+        match connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
+            Ok(()) => return Ok(fd),
+            Err(Errno::EINTR) => continue,
+            // A full listen queue: try again until the deadline.
+            Err(Errno::EAGAIN) => {
+                deadline::check("xenstored").map_err(timed_out)?;
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            Err(e) => return Err(e.into()),
         }
-        Ok(XenStore {
-            xs,
-            raw: Default::default(),
-        })
     }
 }
 
-fn set_timeouts(fd: i32) {
-    // SAFETY: `fd` is the descriptor XsUnix just opened and still owns; we only set options on it
-    // (a wrong guess makes setsockopt fail with ENOTSOCK, which is ignored).
-    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-    let tv = TimeVal::new(XS_TIMEOUT.as_secs() as _, 0);
-    let _ = setsockopt(&fd, sockopt::ReceiveTimeout, &tv);
-    let _ = setsockopt(&fd, sockopt::SendTimeout, &tv);
+fn open_device() -> io::Result<OwnedFd> {
+    let fd = nix::fcntl::open(
+        XENBUS_DEVICE_PATH,
+        OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(fd)
 }
 
-/// Name the connection failures; xenstored's own error replies (EAGAIN, EACCES, ...) pass as
-/// they are, since they carry no OS error number.
-fn timeout_named(e: io::Error) -> io::Error {
-    match (e.raw_os_error(), e.kind()) {
-        (Some(nix::libc::EAGAIN), _) | (Some(nix::libc::ETIMEDOUT), _) => io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("xenstored did not answer within {} s", XS_TIMEOUT.as_secs()),
+fn timed_out(e: deadline::Expired) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "{} did not answer within the run's {} s budget",
+            e.what,
+            e.budget.as_secs()
         ),
-        (_, io::ErrorKind::UnexpectedEof) | (Some(nix::libc::ECONNRESET), _) => io::Error::new(
-            io::ErrorKind::ConnectionAborted,
-            "xenstored closed the connection",
-        ),
-        _ => e,
+    )
+}
+
+fn closed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "xenstored closed the connection",
+    )
+}
+
+/// Wait until `fd` is ready for `flags`, or the deadline passes.
+fn wait(fd: &OwnedFd, flags: PollFlags, what: &str) -> io::Result<()> {
+    loop {
+        let d = deadline::current();
+        d.check(what).map_err(timed_out)?;
+        let mut fds = [PollFd::new(fd.as_fd(), flags)];
+        let timeout = PollTimeout::try_from(d.poll_millis()).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, timeout) {
+            Ok(0) | Err(Errno::EINTR) => continue,
+            Ok(_) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+impl Conn {
+    fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            match nix::unistd::write(&self.fd, buf) {
+                Ok(0) => return Err(closed()),
+                Ok(n) => buf = &buf[n..],
+                Err(Errno::EAGAIN) => wait(&self.fd, PollFlags::POLLOUT, "xenstored")?,
+                Err(Errno::EINTR) => {}
+                Err(Errno::EPIPE | Errno::ECONNRESET) => return Err(closed()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn read_exact(&mut self, mut buf: &mut [u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            match nix::unistd::read(&self.fd, buf) {
+                Ok(0) => return Err(closed()),
+                Ok(n) => buf = &mut buf[n..],
+                Err(Errno::EAGAIN) => wait(&self.fd, PollFlags::POLLIN, "xenstored")?,
+                Err(Errno::EINTR) => {}
+                Err(Errno::ECONNRESET) => return Err(closed()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// One message off the wire: a 16-byte header, then its payload.
+    fn read_message(&mut self) -> io::Result<(u32, u32, Vec<u8>)> {
+        let mut header = [0u8; 16];
+        self.read_exact(&mut header)?;
+        let word =
+            |i: usize| u32::from_ne_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+        let (ty, req_id, len) = (word(0), word(4), word(12) as usize);
+        if len > PAYLOAD_MAX {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("xenstored sent a {len}-byte payload (at most {PAYLOAD_MAX})"),
+            ));
+        }
+        let mut payload = vec![0u8; len];
+        self.read_exact(&mut payload)?;
+        Ok((ty, req_id, payload))
+    }
+
+    fn transact(&mut self, op: Op, parts: &[&str], trailing_nul: bool) -> io::Result<Vec<u8>> {
+        if self.broken {
+            return Err(closed());
+        }
+        let result = self.transact_once(op, parts, trailing_nul);
+        if let Err(e) = &result {
+            if is_connection_error(e) || e.kind() == io::ErrorKind::InvalidData {
+                self.broken = true;
+            }
+        }
+        result
+    }
+
+    fn transact_once(&mut self, op: Op, parts: &[&str], trailing_nul: bool) -> io::Result<Vec<u8>> {
+        self.next_id = self.next_id.wrapping_add(1);
+        let id = self.next_id;
+        let out = encode(op, id, parts, trailing_nul)?;
+        self.write_all(&out)?;
+        loop {
+            let (ty, rid, payload) = self.read_message()?;
+            if ty == Op::WatchEvent as u32 {
+                self.events.extend(watch_event(&payload));
+                continue;
+            }
+            if rid != id {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("xenstored answered request {rid}, not {id}"),
+                ));
+            }
+            if ty == Op::Error as u32 {
+                return Err(error_reply(&payload));
+            }
+            if ty != op as u32 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("xenstored answered a {op:?} request with message type {ty}"),
+                ));
+            }
+            return Ok(payload);
+        }
+    }
+}
+
+/// The payload as one string, without its terminating NUL.
+fn payload_str(payload: Vec<u8>) -> io::Result<String> {
+    let mut p = payload;
+    if p.last() == Some(&0) {
+        p.pop();
+    }
+    String::from_utf8(p).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// A NUL-separated list.
+fn payload_list(payload: &[u8]) -> io::Result<Vec<String>> {
+    payload
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            String::from_utf8(s.to_vec()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        })
+        .collect()
+}
+
+impl XenStore {
+    /// One connection: `XENSTORED_PATH` (or /run/xenstored/socket), else the xenbus device. The
+    /// error names every path tried and what that usually means.
+    pub fn open() -> Result<XenStore> {
+        let socket = socket_path();
+        let fd = match connect_socket(&socket) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                return Err(e).with_context(|| format!("cannot connect to xenstored at {socket}"));
+            }
+            Err(se) => open_device().map_err(|de| {
+                anyhow::anyhow!(
+                    "cannot connect to xenstored: {socket}: {se}; {XENBUS_DEVICE_PATH}: {de} \
+                     (not a Xen host, or xenstored is not running)"
+                )
+            })?,
+        };
+        Ok(XenStore {
+            conn: RefCell::new(Conn {
+                fd,
+                next_id: 0,
+                events: VecDeque::new(),
+                broken: false,
+            }),
+        })
+    }
+
+    fn transact(&self, op: Op, parts: &[&str], trailing_nul: bool) -> io::Result<Vec<u8>> {
+        self.conn.borrow_mut().transact(op, parts, trailing_nul)
+    }
+
+    /// The node's permissions; the first names its owner. `Ok(None)`: no such node.
+    pub fn get_perms(&self, path: &str) -> io::Result<Option<Vec<Perm>>> {
+        let Some(payload) = absent(self.transact(Op::GetPerms, &[path], true))? else {
+            return Ok(None);
+        };
+        let mut perms = Vec::new();
+        for p in payload_list(&payload)? {
+            let mut chars = p.chars();
+            let access = chars.next().unwrap_or('n');
+            let domid = chars.as_str().parse().map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("bad permission {p:?}"))
+            })?;
+            perms.push(Perm { domid, access });
+        }
+        Ok(Some(perms))
+    }
+
+    /// The domain that owns `path`, `Ok(None)` when there is no such node.
+    pub fn owner(&self, path: &str) -> io::Result<Option<u32>> {
+        Ok(self
+            .get_perms(path)?
+            .and_then(|p| p.first().map(|p| p.domid)))
+    }
+
+    pub fn rm(&self, path: &str) -> io::Result<()> {
+        match self.transact(Op::Rm, &[path], true) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            r => r.map(drop),
+        }
+    }
+
+    /// Watch `path` and everything below it; xenstored fires once at once, as it always does.
+    pub fn watch(&self, path: &str, token: &str) -> io::Result<()> {
+        self.transact(Op::Watch, &[path, token], true).map(drop)
+    }
+
+    pub fn unwatch(&self, path: &str, token: &str) -> io::Result<()> {
+        self.transact(Op::Unwatch, &[path, token], true).map(drop)
+    }
+
+    /// The next watch event, waiting for one until this thread's deadline.
+    pub fn next_event(&self) -> io::Result<WatchEvent> {
+        let mut conn = self.conn.borrow_mut();
+        loop {
+            if let Some(e) = conn.events.pop_front() {
+                return Ok(e);
+            }
+            if conn.broken {
+                return Err(closed());
+            }
+            let (ty, _, payload) = match conn.read_message() {
+                Ok(m) => m,
+                Err(e) => {
+                    conn.broken = is_connection_error(&e) || e.kind() == io::ErrorKind::InvalidData;
+                    return Err(e);
+                }
+            };
+            if ty == Op::WatchEvent as u32 {
+                conn.events.extend(watch_event(&payload));
+            }
+        }
     }
 }
 
@@ -105,213 +444,23 @@ pub fn is_connection_error(e: &io::Error) -> bool {
 
 impl Store for XenStore {
     fn read(&self, path: &str) -> io::Result<Option<String>> {
-        absent(self.xs.read(path).map(String::from)).map_err(timeout_named)
+        absent(self.transact(Op::Read, &[path], true))?
+            .map(payload_str)
+            .transpose()
     }
 
     fn write(&self, path: &str, value: &str) -> io::Result<()> {
-        self.xs.write(path, value).map_err(timeout_named)
+        self.transact(Op::Write, &[path, value], false).map(drop)
     }
 
     fn directory(&self, path: &str) -> io::Result<Option<Vec<String>>> {
-        absent(
-            self.xs
-                .directory(path)
-                .map(|v| v.into_iter().map(String::from).collect()),
-        )
-        .map_err(timeout_named)
+        absent(self.transact(Op::Directory, &[path], true))?
+            .map(|p| payload_list(&p))
+            .transpose()
     }
 
     fn owner(&self, path: &str) -> io::Result<Option<u32>> {
-        let mut raw = self.raw.borrow_mut();
-        if raw.is_none() {
-            *raw = Some(raw::Conn::open()?);
-        }
-        let conn = raw.as_mut().expect("opened above");
-        let reply = absent(conn.request(raw::GET_PERMS, path))?;
-        reply.map(|r| raw::owner_of(&r)).transpose()
-    }
-}
-
-/// The xenstore wire protocol (xen/include/public/io/xs_wire.h), for the few requests
-/// xenstore-rs lacks: a 16-byte header (type, request id, transaction id, length; native
-/// endianness), then the payload. Every wait draws on the run's deadline.
-mod raw {
-    use std::fs::File;
-    use std::io::{self, Read, Write};
-    use std::os::fd::AsFd;
-    use std::os::unix::net::UnixStream;
-
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-
-    pub const GET_PERMS: u32 = 3;
-    const ERROR: u32 = 16;
-
-    pub enum Conn {
-        Socket(UnixStream),
-        Device(File),
-    }
-
-    impl Conn {
-        /// As xenstore-rs connects: `XENSTORED_PATH` (or /run/xenstored/socket), else the
-        /// xenbus device.
-        pub fn open() -> io::Result<Conn> {
-            let path = std::env::var("XENSTORED_PATH")
-                .unwrap_or_else(|_| "/run/xenstored/socket".to_string());
-            if let Ok(s) = UnixStream::connect(path) {
-                return Ok(Conn::Socket(s));
-            }
-            let dev = File::options()
-                .read(true)
-                .write(true)
-                .open("/dev/xen/xenbus")?;
-            Ok(Conn::Device(dev))
-        }
-
-        fn wait(&self, flags: PollFlags) -> io::Result<()> {
-            let fd = match self {
-                Conn::Socket(s) => s.as_fd(),
-                Conn::Device(f) => f.as_fd(),
-            };
-            loop {
-                crate::deadline::check("xenstored to answer")
-                    .map_err(|e| io::Error::new(io::ErrorKind::TimedOut, e.to_string()))?;
-                let ms = crate::deadline::current().poll_millis();
-                let mut fds = [PollFd::new(fd, flags)];
-                match poll(
-                    &mut fds,
-                    PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
-                ) {
-                    Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
-                    Ok(_) => return Ok(()),
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
-
-        fn read_exact(&mut self, mut buf: &mut [u8]) -> io::Result<()> {
-            while !buf.is_empty() {
-                self.wait(PollFlags::POLLIN)?;
-                let n = match self {
-                    Conn::Socket(s) => s.read(buf),
-                    Conn::Device(f) => f.read(buf),
-                };
-                match n {
-                    Ok(0) => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::ConnectionAborted,
-                            "xenstored closed the connection",
-                        ));
-                    }
-                    Ok(n) => buf = &mut buf[n..],
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(())
-        }
-
-        /// One request with a path argument; the reply's payload.
-        pub fn request(&mut self, ty: u32, path: &str) -> io::Result<Vec<u8>> {
-            let mut msg = Vec::with_capacity(16 + path.len() + 1);
-            let len = u32::try_from(path.len() + 1).map_err(|_| io::ErrorKind::InvalidInput)?;
-            for v in [ty, 0, 0, len] {
-                msg.extend_from_slice(&v.to_ne_bytes());
-            }
-            msg.extend_from_slice(path.as_bytes());
-            msg.push(0);
-            self.wait(PollFlags::POLLOUT)?;
-            // One write: the xenbus device takes a message only whole.
-            match self {
-                Conn::Socket(s) => s.write_all(&msg)?,
-                Conn::Device(f) => f.write_all(&msg)?,
-            }
-            let mut header = [0u8; 16];
-            self.read_exact(&mut header)?;
-            let field = |i: usize| u32::from_ne_bytes(header[i * 4..i * 4 + 4].try_into().unwrap());
-            let (rty, rlen) = (field(0), field(3) as usize);
-            if rlen > 4096 {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "xenstore reply too long",
-                ));
-            }
-            let mut payload = vec![0u8; rlen];
-            self.read_exact(&mut payload)?;
-            if rty == ERROR {
-                let name = String::from_utf8_lossy(&payload);
-                let name = name.trim_end_matches('\0');
-                let kind = match name {
-                    "ENOENT" => io::ErrorKind::NotFound,
-                    "EACCES" => io::ErrorKind::PermissionDenied,
-                    _ => io::ErrorKind::Other,
-                };
-                return Err(io::Error::new(kind, format!("xenstored: {name}")));
-            }
-            if rty != ty {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("xenstored answered request type {ty} with type {rty}"),
-                ));
-            }
-            Ok(payload)
-        }
-    }
-
-    /// The owner in a GET_PERMS reply: the domain of the first permission (`n0`, `r5`, ...).
-    pub fn owner_of(reply: &[u8]) -> io::Result<u32> {
-        let first = reply.split(|b| *b == 0).next().unwrap_or_default();
-        std::str::from_utf8(first.get(1..).unwrap_or_default())
-            .ok()
-            .and_then(|d| d.parse().ok())
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "unreadable permissions from xenstored: {:?}",
-                        String::from_utf8_lossy(reply)
-                    ),
-                )
-            })
-    }
-
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn the_owner_is_the_first_permission() {
-            assert_eq!(super::owner_of(b"n0\0r5\0").unwrap(), 0);
-            assert_eq!(super::owner_of(b"b7\0").unwrap(), 7);
-            assert!(super::owner_of(b"").is_err());
-        }
-    }
-}
-
-/// An in-memory store for unit tests and `--dry-run` previews.
-#[derive(Default)]
-pub struct MapStore(pub std::cell::RefCell<BTreeMap<String, String>>);
-
-impl Store for MapStore {
-    fn read(&self, path: &str) -> io::Result<Option<String>> {
-        Ok(self.0.borrow().get(path).cloned())
-    }
-
-    fn write(&self, path: &str, value: &str) -> io::Result<()> {
-        self.0.borrow_mut().insert(path.into(), value.into());
-        Ok(())
-    }
-
-    fn directory(&self, path: &str) -> io::Result<Option<Vec<String>>> {
-        let prefix = format!("{path}/");
-        let map = self.0.borrow();
-        let mut names: Vec<String> = map
-            .keys()
-            .filter_map(|k| k.strip_prefix(&prefix))
-            .map(|rest| rest.split('/').next().unwrap_or(rest).to_string())
-            .collect();
-        names.dedup();
-        if names.is_empty() && !map.contains_key(path) {
-            return Ok(None);
-        }
-        Ok(Some(names))
+        XenStore::owner(self, path)
     }
 }
 

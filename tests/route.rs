@@ -7,7 +7,7 @@ use support::*;
 
 const BE: &str = "/local/domain/0/backend/vif/5/0";
 
-/// The host side of the Debian-Administration seed: a routed 10.9.0.0/29 (and 2001:db8:9::/64)
+/// The host side of the Debian-Administration set-up: a routed 10.9.0.0/29 (and 2001:db8:9::/64)
 /// whose gateway address sits on a gateway device. This host kernel has no dummy links, so the
 /// gateway device is a bridge whose one port leads to the "world" namespace, which reaches the
 /// guests by IPv4 routing through the host and by IPv6 on-link (proxy NDP).

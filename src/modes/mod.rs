@@ -7,9 +7,22 @@ pub mod route;
 
 use anyhow::{Result, bail};
 
-use crate::invocation::{Hotplug, TypeIf};
+use crate::invocation::{Hotplug, Mode, TypeIf};
 use crate::netlink::{Link, Netlink};
 use crate::plan::Step;
+use crate::xenstore::Store;
+
+/// Plan the change `hp` asks for, in its mode.
+pub fn plan(nl: &mut Netlink, store: &dyn Store, hp: &Hotplug) -> Result<Vec<Step>> {
+    match (hp.mode, hp.command.is_up()) {
+        (Mode::Bridge, true) => bridge::online(nl, hp),
+        (Mode::Bridge, false) => bridge::offline(nl, hp),
+        (Mode::Route, true) => route::online(nl, hp),
+        (Mode::Route, false) => route::offline(nl, hp),
+        (Mode::Openvswitch, true) => openvswitch::online(nl, store, hp),
+        (Mode::Openvswitch, false) => openvswitch::offline(nl, hp),
+    }
+}
 
 /// Find this backend's device: by netback's name (which after our rename is the device's
 /// alternative name), or by its `vifname` when the device there provably is this backend's.

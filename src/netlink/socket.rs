@@ -4,7 +4,6 @@
 use std::fmt;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::time::Duration;
 
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
@@ -13,8 +12,9 @@ use netlink_packet_core::{
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use nix::errno::Errno;
-use nix::sys::socket::{setsockopt, sockopt};
-use nix::sys::time::TimeVal;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+use crate::deadline;
 
 /// A kernel error with its errno kept, so callers can branch on ENODEV, EEXIST, ...
 #[derive(Debug)]
@@ -38,9 +38,10 @@ impl std::error::Error for NetlinkError {}
 impl From<io::Error> for NetlinkError {
     fn from(e: io::Error) -> Self {
         let errno = e.raw_os_error().map_or(Errno::EIO, Errno::from_raw);
-        // A receive timeout surfaces as EAGAIN; name it so nobody mistakes it for a retry hint.
-        let message = (errno == Errno::EAGAIN).then(|| "no answer from the kernel".to_string());
-        NetlinkError { errno, message }
+        NetlinkError {
+            errno,
+            message: None,
+        }
     }
 }
 
@@ -52,8 +53,6 @@ pub fn is_errno(e: &anyhow::Error, errnos: &[Errno]) -> bool {
         .is_some_and(|n| errnos.contains(&n.errno))
 }
 
-/// How long one answer may take; the kernel answers rtnetlink in microseconds, libxl kills us at 40 s.
-const RECV_TIMEOUT: Duration = Duration::from_secs(5);
 /// A dump interrupted by a concurrent change is retried this many times.
 const DUMP_RETRIES: usize = 5;
 
@@ -71,13 +70,6 @@ impl Netlink {
         // Best effort: older kernels lack these options, and the answers are still correct.
         let _ = socket.set_ext_ack(true);
         let _ = socket.set_netlink_get_strict_chk(true);
-        let tv = TimeVal::new(RECV_TIMEOUT.as_secs() as _, 0);
-        // SAFETY: the fd is owned by `socket`, which outlives this borrow.
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(socket.as_raw_fd()) };
-        setsockopt(&fd, sockopt::ReceiveTimeout, &tv).map_err(|e| NetlinkError {
-            errno: e,
-            message: None,
-        })?;
         Ok(Netlink {
             socket,
             seq: 0,
@@ -110,6 +102,7 @@ impl Netlink {
     ) -> Result<bool> {
         let mut interrupted = false;
         loop {
+            self.wait_for_answer()?;
             self.buf.clear();
             let n = self.socket.recv(&mut self.buf, 0)?;
             let mut offset = 0;
@@ -156,6 +149,34 @@ impl Netlink {
                         }
                     }
                     _ => {}
+                }
+            }
+        }
+    }
+
+    /// The kernel answers in microseconds; a wait draws on the run's deadline all the same, so
+    /// nothing here can outlast it.
+    fn wait_for_answer(&self) -> Result<()> {
+        // SAFETY: the fd is owned by `self.socket`, which outlives this borrow.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.socket.as_raw_fd()) };
+        loop {
+            let d = deadline::current();
+            if d.check("the kernel's netlink answer").is_err() {
+                return Err(NetlinkError {
+                    errno: Errno::ETIMEDOUT,
+                    message: Some("no answer from the kernel within the run's budget".into()),
+                });
+            }
+            let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+            let timeout = PollTimeout::try_from(d.poll_millis()).unwrap_or(PollTimeout::MAX);
+            match poll(&mut fds, timeout) {
+                Ok(0) | Err(Errno::EINTR) => continue,
+                Ok(_) => return Ok(()),
+                Err(errno) => {
+                    return Err(NetlinkError {
+                        errno,
+                        message: None,
+                    });
                 }
             }
         }

@@ -1,11 +1,12 @@
-//! Pre-built bridges: the distro builds them (seed 004: `eth1.4` in `br4`) and xend was told
+//! Pre-built bridges: the distro builds them (per-VLAN bridges such as `eth1.4` in `br4`) and xend was told
 //! `(network-script /bin/true)`. This is the verifying replacement for `/bin/true`: it changes
 //! nothing, and fails at xend start — not at the first `xl create` — with one line per named
 //! bridge that is missing, not a bridge, or down.
 
 use anyhow::{Result, bail};
 
-use super::{Action, Params, updown};
+use super::observed::updown;
+use super::{Action, Params};
 use crate::ifname::IfName;
 use crate::log;
 use crate::netlink::Netlink;

@@ -55,6 +55,9 @@ pub enum FaultAction {
     Hang,
     /// Close the connection instead of answering.
     Close,
+    /// Answer correctly, but one byte at a time with this pause before each: a peer that is
+    /// never quite silent, so no per-read timeout ever fires.
+    Trickle(std::time::Duration),
 }
 
 /// What a daemon starts with, beyond the initial tree.

@@ -85,6 +85,8 @@ impl ConnHandle {
 enum Next {
     /// Write these bytes (the reply) itself, then read the next request.
     Write(Vec<u8>),
+    /// Write these bytes one at a time, pausing before each.
+    Trickle(Vec<u8>, std::time::Duration),
     /// The reply, if any, is queued: read the next request.
     Continue,
     Close,
@@ -248,8 +250,13 @@ pub(crate) fn serve(shared: Arc<Shared>, stream: UnixStream) {
         match next {
             // Outside the lock: a client that does not read its replies stalls only itself.
             Next::Write(bytes) if (&stream).write_all(&bytes).is_ok() => {}
+            Next::Trickle(bytes, pause)
+                if bytes.iter().all(|b| {
+                    std::thread::sleep(pause);
+                    (&stream).write_all(&[*b]).is_ok()
+                }) => {}
             Next::Continue => {}
-            Next::Write(_) | Next::Close => break,
+            Next::Write(_) | Next::Trickle(..) | Next::Close => break,
         }
     }
 
@@ -303,10 +310,18 @@ impl State {
     fn handle(&mut self, conn: &mut Conn, message: &Message) -> Next {
         let request = request_of(message);
         self.record(request.clone());
+        let mut trickle = None;
         let (ty, payload) = match self.take_fault(&request) {
             Some(FaultAction::Error(errno)) => (wire::ERROR, wire::with_nul(&errno)),
             Some(FaultAction::Hang) => return Next::Continue,
             Some(FaultAction::Close) => return Next::Close,
+            Some(FaultAction::Trickle(pause)) => {
+                trickle = Some(pause);
+                match self.execute(conn, message) {
+                    Ok(payload) => (message.ty, payload),
+                    Err(errno) => (wire::ERROR, wire::with_nul(errno)),
+                }
+            }
             None => match self.execute(conn, message) {
                 // send_reply() refuses what does not fit in one message.
                 Ok(payload) if payload.len() > PAYLOAD_MAX => {
@@ -323,6 +338,9 @@ impl State {
             payload,
         }
         .encode();
+        if let Some(pause) = trickle {
+            return Next::Trickle(reply, pause);
+        }
         // A watching client's reply is queued under the lock, so no event of a later request
         // can overtake it; a new watch's first event follows its reply.
         let Some(out) = self.conns.get(&conn.id).and_then(|h| h.out.as_ref()) else {

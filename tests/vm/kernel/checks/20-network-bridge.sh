@@ -1,10 +1,10 @@
-# network-bridge on an 802.1q trunk (seed 004: eth1.4 enslaved to br4, one bridge per VLAN) and
+# network-bridge on an 802.1q trunk (eth1.4 enslaved to br4, one bridge per VLAN) and
 # its VLAN-aware variant (one bridge with VLAN filtering). eth1 is a veth whose other end is the
 # trunk port of a "switch": there, VLAN 4 ends in namespace sw4 (10.50.0.1) and VLAN 100 in
 # sw100 (10.50.0.2), the same subnet, so a guest on VLAN 4 reaching 10.50.0.1 and NOT 10.50.0.2
 # proves its frames carry the right tag. Guests are veths attached by vif-bridge as libxl would.
 
-# The switch and its two VLAN ends; eth1 up without addresses, as seed 004's trunk.
+# The switch and its two VLAN ends; eth1 up without addresses, as a distribution's VLAN trunk.
 switch_setup() {
     setup ip netns add sw
     setup ip netns add sw4

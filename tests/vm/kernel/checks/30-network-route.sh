@@ -1,4 +1,4 @@
-# network-route with a dummy gateway interface (the routed set-up of seed 003): dummy0 holds
+# network-route with a dummy gateway interface (the Debian-Administration routed set-up): dummy0 holds
 # the routed subnet's gateway address; a guest (veth, its end in namespace rg) configured by
 # vif-route reaches a "world" namespace through dom0; stop removes dummy0 and restores sysctls.
 

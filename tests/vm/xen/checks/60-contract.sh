@@ -1,4 +1,4 @@
-# What libxl really passes a vif script (CONTRACT.md §1), recorded by the TEST-ONLY wrapper
+# What libxl really passes a vif script (docs/contract.md §1), recorded by the TEST-ONLY wrapper
 # /etc/xen/scripts/vif-record around xen-vif: argv, the environment libxl adds, cwd, stdin, uid.
 
 # contract_call DIR ACTION DOMID: the recorded call matches the contract.
