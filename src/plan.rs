@@ -122,7 +122,8 @@ pub enum Step {
         value: String,
     },
     /// Make `name` a port of Open vSwitch bridge `bridge` with exactly `config`, replacing any
-    /// port of that name, in one OVSDB transaction; `old` is the port it replaces (for undo).
+    /// port of that name, in one OVSDB transaction; `old` is the port it replaces (undo puts
+    /// back its bridge, VLAN columns and external-ids; other columns are not kept).
     OvsAddPort {
         bridge: String,
         name: String,
