@@ -368,3 +368,19 @@ fn a_change_the_switch_never_applies_is_taken_back_within_the_deadline() {
     assert!(ovs.ports("ovsbr0").is_empty());
     assert_eq!(before, sb.snapshot());
 }
+
+#[test]
+fn a_port_moves_to_the_bridge_the_backend_names_now() {
+    let Some((sb, ovs)) = guest("ovs-move", "ovsbr0.10", &[]) else {
+        return;
+    };
+    ovs.add_bridge(&sb, "ovsbr1");
+    assert_ok(&online(&sb, &ovs, 5));
+    sb.xs.write(&format!("{BE}/bridge"), "ovsbr1.11");
+    assert_ok(&online(&sb, &ovs, 5));
+    assert!(ovs.ports("ovsbr0").is_empty());
+    assert_eq!(ovs.ports("ovsbr1"), ["vif5.0"]);
+    assert_eq!(ovs.get("port", "vif5.0", "tag").as_deref(), Some("11"));
+    assert_ok(&offline(&sb, &ovs, 5));
+    assert!(ovs.ports("ovsbr1").is_empty());
+}
