@@ -6,6 +6,8 @@ pkgs=(iproute2 iputils-ping procps file strace)
 pkgs+=(xenstore-utils bridge-utils net-tools bsdutils mount)
 # The anti-spoofing tier (tests/antispoof.rs) looks with nft and conntrack; xen-vif uses neither.
 pkgs+=(nftables conntrack)
+# Open vSwitch mode (tests/openvswitch.rs): a private ovsdb-server + ovs-vswitchd per test.
+pkgs+=(openvswitch-switch)
 # The VM tiers (scripts/test-vm.sh, scripts/test-xen.sh); they add qemu-system-x86 from
 # backports themselves (scripts/vm-lib.sh).
 pkgs+=(cpio jq kmod debootstrap)

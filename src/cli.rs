@@ -34,6 +34,7 @@ pub struct Cli {
 pub enum ModeArg {
     Bridge,
     Route,
+    Openvswitch,
 }
 
 #[derive(Subcommand, Debug)]
@@ -188,6 +189,7 @@ fn device_call(a: &DeviceArgs, up: bool) -> Result<(Call, String), String> {
     let mode = match a.mode {
         Some(ModeArg::Bridge) => Mode::Bridge,
         Some(ModeArg::Route) => Mode::Route,
+        Some(ModeArg::Openvswitch) => Mode::Openvswitch,
         None => XenStore::open()
             .and_then(|store| invocation::backend_mode(&store, &backend))
             .map_err(|e| format!("{e:#}"))?,

@@ -147,7 +147,8 @@ fn apply(cfg: &mut Config, key: &str, value: &str) -> Result<()> {
             cfg.mode = Some(match value {
                 "bridge" => Mode::Bridge,
                 "route" => Mode::Route,
-                other => bail!("{other:?} is not a mode (bridge or route)"),
+                "openvswitch" => Mode::Openvswitch,
+                other => bail!("{other:?} is not a mode (bridge, route or openvswitch)"),
             })
         }
         "gatewaydev" => cfg.gatewaydev = Some(IfName::new(value).map_err(anyhow::Error::msg)?),

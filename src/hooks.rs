@@ -155,6 +155,7 @@ pub fn vars_for(nl: &mut Netlink, hp: &Hotplug) -> Vars {
                 Err(_) => hp.bridge.as_ref().map(name),
             };
         }
+        Mode::Openvswitch => vars.bridge = hp.bridge.as_ref().map(name),
         Mode::Route => {
             if let Ok(gw) = route::gateway_device(nl, hp) {
                 if let Ok((v4, v6)) = route::gateway_addresses(nl, &gw) {

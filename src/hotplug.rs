@@ -269,7 +269,7 @@ fn act(hp: &Hotplug, store: &dyn Store, dry_run: bool, cfg: &Config) -> Result<(
         Some(lock::lock_device(hp.kernel_name.as_str())?)
     };
     let mut nl = Netlink::open().context("open rtnetlink")?;
-    let mut steps = modes::plan(&mut nl, hp)?;
+    let mut steps = modes::plan(&mut nl, store, hp)?;
     // libxl waits for this; netback connects the guest once it reads `connected`.
     let connected =
         (hp.command == Command::Online && hp.type_if == TypeIf::Vif).then(|| Step::XsWrite {

@@ -24,6 +24,7 @@ pub fn backend_mode(store: &dyn crate::xenstore::Store, backend: &str) -> Result
 pub enum Personality {
     VifBridge,
     VifRoute,
+    VifOpenvswitch,
     VifSetup,
     NetworkBridge,
     NetworkRoute,
@@ -34,9 +35,10 @@ pub enum Personality {
 
 impl Personality {
     /// Every script name the binary answers to (what an install links to it).
-    pub const SCRIPTS: [Personality; 6] = [
+    pub const SCRIPTS: [Personality; 7] = [
         Personality::VifBridge,
         Personality::VifRoute,
+        Personality::VifOpenvswitch,
         Personality::VifSetup,
         Personality::NetworkBridge,
         Personality::NetworkRoute,
@@ -56,6 +58,7 @@ impl Personality {
         match self {
             Personality::VifBridge => "vif-bridge",
             Personality::VifRoute => "vif-route",
+            Personality::VifOpenvswitch => "vif-openvswitch",
             Personality::VifSetup => "vif-setup",
             Personality::NetworkBridge => "network-bridge",
             Personality::NetworkRoute => "network-route",
@@ -123,6 +126,7 @@ impl fmt::Display for TypeIf {
 pub enum Mode {
     Bridge,
     Route,
+    Openvswitch,
 }
 
 impl fmt::Display for Mode {
@@ -131,6 +135,7 @@ impl fmt::Display for Mode {
         f.write_str(match self {
             Mode::Bridge => "bridge",
             Mode::Route => "route",
+            Mode::Openvswitch => "openvswitch",
         })
     }
 }
@@ -140,6 +145,7 @@ impl Mode {
         match self {
             Mode::Bridge => "vif-bridge",
             Mode::Route => "vif-route",
+            Mode::Openvswitch => "vif-openvswitch",
         }
     }
 
@@ -148,9 +154,10 @@ impl Mode {
         match script.rsplit('/').next().unwrap_or(script) {
             "" | "vif-bridge" | "vif-setup" => Ok(Mode::Bridge),
             "vif-route" => Ok(Mode::Route),
-            other => {
-                bail!("script {other:?} is not a mode xen-vif implements (vif-bridge or vif-route)")
-            }
+            "vif-openvswitch" => Ok(Mode::Openvswitch),
+            other => bail!(
+                "script {other:?} is not a mode xen-vif implements (vif-bridge, vif-route or vif-openvswitch)"
+            ),
         }
     }
 }
@@ -193,9 +200,9 @@ pub struct Source {
     pub env: Option<&'static str>,
     pub word: Option<&'static str>,
     pub xenstore: Option<&'static str>,
-    /// The one mode that uses the parameter; the other does not read its backend key (one
-    /// xenstore round trip less, as the stock scripts read a key only where they use it).
-    pub only: Option<Mode>,
+    /// The modes that use the parameter (empty: all); the others do not read its backend key
+    /// (one xenstore round trip less, as the stock scripts read a key only where they use it).
+    pub only: &'static [Mode],
 }
 
 /// The precedence table: environment < argv `k=v` < xenstore backend key.
@@ -205,14 +212,14 @@ pub const PARAMS: &[Source] = &[
         env: Some("bridge"),
         word: Some("bridge"),
         xenstore: Some("bridge"),
-        only: Some(Mode::Bridge),
+        only: &[Mode::Bridge, Mode::Openvswitch],
     },
     Source {
         name: "ip",
         env: Some("ip"),
         word: Some("ip"),
         xenstore: Some("ip"),
-        only: None,
+        only: &[],
     },
     // libxl passes the backend's `gatewaydev` as `netdev`; the key itself wins, as everywhere.
     Source {
@@ -220,28 +227,28 @@ pub const PARAMS: &[Source] = &[
         env: Some("netdev"),
         word: Some("netdev"),
         xenstore: Some("gatewaydev"),
-        only: Some(Mode::Route),
+        only: &[Mode::Route],
     },
     Source {
         name: "vifname",
         env: None,
         word: None,
         xenstore: Some("vifname"),
-        only: None,
+        only: &[],
     },
     Source {
         name: "mtu",
         env: None,
         word: None,
         xenstore: Some("mtu"),
-        only: None,
+        only: &[],
     },
     Source {
         name: "vlan",
         env: None,
         word: None,
         xenstore: Some("vlan"),
-        only: Some(Mode::Bridge),
+        only: &[Mode::Bridge, Mode::Openvswitch],
     },
     // The guest's MAC, for the anti-spoofing filter: written by the toolstack, dom0-owned.
     Source {
@@ -249,7 +256,7 @@ pub const PARAMS: &[Source] = &[
         env: None,
         word: None,
         xenstore: Some("mac"),
-        only: None,
+        only: &[],
     },
 ];
 
@@ -260,7 +267,7 @@ pub const IDENTITY_KEYS: &[&str] = &["frontend-id", "handle"];
 /// frontend directory).
 pub fn backend_keys(mode: Option<Mode>) -> Vec<&'static str> {
     let mut keys: Vec<&'static str> = IDENTITY_KEYS.to_vec();
-    let wanted = |p: &&Source| mode.is_none() || p.only.is_none() || p.only == mode;
+    let wanted = |p: &&Source| mode.is_none_or(|m| p.only.is_empty() || p.only.contains(&m));
     keys.extend(PARAMS.iter().filter(wanted).filter_map(|p| p.xenstore));
     keys
 }
@@ -385,6 +392,8 @@ pub struct Hotplug {
     /// Whether the anti-spoofing filter is wanted (the host's configuration; on unless
     /// `antispoof = false`).
     pub antispoof: bool,
+    /// vif-openvswitch's `bridge` suffix `.TAG:TRUNK...` (`bridge` holds the name alone).
+    pub ovs_vlans: crate::ovsspec::BridgeVlans,
 }
 
 impl Hotplug {
@@ -430,6 +439,7 @@ pub fn triage(
 ) -> Result<Triage> {
     let mode = match personality {
         Personality::VifRoute => Mode::Route,
+        Personality::VifOpenvswitch => Mode::Openvswitch,
         Personality::VifSetup => Mode::from_script(&env("script").unwrap_or_default())?,
         _ => Mode::Bridge,
     };
@@ -556,7 +566,7 @@ pub fn resolve(
             }
         }
     }
-    let params = resolve_params(env, &call.words, backend);
+    let mut params = resolve_params(env, &call.words, backend);
     let kernel_name = IfName::new(&id.kernel_name(call.type_if)).map_err(anyhow::Error::msg)?;
     // Teardown needs only the device's identity: a parameter that went bad after online (a
     // key rewritten, a stricter check in a newer xen-vif) must not keep offline from taking
@@ -596,6 +606,19 @@ pub fn resolve(
             );
         }
     }
+    // vif-openvswitch's bridge value carries the port's VLANs after the name.
+    let mut ovs_vlans = crate::ovsspec::BridgeVlans::default();
+    if call.mode == Mode::Openvswitch {
+        if let Some(b) = params.get("bridge") {
+            let spec = crate::ovsspec::parse(b).map_err(anyhow::Error::msg)?;
+            if params.contains_key("vlan") && !spec.vlans.is_empty() {
+                bail!("bridge {b:?} sets the port's VLANs and so does vlan; give only one of them");
+            }
+            ovs_vlans = spec.vlans;
+            params.insert("bridge", spec.bridge);
+        }
+    }
+    let params = params;
     let name = |key: &str| -> Result<Option<IfName>> {
         let r = params
             .get(key)
@@ -645,6 +668,7 @@ pub fn resolve(
         vlan,
         mac,
         antispoof: true,
+        ovs_vlans,
     })
 }
 
@@ -675,6 +699,9 @@ mod tests {
         assert!(!bridge.contains(&"gatewaydev"));
         assert!(route.contains(&"gatewaydev"));
         assert!(!route.contains(&"bridge") && !route.contains(&"vlan"));
+        let ovs = backend_keys(Some(Mode::Openvswitch));
+        assert!(ovs.contains(&"bridge") && ovs.contains(&"vlan"));
+        assert!(!ovs.contains(&"gatewaydev"));
         // `xen-vif status` shows everything.
         assert_eq!(backend_keys(None).len(), IDENTITY_KEYS.len() + PARAMS.len());
     }
@@ -855,6 +882,40 @@ mod tests {
                 "{fine}"
             );
         }
+    }
+
+    #[test]
+    fn openvswitch_bridge_suffix_and_vlan_conflict() {
+        let id = DeviceId { domid: 5, devid: 0 };
+        let Triage::Run(c) = triage(
+            Personality::VifOpenvswitch,
+            &args(&["online"]),
+            &env_of(&[]),
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.mode, Mode::Openvswitch);
+        let mut be = BTreeMap::new();
+        be.insert("bridge".to_string(), "ovsbr0.10:20:30".to_string());
+        let h = resolve(&c, id, "p".into(), &env_of(&[]), &be).unwrap();
+        assert_eq!(h.bridge.as_ref().map(IfName::as_str), Some("ovsbr0"));
+        assert_eq!(h.ovs_vlans.tag, Some(10));
+        assert_eq!(h.ovs_vlans.trunks, vec![20, 30]);
+        be.insert("vlan".to_string(), "10".to_string());
+        let e = resolve(&c, id, "p".into(), &env_of(&[]), &be).unwrap_err();
+        assert!(e.to_string().contains("give only one"), "{e}");
+        be.insert("bridge".to_string(), "ovsbr0".to_string());
+        let h = resolve(&c, id, "p".into(), &env_of(&[]), &be).unwrap();
+        assert!(h.ovs_vlans.is_empty() && h.vlan.is_some());
+        be.insert("bridge".to_string(), "ovsbr0.x".to_string());
+        assert!(resolve(&c, id, "p".into(), &env_of(&[]), &be).is_err());
+        // Bridge mode takes a dotted name as the name of a Linux bridge.
+        let b = call(&["online"]);
+        be.remove("vlan");
+        be.insert("bridge".to_string(), "br0.10".to_string());
+        let h = resolve(&b, id, "p".into(), &env_of(&[]), &be).unwrap();
+        assert_eq!(h.bridge.as_ref().map(IfName::as_str), Some("br0.10"));
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub mod netlink;
 pub mod network_script;
 pub mod nftables;
 pub mod output;
+pub mod ovsdb;
+pub mod ovsspec;
 pub mod plan;
 pub mod rundir;
 pub mod status;

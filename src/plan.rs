@@ -11,6 +11,7 @@ use nix::errno::Errno;
 use crate::log;
 use crate::netlink::{Address, LinkChange, Netlink, NetlinkError, NewLink, PortVlan, Route};
 use crate::nftables::{self, IngressChain, Nfnetlink, Prefix};
+use crate::ovsdb::{Ovsdb, Port as OvsPort, PortConfig};
 use crate::sysctl;
 use crate::xenstore::Store;
 
@@ -150,6 +151,48 @@ pub enum Step {
     ForgetConnections {
         prefixes: Vec<Prefix>,
     },
+    /// Make `name` a port of Open vSwitch bridge `bridge` with exactly `config`, replacing any
+    /// port of that name, in one OVSDB transaction; `old` is the port it replaces (undo puts
+    /// back its bridge, VLAN columns and external-ids; other columns are not kept).
+    OvsAddPort {
+        bridge: String,
+        name: String,
+        config: PortConfig,
+        old: Option<OvsPort>,
+    },
+    /// Remove Open vSwitch port `name` if it exists; `old` is what undo puts back.
+    OvsDelPort {
+        name: String,
+        old: Option<OvsPort>,
+    },
+}
+
+/// A word for a shell: single-quoted unless plainly safe.
+fn sh_word(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_.,:/=@%+-".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// `-- add-port ...` as ovs-vsctl takes it: the port's columns, then its interface's.
+fn ovs_add_port_str(bridge: &str, name: &str, c: &PortConfig) -> String {
+    let mut s = format!("-- add-port {} {}", sh_word(bridge), sh_word(name));
+    for w in c.vlan_words() {
+        s.push(' ');
+        s.push_str(&sh_word(&w));
+    }
+    if !c.external_ids.is_empty() {
+        s.push_str(&format!(" -- set interface {}", sh_word(name)));
+        let q = |v: &str| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""));
+        for (k, v) in &c.external_ids {
+            s.push(' ');
+            s.push_str(&sh_word(&format!("external-ids:{}={}", q(k), q(v))));
+        }
+    }
+    s
 }
 
 /// A kernel without what the filter needs: the one line to show, naming the switch.
@@ -329,6 +372,20 @@ impl fmt::Display for Step {
                     })
                     .collect();
                 write!(f, "{}", words.join("; "))
+            }
+            Step::OvsAddPort {
+                bridge,
+                name,
+                config,
+                ..
+            } => write!(
+                f,
+                "ovs-vsctl -- --if-exists del-port {} {}",
+                sh_word(name),
+                ovs_add_port_str(bridge, name, config)
+            ),
+            Step::OvsDelPort { name, .. } => {
+                write!(f, "ovs-vsctl --if-exists del-port {}", sh_word(name))
             }
         }
     }
@@ -661,7 +718,83 @@ impl Step {
                 }
                 None
             }
+            Step::OvsAddPort { .. } | Step::OvsDelPort { .. } => {
+                let mut db = Ovsdb::connect()?;
+                let (next_cfg, inverse) = self.commit_ovs(&mut db)?;
+                match (next_cfg.map(|cfg| db.wait_applied(cfg)), self) {
+                    (None | Some(Ok(())), _) => {}
+                    // A port that is out of the database is gone for every later reader; the
+                    // switch catches up when it answers again.
+                    (Some(Err(e)), Step::OvsDelPort { .. }) => log::warn(&format!("{self}: {e:#}")),
+                    // Stored but never applied: take it out of the database again (without
+                    // waiting on the switch that did not answer), so nothing is left half
+                    // done; the run's cleanup time pays for it.
+                    (Some(Err(e)), _) => {
+                        crate::deadline::enter_cleanup();
+                        if let Some(undo) = &inverse {
+                            if let Err(ue) = undo.commit_ovs(&mut db) {
+                                return Err(e.context(format!("and taking it back failed: {ue:#}")));
+                            }
+                        }
+                        return Err(e);
+                    }
+                }
+                inverse
+            }
         })
+    }
+}
+
+impl Step {
+    /// Commit an Open vSwitch step to the database; returns the configuration number that
+    /// ovs-vswitchd is to reach (None: nothing changed) and the step that undoes it.
+    fn commit_ovs(&self, db: &mut Ovsdb) -> Result<(Option<i64>, Option<Step>)> {
+        let comment = format!("xen-vif: {self}");
+        match self {
+            Step::OvsAddPort {
+                bridge,
+                name,
+                config,
+                old,
+            } => {
+                let cfg = db.replace_port(bridge, name, config, &comment)?;
+                let now = OvsPort {
+                    name: name.clone(),
+                    bridge: Some(bridge.clone()),
+                    config: config.clone(),
+                };
+                let inverse = match old {
+                    Some(OvsPort {
+                        bridge: Some(b),
+                        config: c,
+                        ..
+                    }) => Step::OvsAddPort {
+                        bridge: b.clone(),
+                        name: name.clone(),
+                        config: c.clone(),
+                        old: Some(now),
+                    },
+                    _ => Step::OvsDelPort {
+                        name: name.clone(),
+                        old: Some(now),
+                    },
+                };
+                Ok((Some(cfg), Some(inverse)))
+            }
+            Step::OvsDelPort { name, old } => {
+                let cfg = db.del_port(name, &comment)?;
+                let inverse = old.as_ref().and_then(|p| {
+                    p.bridge.as_ref().map(|b| Step::OvsAddPort {
+                        bridge: b.clone(),
+                        name: name.clone(),
+                        config: p.config.clone(),
+                        old: None,
+                    })
+                });
+                Ok((cfg, inverse))
+            }
+            _ => Err(anyhow!("{self} is no Open vSwitch step")),
+        }
     }
 }
 
@@ -753,9 +886,7 @@ pub fn teardown(nl: &mut Netlink, store: &dyn Store, steps: &[Step]) -> Result<(
     for step in steps {
         match step.apply(nl, store) {
             Ok(_) => log::info(&step.label()),
-            Err(e) if is_gone(&e) => {
-                log::debug(&format!("{}: already gone", step.label()))
-            }
+            Err(e) if is_gone(&e) => log::debug(&format!("{}: already gone", step.label())),
             Err(e) => errors.push(format!("{}: {e:#}", step.label())),
         }
     }

@@ -28,6 +28,8 @@ pub struct VifStatus {
     /// The anti-spoofing filter: `on`, `missing`, `stale`, `off` (configuration), `-` (nothing
     /// to filter).
     pub filter: String,
+    /// Open vSwitch mode: the port's VLAN columns (`tag=10 trunks=20,30`), "-" without any.
+    pub ovs_port: Option<String>,
     pub differences: Vec<String>,
 }
 
@@ -144,7 +146,24 @@ fn one(store: &dyn Store, nl: &mut Netlink, id: DeviceId) -> Result<VifStatus> {
         }
     }
     st.filter = filter_state(&hp)?;
-    match crate::modes::plan(nl, &hp) {
+    if mode == Mode::Openvswitch {
+        match crate::ovsdb::Ovsdb::connect().and_then(|mut db| db.port(&st.device)) {
+            Ok(Some(port)) => {
+                st.bridge = port.bridge;
+                let words = port.config.vlan_words();
+                st.ovs_port = Some(if words.is_empty() {
+                    "-".into()
+                } else {
+                    words.join(" ")
+                });
+            }
+            Ok(None) => st
+                .differences
+                .push(format!("no Open vSwitch port {}", st.device)),
+            Err(e) => st.differences.push(format!("{e:#}")),
+        }
+    }
+    match crate::modes::plan(nl, store, &hp) {
         Ok(steps) => st.differences.extend(
             steps
                 .iter()
@@ -225,6 +244,7 @@ pub fn to_json(list: &[VifStatus]) -> String {
             m.insert("hotplug_status", json_str(&s.hotplug_status));
             m.insert("hotplug_error", opt(&s.hotplug_error, true));
             m.insert("filter", json_str(&s.filter));
+            m.insert("ovs_port", opt(&s.ovs_port, true));
             m.insert(
                 "differences",
                 format!(
@@ -288,6 +308,9 @@ fn table(list: &[VifStatus]) -> String {
         );
         if let Some(e) = &s.hotplug_error {
             let _ = writeln!(o, "    hotplug-error: {}", printable(e));
+        }
+        if let Some(p) = &s.ovs_port {
+            println!("    ovs port: {p}");
         }
         for d in &s.differences {
             let _ = writeln!(o, "    {}", printable(d));

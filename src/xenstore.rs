@@ -110,6 +110,14 @@ pub trait Store {
     fn write(&self, path: &str, value: &str) -> io::Result<()>;
     /// `Ok(None)` when the directory does not exist.
     fn directory(&self, path: &str) -> io::Result<Option<Vec<String>>>;
+    /// The domain that owns node `path`; `Ok(None)` when there is no such node. A store that
+    /// knows no owners says so rather than guess.
+    fn owner(&self, _path: &str) -> io::Result<Option<u32>> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this store does not know node owners",
+        ))
+    }
 }
 
 /// A node's permissions as xenstored lists them: the first entry names the owner.
@@ -480,6 +488,10 @@ impl Store for XenStore {
         absent(self.transact(Op::Directory, &[path], true))?
             .map(|p| payload_list(&p))
             .transpose()
+    }
+
+    fn owner(&self, path: &str) -> io::Result<Option<u32>> {
+        XenStore::owner(self, path)
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod bridge;
 pub mod filter;
+pub mod openvswitch;
 pub mod route;
 
 use anyhow::{Result, bail};
@@ -11,14 +12,17 @@ use crate::invocation::{Hotplug, Mode, TypeIf};
 use crate::log;
 use crate::netlink::{Link, Netlink};
 use crate::plan::Step;
+use crate::xenstore::Store;
 
 /// Plan the change `hp` asks for, in its mode.
-pub fn plan(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
+pub fn plan(nl: &mut Netlink, store: &dyn Store, hp: &Hotplug) -> Result<Vec<Step>> {
     match (hp.mode, hp.command.is_up()) {
         (Mode::Bridge, true) => bridge::online(nl, hp),
         (Mode::Bridge, false) => bridge::offline(nl, hp),
         (Mode::Route, true) => route::online(nl, hp),
         (Mode::Route, false) => route::offline(nl, hp),
+        (Mode::Openvswitch, true) => openvswitch::online(nl, store, hp),
+        (Mode::Openvswitch, false) => openvswitch::offline(nl, hp),
     }
 }
 

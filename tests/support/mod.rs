@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use serde_json::Value;
 pub use test_xenstored::{Daemon, Fault, FaultAction, Request};
 
+pub mod ovs;
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// In CI every prerequisite is a hard requirement: nothing passes by skipping.
