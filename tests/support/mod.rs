@@ -525,6 +525,18 @@ impl Sandbox {
     pub fn path(&self, p: &str) -> PathBuf {
         self.dir.join(p)
     }
+
+    /// From now on the test xenstored answers `op` requests under `prefix` with `action`
+    /// (instead of any fault set before).
+    pub fn fault(&self, op: &str, prefix: &str, action: FaultAction) {
+        self.xs.clear_faults();
+        self.xs.inject(Fault {
+            op: Some(op.into()),
+            path_prefix: prefix.into(),
+            action,
+            times: None,
+        });
+    }
 }
 
 /// A guest's vif5.0 on xenbr0 as libxl sets it up before running the script, with `extra`
