@@ -14,7 +14,8 @@ vm_host_deps
 [ "${XEN_VIF_SKIP_BUILD:-}" = 1 ] || cargo build --release --workspace --locked --quiet
 for b in xen-vif test-xenstored; do scripts/check-static.sh "$REL/$b" >/dev/null; done
 
-modules=(veth bridge 8021q dummy openvswitch)
+# nf_tables: every online installs the anti-spoofing chain (it fails closed without it).
+modules=(veth bridge 8021q dummy openvswitch nf_tables)
 ovs=(/usr/sbin/ovsdb-server /usr/sbin/ovs-vswitchd /usr/bin/ovsdb-tool /usr/bin/ovs-vsctl)
 kpkg=$(vm_kernel_pkg)
 [ -n "$kpkg" ] || vm_die "cannot tell which kernel linux-image-amd64 depends on"

@@ -48,6 +48,26 @@ pub fn parse_prefixed(s: &str, what: &str, default_host: bool) -> Result<(IpAddr
     Ok((ip, prefix_len))
 }
 
+/// Parse the backend's `mac` (`00:16:3e:..`): a unicast Ethernet address.
+pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let bad = || anyhow::anyhow!("mac {s:?} is not a unicast Ethernet address");
+    let parts: Vec<&str> = s.trim().split(':').collect();
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut mac = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        if p.is_empty() || p.len() > 2 {
+            return Err(bad());
+        }
+        mac[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if mac[0] & 1 != 0 || mac == [0; 6] {
+        return Err(bad());
+    }
+    Ok(mac)
+}
+
 /// Not an address anyone can use as a host's or a guest's own.
 pub fn is_unusable(ip: &IpAddr) -> bool {
     ip.is_unspecified() || ip.is_multicast() || ip.is_loopback()
@@ -168,5 +188,27 @@ mod tests {
         assert!(is_ipv6_link_local(&ip("febf::1")));
         assert!(!is_ipv6_link_local(&ip("fec0::1")));
         assert!(!is_ipv6_link_local(&ip("10.0.0.1")));
+    }
+
+    #[test]
+    fn macs() {
+        assert_eq!(
+            parse_mac("00:16:3e:00:00:05").unwrap(),
+            [0x00, 0x16, 0x3e, 0, 0, 5]
+        );
+        assert_eq!(
+            parse_mac("0:16:3E:0:0:5").unwrap(),
+            [0x00, 0x16, 0x3e, 0, 0, 5]
+        );
+        for bad in [
+            "",
+            "00:16:3e:00:00",
+            "01:00:5e:00:00:01",
+            "00:00:00:00:00:00",
+            "00:16:3e:00:00:0g",
+            "00:16:3e:00:00:005",
+        ] {
+            assert!(parse_mac(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -650,7 +650,7 @@ pub fn resolve(
     };
     let mac = params
         .get("mac")
-        .map(|m| crate::modes::filter::parse_mac(m))
+        .map(|m| crate::addr::parse_mac(m))
         .transpose()?;
     Ok(Hotplug {
         script: call.script,

@@ -11,9 +11,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::Result;
 
+use crate::addr::GuestAddr;
 use crate::ifname::IfName;
 use crate::invocation::{Hotplug, Mode};
-use crate::modes::route::GuestAddr;
 use crate::netlink::{Link, Netlink};
 use crate::nftables::{
     ChainState, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMPV6, IPPROTO_UDP, IngressChain, Mac,
@@ -186,26 +186,6 @@ pub fn fingerprint(chain: &IngressChain) -> String {
     format!("xen-vif {h:016x}")
 }
 
-/// Parse the backend's `mac` (`00:16:3e:..`): a unicast Ethernet address.
-pub fn parse_mac(s: &str) -> Result<Mac> {
-    let bad = || anyhow::anyhow!("mac {s:?} is not a unicast Ethernet address");
-    let parts: Vec<&str> = s.trim().split(':').collect();
-    if parts.len() != 6 {
-        return Err(bad());
-    }
-    let mut mac = [0u8; 6];
-    for (i, p) in parts.iter().enumerate() {
-        if p.is_empty() || p.len() > 2 {
-            return Err(bad());
-        }
-        mac[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
-    }
-    if mac[0] & 1 != 0 || mac == [0; 6] {
-        return Err(bad());
-    }
-    Ok(mac)
-}
-
 /// What the kernel has for this vif's filter.
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
@@ -359,7 +339,7 @@ pub fn offline(nl: &mut Netlink, hp: &Hotplug, link: Option<&Link>) -> Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modes::route::parse_guest_addrs;
+    use crate::addr::parse_guest_addrs;
 
     const MAC: Mac = [0x00, 0x16, 0x3e, 0x00, 0x00, 0x05];
 
@@ -466,21 +446,5 @@ mod tests {
                 chain: "vif5.0".into()
             }]
         );
-    }
-
-    #[test]
-    fn macs() {
-        assert_eq!(parse_mac("00:16:3e:00:00:05").unwrap(), MAC);
-        assert_eq!(parse_mac("0:16:3E:0:0:5").unwrap(), MAC);
-        for bad in [
-            "",
-            "00:16:3e:00:00",
-            "01:00:5e:00:00:01",
-            "00:00:00:00:00:00",
-            "00:16:3e:00:00:0g",
-            "00:16:3e:00:00:005",
-        ] {
-            assert!(parse_mac(bad).is_err(), "{bad}");
-        }
     }
 }

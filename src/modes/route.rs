@@ -16,7 +16,7 @@ use crate::sysctl;
 
 const IFA_F_NODAD: u32 = 0x02;
 
-pub use crate::addr::{GuestAddr, MAX_GUEST_ADDRS, parse_guest_addrs};
+use crate::addr::GuestAddr;
 
 /// The device whose addresses the guests use as gateway: `gatewaydev`/`netdev`, else `dummy0`,
 /// else the device of the default route.
