@@ -714,7 +714,10 @@ impl Step {
                     Ok(n) => log::debug(&format!("{n} conntrack entries deleted")),
                     // No nfnetlink: no connection tracking either.
                     Err(e) if nftables::is_unsupported(&e) => {}
-                    Err(e) => return Err(k(e)),
+                    // Hygiene, not the teardown itself: the entries time out on their own, and
+                    // a guest going away must not be held up by them (Debian 12's 6.1 kernel
+                    // answers some deletions with EINVAL). Said, not hidden.
+                    Err(e) => log::warn(&format!("{self}: {e}; the entries will time out")),
                 }
                 None
             }

@@ -35,6 +35,12 @@ xs_stop() {
     fi
 }
 
+# The MAC libxl gives a guest's vif (the backend's `mac`): unique per domain and device. The
+# guest's end of a stand-in veth must carry it, or the anti-spoofing filter drops its frames.
+guest_mac() {
+    printf '00:16:3e:00:%02x:%02x' "$1" "$2"
+}
+
 # Backend keys as libxl writes them before running the script (tests/support/mod.rs backend()),
 # plus KEY=VALUE arguments.
 xs_backend() {
@@ -47,7 +53,7 @@ $_be/frontend-id=$_d
 $_be/online=1
 $_be/state=2
 $_be/script=/etc/xen/scripts/vif-bridge
-$_be/mac=00:16:3e:00:00:0$_n
+$_be/mac=$(guest_mac "$_d" "$_n")
 $_be/handle=$_n
 $_be/type=vif
 $_be/hotplug-status=

@@ -30,7 +30,7 @@ switch_teardown() {
 # guest DOMID ADDR: netback's vif<DOMID>.0, its guest end eth0 in namespace g<DOMID>.
 guest() {
     setup ip netns add "g$1"
-    setup ip link add "vif$1.0" type veth peer name eth0 netns "g$1"
+    setup ip link add "vif$1.0" type veth peer name eth0 netns "g$1" address "$(guest_mac "$1" 0)"
     setup inns "g$1" ip addr add "$2/24" dev eth0
     setup inns "g$1" ip link set eth0 up
 }

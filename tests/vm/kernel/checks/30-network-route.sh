@@ -33,7 +33,7 @@ check_end
 
 check_begin network-route-guest
 setup ip netns add rg
-setup ip link add vif7.0 type veth peer name eth0 netns rg
+setup ip link add vif7.0 type veth peer name eth0 netns rg address "$(guest_mac 7 0)"
 setup inns rg ip link set lo up
 setup inns rg ip addr add 10.9.0.2/29 dev eth0
 setup inns rg ip link set eth0 up

@@ -24,7 +24,7 @@ ovs_stop() {
 
 ovs_guest() { # DOMID ADDR
     setup ip netns add "g$1"
-    setup ip link add "vif$1.0" type veth peer name eth0 netns "g$1"
+    setup ip link add "vif$1.0" type veth peer name eth0 netns "g$1" address "$(guest_mac "$1" 0)"
     setup inns "g$1" ip link set lo up
     setup inns "g$1" ip addr add "$2/24" dev eth0
     setup inns "g$1" ip link set eth0 up
@@ -52,7 +52,7 @@ done
 expect_eq "vif5.0's tag" "$(ovs-vsctl get port vif5.0 tag)" 10
 expect_eq "vif5.0's trunks" "$(ovs-vsctl get port vif5.0 trunks)" "[20, 30]"
 expect_eq "vif7.0's tag" "$(ovs-vsctl get port vif7.0 tag)" 20
-expect_eq "vif5.0's attached-mac" "$(ovs-vsctl get interface vif5.0 external-ids:attached-mac)" '"00:16:3e:00:00:00"'
+expect_eq "vif5.0's attached-mac" "$(ovs-vsctl get interface vif5.0 external-ids:attached-mac)" '"00:16:3e:00:05:00"'
 # The kernel datapath took the port: its master is ovs-system, and it has an OpenFlow number.
 expect_eq "vif5.0's master (the kernel datapath)" "$(master_of vif5.0)" ovs-system
 expect_eq "vif5.0 is up" "$(cat /sys/class/net/vif5.0/operstate)" up
