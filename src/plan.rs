@@ -122,17 +122,15 @@ pub enum Step {
         path: String,
         value: String,
     },
-    /// Replace the device's ingress filter chain with `chain` in one nf_tables transaction
-    /// (`exists`: a chain of that name is there and is deleted in the same transaction).
+    /// Make the device's filter table hold exactly `chain` (on its ingress hook), in one
+    /// nf_tables transaction: whatever table of that name is there goes in the same one.
     Filter {
         chain: Box<IngressChain>,
         comment: String,
-        exists: bool,
     },
-    /// Delete a filter chain with its rules.
+    /// Delete a filter table with its chain and rules, in one message.
     Unfilter {
         table: String,
-        chain: String,
     },
     /// `ip neigh replace IP lladdr MAC dev DEV nud permanent`
     AddNeighbour {
@@ -350,11 +348,12 @@ impl fmt::Display for Step {
                 // What `nft -f` would need to do the same in one transaction.
                 writeln!(f, "nft -f - <<'EOF'")?;
                 writeln!(f, "add table netdev {}", chain.table)?;
-                writeln!(f, "destroy chain netdev {} {}", chain.table, chain.name)?;
+                // `delete` after `add` cannot fail, and older nft (before 1.0.8) has no `destroy`.
+                writeln!(f, "delete table netdev {}", chain.table)?;
                 writeln!(f, "{}", chain.nft_text(Some(comment)))?;
                 write!(f, "EOF")
             }
-            Step::Unfilter { table, chain } => write!(f, "nft delete chain netdev {table} {chain}"),
+            Step::Unfilter { table } => write!(f, "nft delete table netdev {table}"),
             Step::AddNeighbour { dev, ip, mac, .. } => write!(
                 f,
                 "ip neigh replace {ip} lladdr {} dev {dev} nud permanent",
@@ -407,7 +406,7 @@ impl Step {
     pub fn label(&self) -> String {
         match self {
             Step::Filter { chain, .. } => format!(
-                "nft add chain netdev {} {} on {} ({} rules)",
+                "nft add table netdev {} with chain {} on {} ({} rules)",
                 chain.table,
                 chain.name,
                 chain.device,
@@ -655,13 +654,9 @@ impl Step {
                     .with_context(|| format!("write xenstore {path}"))?;
                 None
             }
-            Step::Filter {
-                chain,
-                comment,
-                exists,
-            } => {
-                let r = Nfnetlink::open()
-                    .and_then(|mut nf| nf.replace_ingress_chain(chain, comment, *exists));
+            Step::Filter { chain, comment } => {
+                let r =
+                    Nfnetlink::open().and_then(|mut nf| nf.replace_ingress_table(chain, comment));
                 match r {
                     Ok(()) => {}
                     Err(e) if nftables::is_unsupported(&e) => {
@@ -671,12 +666,11 @@ impl Step {
                 }
                 Some(Step::Unfilter {
                     table: chain.table.clone(),
-                    chain: chain.name.clone(),
                 })
             }
-            Step::Unfilter { table, chain } => {
+            Step::Unfilter { table } => {
                 Nfnetlink::open()
-                    .and_then(|mut nf| nf.delete_chain(table, chain))
+                    .and_then(|mut nf| nf.delete_netdev_table(table))
                     .map_err(k)?;
                 None
             }
