@@ -123,10 +123,12 @@ pub enum Step {
         value: String,
     },
     /// Make the device's filter table hold exactly `chain` (on its ingress hook), in one
-    /// nf_tables transaction: whatever table of that name is there goes in the same one.
+    /// nf_tables transaction (`replace`: a table of that name is there, and is deleted with
+    /// what it holds in the same transaction).
     Filter {
         chain: Box<IngressChain>,
         comment: String,
+        replace: bool,
     },
     /// Delete a filter table with its chain and rules, in one message.
     Unfilter {
@@ -344,12 +346,18 @@ impl fmt::Display for Step {
             },
             Step::DeleteLink { name, .. } => write!(f, "ip link del {name}"),
             Step::XsWrite { path, value } => write!(f, "xenstore-write {path} {value}"),
-            Step::Filter { chain, comment, .. } => {
+            Step::Filter {
+                chain,
+                comment,
+                replace,
+            } => {
                 // What `nft -f` would need to do the same in one transaction.
                 writeln!(f, "nft -f - <<'EOF'")?;
-                writeln!(f, "add table netdev {}", chain.table)?;
-                // `delete` after `add` cannot fail, and older nft (before 1.0.8) has no `destroy`.
-                writeln!(f, "delete table netdev {}", chain.table)?;
+                if *replace {
+                    // `delete` after `add` cannot fail; nft before 1.0.8 has no `destroy`.
+                    writeln!(f, "add table netdev {}", chain.table)?;
+                    writeln!(f, "delete table netdev {}", chain.table)?;
+                }
                 writeln!(f, "{}", chain.nft_text(Some(comment)))?;
                 write!(f, "EOF")
             }
@@ -654,9 +662,13 @@ impl Step {
                     .with_context(|| format!("write xenstore {path}"))?;
                 None
             }
-            Step::Filter { chain, comment } => {
-                let r =
-                    Nfnetlink::open().and_then(|mut nf| nf.replace_ingress_table(chain, comment));
+            Step::Filter {
+                chain,
+                comment,
+                replace,
+            } => {
+                let r = Nfnetlink::open()
+                    .and_then(|mut nf| nf.replace_ingress_table(chain, comment, *replace));
                 match r {
                     Ok(()) => {}
                     Err(e) if nftables::is_unsupported(&e) => {

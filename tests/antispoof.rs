@@ -542,9 +542,7 @@ fn dry_run_prints_the_chain_in_nft_syntax() {
     assert_ok(&o);
     let out = stdout(&o);
     for want in [
-        "add table netdev xen-vif-vif5.0\n",
-        "delete table netdev xen-vif-vif5.0\n",
-        "table netdev xen-vif-vif5.0 {\n\tchain vif5.0 {\n",
+        "nft -f - <<'EOF'\ntable netdev xen-vif-vif5.0 {\n\tchain vif5.0 {\n",
         "type filter hook ingress device \"vif5.0\" priority -500; policy accept;",
         "ether saddr != 00:16:3e:00:00:05 drop",
         "ether type ip ip saddr 10.0.0.5 accept",
@@ -554,6 +552,16 @@ fn dry_run_prints_the_chain_in_nft_syntax() {
         assert!(out.contains(want), "missing {want:?} in\n{out}");
     }
     assert!(chains(&sb).is_empty(), "dry-run changed nothing");
+    // A table is there (somebody deleted its chain): replaced in the same transaction.
+    assert!(nft(&sb, "add table netdev xen-vif-vif5.0").0);
+    let out = stdout(&sb.run("xen-vif", &["add", "5", "0", "--dry-run"], &[]));
+    assert!(
+        out.contains(
+            "nft -f - <<'EOF'\nadd table netdev xen-vif-vif5.0\n\
+             delete table netdev xen-vif-vif5.0\ntable netdev xen-vif-vif5.0 {\n"
+        ),
+        "{out}"
+    );
 }
 
 #[test]
@@ -563,11 +571,14 @@ fn the_dry_run_script_is_what_the_kernel_gets() {
     };
     // MAC only: `icmpv6 taddr`, in the address rules, is newer than some hosts' nft (1.0.6).
     let _g = guest(&sb, 5, MAC5, &[], "");
+    // A leftover table with a stray chain in it: the script replaces the whole table.
+    assert!(nft(&sb, "add table netdev xen-vif-vif5.0").0);
+    assert!(nft(&sb, "add chain netdev xen-vif-vif5.0 stray").0);
     let o = sb.run("xen-vif", &["add", "5", "0", "--dry-run"], &[]);
     assert_ok(&o);
     let out = stdout(&o);
     // nft runs the script (twice: it replaces, never adds), and xen-vif then finds its table
-    // exactly as it plans it.
+    // exactly as it plans it, alone.
     let script = out
         .split("nft -f - <<'EOF'\n")
         .nth(1)
@@ -581,6 +592,10 @@ fn the_dry_run_script_is_what_the_kernel_gets() {
     let o = sb.run("xen-vif", &["status", "--json"], &[]);
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v[0]["filter"], "on", "{v}");
+    assert_eq!(
+        chains(&sb).into_iter().collect::<Vec<_>>(),
+        [("vif5.0".to_string(), ("vif5.0".to_string(), 1))]
+    );
 }
 
 #[test]

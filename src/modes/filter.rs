@@ -242,6 +242,7 @@ pub fn plan(observed: &Observed, chain: &str, want: Option<&IngressChain>) -> Ve
                 vec![Step::Filter {
                     chain: Box::new(w.clone()),
                     comment,
+                    replace: observed.table,
                 }]
             }
         }
@@ -445,23 +446,35 @@ mod tests {
             let mut o = same.clone();
             change(o.chain.as_mut().unwrap());
             match plan(&o, "vif5.0", Some(&want)).as_slice() {
-                [Step::Filter { chain, .. }] => assert_eq!(chain.table, "xen-vif-vif5.0"),
+                [
+                    Step::Filter {
+                        chain,
+                        replace: true,
+                        ..
+                    },
+                ] => assert_eq!(chain.table, "xen-vif-vif5.0"),
                 other => panic!("{other:?}"),
             }
         }
+        // Nothing there: nothing to delete (a deletion costs the run an RCU grace period).
         assert!(matches!(
             plan(&Observed::default(), "vif5.0", Some(&want)).as_slice(),
-            [Step::Filter { .. }]
+            [Step::Filter { replace: false, .. }]
+        ));
+        // Only the table (somebody deleted the chain): replaced.
+        let table_only = Observed {
+            table: true,
+            chain: None,
+        };
+        assert!(matches!(
+            plan(&table_only, "vif5.0", Some(&want)).as_slice(),
+            [Step::Filter { replace: true, .. }]
         ));
         // No filter wanted: the table goes, also when only the table is left.
         let unfilter = vec![Step::Unfilter {
             table: "xen-vif-vif5.0".into(),
         }];
         assert_eq!(plan(&same, "vif5.0", None), unfilter);
-        let table_only = Observed {
-            table: true,
-            chain: None,
-        };
         assert_eq!(plan(&table_only, "vif5.0", None), unfilter);
         assert!(plan(&Observed::default(), "vif5.0", None).is_empty());
     }
