@@ -122,17 +122,17 @@ pub enum Step {
         path: String,
         value: String,
     },
-    /// Replace the device's ingress filter chain with `chain` in one nf_tables transaction
-    /// (`exists`: a chain of that name is there and is deleted in the same transaction).
+    /// Make the device's filter table hold exactly `chain` (on its ingress hook), in one
+    /// nf_tables transaction (`replace`: a table of that name is there, and is deleted with
+    /// what it holds in the same transaction).
     Filter {
         chain: Box<IngressChain>,
         comment: String,
-        exists: bool,
+        replace: bool,
     },
-    /// Delete a filter chain with its rules.
+    /// Delete a filter table with its chain and rules, in one message.
     Unfilter {
         table: String,
-        chain: String,
     },
     /// `ip neigh replace IP lladdr MAC dev DEV nud permanent`
     AddNeighbour {
@@ -346,15 +346,22 @@ impl fmt::Display for Step {
             },
             Step::DeleteLink { name, .. } => write!(f, "ip link del {name}"),
             Step::XsWrite { path, value } => write!(f, "xenstore-write {path} {value}"),
-            Step::Filter { chain, comment, .. } => {
+            Step::Filter {
+                chain,
+                comment,
+                replace,
+            } => {
                 // What `nft -f` would need to do the same in one transaction.
                 writeln!(f, "nft -f - <<'EOF'")?;
-                writeln!(f, "add table netdev {}", chain.table)?;
-                writeln!(f, "destroy chain netdev {} {}", chain.table, chain.name)?;
+                if *replace {
+                    // `delete` after `add` cannot fail; nft before 1.0.8 has no `destroy`.
+                    writeln!(f, "add table netdev {}", chain.table)?;
+                    writeln!(f, "delete table netdev {}", chain.table)?;
+                }
                 writeln!(f, "{}", chain.nft_text(Some(comment)))?;
                 write!(f, "EOF")
             }
-            Step::Unfilter { table, chain } => write!(f, "nft delete chain netdev {table} {chain}"),
+            Step::Unfilter { table } => write!(f, "nft delete table netdev {table}"),
             Step::AddNeighbour { dev, ip, mac, .. } => write!(
                 f,
                 "ip neigh replace {ip} lladdr {} dev {dev} nud permanent",
@@ -407,7 +414,7 @@ impl Step {
     pub fn label(&self) -> String {
         match self {
             Step::Filter { chain, .. } => format!(
-                "nft add chain netdev {} {} on {} ({} rules)",
+                "nft add table netdev {} with chain {} on {} ({} rules)",
                 chain.table,
                 chain.name,
                 chain.device,
@@ -658,10 +665,10 @@ impl Step {
             Step::Filter {
                 chain,
                 comment,
-                exists,
+                replace,
             } => {
                 let r = Nfnetlink::open()
-                    .and_then(|mut nf| nf.replace_ingress_chain(chain, comment, *exists));
+                    .and_then(|mut nf| nf.replace_ingress_table(chain, comment, *replace));
                 match r {
                     Ok(()) => {}
                     Err(e) if nftables::is_unsupported(&e) => {
@@ -671,12 +678,11 @@ impl Step {
                 }
                 Some(Step::Unfilter {
                     table: chain.table.clone(),
-                    chain: chain.name.clone(),
                 })
             }
-            Step::Unfilter { table, chain } => {
+            Step::Unfilter { table } => {
                 Nfnetlink::open()
-                    .and_then(|mut nf| nf.delete_chain(table, chain))
+                    .and_then(|mut nf| nf.delete_netdev_table(table))
                     .map_err(k)?;
                 None
             }

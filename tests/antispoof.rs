@@ -238,27 +238,43 @@ fn nft(sb: &Sandbox, args: &str) -> (bool, String) {
     (o.status.success(), format!("{}{}", stdout(&o), stderr(&o)))
 }
 
-/// The chains of table netdev xen-vif: name → (device, rule count), from `nft list`.
+/// The chains in xen-vif's netdev tables (one per vif, `xen-vif-<vif>`): name → (device, rule
+/// count), from `nft list`. A chain that is not alone in its vif's table, or not named after
+/// it, fails the test.
 fn chains(sb: &Sandbox) -> std::collections::BTreeMap<String, (String, usize)> {
     let mut out = std::collections::BTreeMap::new();
-    let (ok, text) = nft(sb, "list table netdev xen-vif");
-    if !ok {
-        return out;
-    }
+    let (ok, text) = nft(sb, "list ruleset netdev");
+    assert!(ok, "{text}");
+    let mut table: Option<String> = None;
     let mut current: Option<String> = None;
     for line in text.lines().map(str::trim) {
+        if let Some(name) = line
+            .strip_prefix("table netdev ")
+            .and_then(|l| l.strip_suffix(" {"))
+        {
+            table = name.strip_prefix("xen-vif-").map(str::to_string);
+            continue;
+        }
+        let Some(vif) = &table else {
+            continue;
+        };
         if let Some(name) = line
             .strip_prefix("chain ")
             .and_then(|l| l.strip_suffix(" {"))
         {
+            assert_eq!(name, vif, "chain {name} in table xen-vif-{vif}:\n{text}");
             current = Some(name.to_string());
-            out.insert(name.to_string(), (String::new(), 0));
+            assert!(
+                out.insert(name.to_string(), (String::new(), 0)).is_none(),
+                "{text}"
+            );
         } else if let Some(c) = &current {
             let entry = out.get_mut(c).unwrap();
             if let Some(rest) = line.strip_prefix("type filter hook ingress device \"") {
                 entry.0 = rest.split('"').next().unwrap().to_string();
             } else if line == "}" {
                 current = None;
+                table = None;
             } else if !line.starts_with("comment ") && !line.is_empty() {
                 entry.1 += 1;
             }
@@ -512,7 +528,7 @@ fn several_addresses_and_prefixes() {
     // The chain as dry-run shows it: the same rules, in nft syntax.
     let o = sb.run("xen-vif", &["add", "5", "0", "--dry-run"], &[]);
     let _ = o; // (the chain is in place: dry-run has no filter step to show)
-    let (_, listing) = nft(&sb, "list chain netdev xen-vif vif5.0");
+    let (_, listing) = nft(&sb, "list table netdev xen-vif-vif5.0");
     assert!(listing.contains("10.0.0.64/29"), "{listing}");
 }
 
@@ -526,8 +542,7 @@ fn dry_run_prints_the_chain_in_nft_syntax() {
     assert_ok(&o);
     let out = stdout(&o);
     for want in [
-        "add table netdev xen-vif",
-        "destroy chain netdev xen-vif vif5.0",
+        "nft -f - <<'EOF'\ntable netdev xen-vif-vif5.0 {\n\tchain vif5.0 {\n",
         "type filter hook ingress device \"vif5.0\" priority -500; policy accept;",
         "ether saddr != 00:16:3e:00:00:05 drop",
         "ether type ip ip saddr 10.0.0.5 accept",
@@ -537,6 +552,50 @@ fn dry_run_prints_the_chain_in_nft_syntax() {
         assert!(out.contains(want), "missing {want:?} in\n{out}");
     }
     assert!(chains(&sb).is_empty(), "dry-run changed nothing");
+    // A table is there (somebody deleted its chain): replaced in the same transaction.
+    assert!(nft(&sb, "add table netdev xen-vif-vif5.0").0);
+    let out = stdout(&sb.run("xen-vif", &["add", "5", "0", "--dry-run"], &[]));
+    assert!(
+        out.contains(
+            "nft -f - <<'EOF'\nadd table netdev xen-vif-vif5.0\n\
+             delete table netdev xen-vif-vif5.0\ntable netdev xen-vif-vif5.0 {\n"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_dry_run_script_is_what_the_kernel_gets() {
+    let Some(Lan { sb, .. }) = lan("drynft") else {
+        return;
+    };
+    // MAC only: `icmpv6 taddr`, in the address rules, is newer than some hosts' nft (1.0.6).
+    let _g = guest(&sb, 5, MAC5, &[], "");
+    // A leftover table with a stray chain in it: the script replaces the whole table.
+    assert!(nft(&sb, "add table netdev xen-vif-vif5.0").0);
+    assert!(nft(&sb, "add chain netdev xen-vif-vif5.0 stray").0);
+    let o = sb.run("xen-vif", &["add", "5", "0", "--dry-run"], &[]);
+    assert_ok(&o);
+    let out = stdout(&o);
+    // nft runs the script (twice: it replaces, never adds), and xen-vif then finds its table
+    // exactly as it plans it, alone.
+    let script = out
+        .split("nft -f - <<'EOF'\n")
+        .nth(1)
+        .and_then(|s| s.split("\nEOF").next())
+        .unwrap_or_else(|| panic!("no nft script in\n{out}"));
+    std::fs::write(sb.path("filter.nft"), script).unwrap();
+    for _ in 0..2 {
+        let (ok, text) = nft(&sb, &format!("-f {}", sb.path("filter.nft").display()));
+        assert!(ok, "{text}\n{script}");
+    }
+    let o = sb.run("xen-vif", &["status", "--json"], &[]);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v[0]["filter"], "on", "{v}");
+    assert_eq!(
+        chains(&sb).into_iter().collect::<Vec<_>>(),
+        [("vif5.0".to_string(), ("vif5.0".to_string(), 1))]
+    );
 }
 
 #[test]
@@ -545,7 +604,7 @@ fn offline_leaves_the_ruleset_exactly_as_before_and_online_twice_is_the_same() {
         return;
     };
     let _g = guest(&sb, 5, MAC5, &["10.0.0.5/24"], "10.0.0.5 2001:db8::5");
-    // Somebody else's rules, and our table as a first guest leaves it (never deleted).
+    // Somebody else's rules, and another vif's table (nothing is shared: left alone).
     assert!(nft(&sb, "add table inet other").0);
     assert!(
         nft(
@@ -555,7 +614,7 @@ fn offline_leaves_the_ruleset_exactly_as_before_and_online_twice_is_the_same() {
         .0
     );
     assert!(nft(&sb, "add rule inet other input tcp dport 22 accept").0);
-    assert!(nft(&sb, "add table netdev xen-vif").0);
+    assert!(nft(&sb, "add table netdev xen-vif-vif9.0").0);
     let before = nft(&sb, "list ruleset").1;
     let ra_before = sb.sysctl("/proc/sys/net/ipv6/conf/vif5.0/accept_ra");
     assert_ok(&sb.online("vif-bridge", 5, 0));
@@ -661,10 +720,10 @@ fn route_mode_filters_and_pins_neighbours() {
     let left = stdout(&ct("-L"));
     assert!(!left.contains("10.9.0.2"), "{left}");
     assert!(left.contains("src=10.9.0.4"), "{left}");
-    // The table was created by this online, and stays (empty).
+    // The vif's table went with it: nothing left.
     let after = nft(&sb, "list ruleset").1;
     assert!(before.is_empty(), "{before}");
-    assert_eq!(after.trim(), "table netdev xen-vif {\n}");
+    assert_eq!(after, before);
     assert_eq!(sb.ip("neigh show dev vif5.0").trim(), neigh_before.trim());
 }
 
@@ -739,16 +798,26 @@ fn status_shows_the_filter_and_what_it_needs() {
     assert_eq!(v[0]["filter"], "on");
     assert!(v[0]["differences"].as_array().unwrap().is_empty(), "{v}");
     // Somebody deletes a rule.
-    assert!(nft(&sb, "flush chain netdev xen-vif vif5.0").0);
+    assert!(nft(&sb, "flush chain netdev xen-vif-vif5.0 vif5.0").0);
     let v = status();
     assert_eq!(v[0]["filter"], "stale");
     let diffs = v[0]["differences"].to_string();
     assert!(
-        diffs.contains("needs: nft add chain netdev xen-vif vif5.0 on vif5.0 (18 rules)"),
+        diffs.contains(
+            "needs: nft add table netdev xen-vif-vif5.0 with chain vif5.0 on vif5.0 (18 rules)"
+        ),
         "{diffs}"
     );
     let o = sb.run("xen-vif", &["status"], &[]);
     assert!(stdout(&o).contains("FILTER"), "{}", stdout(&o));
+    assert_ok(&sb.online("vif-bridge", 5, 0));
+    assert_eq!(status()[0]["filter"], "on");
+    // Somebody deletes the chain, or the whole table.
+    assert!(nft(&sb, "delete chain netdev xen-vif-vif5.0 vif5.0").0);
+    assert_eq!(status()[0]["filter"], "missing");
+    assert_ok(&sb.online("vif-bridge", 5, 0));
+    assert!(nft(&sb, "delete table netdev xen-vif-vif5.0").0);
+    assert_eq!(status()[0]["filter"], "missing");
     assert_ok(&sb.online("vif-bridge", 5, 0));
     assert_eq!(status()[0]["filter"], "on");
 }
@@ -836,7 +905,7 @@ fn killed_mid_online_the_next_online_converges() {
     .unwrap();
     child.wait().unwrap();
     // Tamper with the chain, too: the rerun must replace it, not add a second set of rules.
-    assert!(nft(&sb, "add rule netdev xen-vif vif5.0 accept").0);
+    assert!(nft(&sb, "add rule netdev xen-vif-vif5.0 vif5.0 accept").0);
     std::fs::remove_file(&hook).unwrap();
     assert_ok(&sb.online("vif-bridge", 5, 0));
     let o = sb.run("xen-vif", &["status", "--json"], &[]);

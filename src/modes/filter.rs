@@ -1,5 +1,5 @@
 //! Anti-spoofing, shared by every mode: what a guest may send, as one nf_tables base chain on
-//! the ingress hook of its vif (or tap), plus the plug hygiene that goes with it (no router
+//! the ingress hook of its vif (or tap), alone in a table of its own, plus the plug hygiene that goes with it (no router
 //! advertisements or redirects accepted on the vif, pinned neighbour entries in route mode,
 //! the guest's conntrack entries forgotten on offline).
 //!
@@ -22,9 +22,17 @@ use crate::nftables::{
 use crate::plan::Step;
 use crate::sysctl;
 
-/// The one table xen-vif owns (family netdev). Created on first use, never deleted: an empty
-/// table costs nothing, and deleting it would race with another vif's online.
-pub const TABLE: &str = "xen-vif";
+/// Each vif's table (family netdev) is this and netback's name for the device: `xen-vif-vif5.0`.
+/// One table per vif, not one for all: the kernel validates the whole table a transaction
+/// touches, so in a shared table every vif's online would walk every other vif's rules; and
+/// with nothing shared, a vif's online and offline never race another vif's. The name fits any
+/// kernel's limit (32 bytes before Linux 4.16, 256 since: 8 + at most 15).
+pub const TABLE_PREFIX: &str = "xen-vif-";
+/// The table of the vif netback calls `kernel_name`.
+pub fn table(kernel_name: &str) -> String {
+    format!("{TABLE_PREFIX}{kernel_name}")
+}
+
 /// The hook priority: the filter's place among other netdev ingress chains on the same device.
 pub const PRIORITY: i32 = -500;
 /// The IPv6 sysctls a guest must not steer on its vif.
@@ -166,7 +174,7 @@ pub fn ruleset(
         rules.push(rule(Vec::new(), Verdict::Drop));
     }
     Some(IngressChain {
-        table: TABLE.into(),
+        table: table(chain),
         name: chain.into(),
         device: device.into(),
         priority: PRIORITY,
@@ -189,25 +197,36 @@ pub fn fingerprint(chain: &IngressChain) -> String {
 /// What the kernel has for this vif's filter.
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
+    /// The vif's table is there (with or without its chain).
+    pub table: bool,
     pub chain: Option<ChainState>,
 }
 
-/// Read this vif's chain. A kernel without nf_tables has none (an online that needs one then
-/// fails when applying it, with the line that names the switch).
+/// Read this vif's table and chain. A kernel without nf_tables has none (an online that needs
+/// one then fails when applying it, with the line that names the switch).
 pub fn observe(chain: &str) -> Result<Observed> {
     let mut nf = match Nfnetlink::open() {
         Ok(nf) => nf,
         Err(e) if crate::nftables::is_unsupported(&e) => return Ok(Observed::default()),
         Err(e) => return Err(anyhow::Error::new(e).context("open nfnetlink")),
     };
-    match nf.netdev_chain(TABLE, chain) {
-        Ok(c) => Ok(Observed { chain: c }),
+    let table = table(chain);
+    // The chain first: when it is there, so is the table (one request in the usual case).
+    let observed = nf.netdev_chain(&table, chain).and_then(|c| {
+        Ok(Observed {
+            table: c.is_some() || nf.has_netdev_table(&table)?,
+            chain: c,
+        })
+    });
+    match observed {
+        Ok(o) => Ok(o),
         Err(e) if crate::nftables::is_unsupported(&e) => Ok(Observed::default()),
-        Err(e) => Err(anyhow::Error::new(e).context(format!("read nft chain {chain}"))),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("read nft table netdev {table}"))),
     }
 }
 
-/// The steps that make the chain exactly `want` (pure).
+/// The steps that make the vif's table hold exactly `want`, or no table when `want` is None
+/// (pure).
 pub fn plan(observed: &Observed, chain: &str, want: Option<&IngressChain>) -> Vec<Step> {
     match (want, &observed.chain) {
         (Some(w), have) => {
@@ -223,15 +242,14 @@ pub fn plan(observed: &Observed, chain: &str, want: Option<&IngressChain>) -> Ve
                 vec![Step::Filter {
                     chain: Box::new(w.clone()),
                     comment,
-                    exists: have.is_some(),
+                    replace: observed.table,
                 }]
             }
         }
-        (None, Some(_)) => vec![Step::Unfilter {
-            table: TABLE.into(),
-            chain: chain.into(),
+        (None, _) if observed.table => vec![Step::Unfilter {
+            table: table(chain),
         }],
-        (None, None) => Vec::new(),
+        (None, _) => Vec::new(),
     }
 }
 
@@ -287,7 +305,8 @@ fn is_host(g: &GuestAddr) -> bool {
     g.prefix_len == if g.ip.is_ipv4() { 32 } else { 128 }
 }
 
-/// The steps offline adds: the chain goes (also when the device is already gone), pinned
+/// The steps offline adds: the vif's table goes with its chain (also when the device is already
+/// gone), so the ruleset is as before the vif's online; pinned
 /// neighbours and the IPv6 sysctls are put back, and the guest's connections forgotten.
 pub fn offline(nl: &mut Netlink, hp: &Hotplug, link: Option<&Link>) -> Result<Vec<Step>> {
     let chain = hp.kernel_name.as_str();
@@ -322,12 +341,7 @@ pub fn offline(nl: &mut Netlink, hp: &Hotplug, link: Option<&Link>) -> Result<Ve
             }
         }
     }
-    if observe(chain)?.chain.is_some() {
-        steps.push(Step::Unfilter {
-            table: TABLE.into(),
-            chain: chain.into(),
-        });
-    }
+    steps.extend(plan(&observe(chain)?, chain, None));
     if !hp.ip.is_empty() {
         steps.push(Step::ForgetConnections {
             prefixes: hp.ip.iter().map(prefix).collect(),
@@ -357,7 +371,7 @@ mod tests {
     fn mac_only_without_ip() {
         assert_eq!(
             text(Some(MAC), "").unwrap(),
-            "table netdev xen-vif {
+            "table netdev xen-vif-vif5.0 {
 \tchain vif5.0 {
 \t\ttype filter hook ingress device \"web0\" priority -500; policy accept;
 \t\tether saddr != 00:16:3e:00:00:05 drop
@@ -368,7 +382,7 @@ mod tests {
 
     #[test]
     fn golden_ipv4_and_ipv6() {
-        let want = "table netdev xen-vif {
+        let want = "table netdev xen-vif-vif5.0 {
 \tchain vif5.0 {
 \t\ttype filter hook ingress device \"web0\" priority -500; policy accept;
 \t\tether saddr != 00:16:3e:00:00:05 drop
@@ -415,6 +429,7 @@ mod tests {
         let ip = parse_guest_addrs("10.0.0.5").unwrap();
         let want = ruleset("vif5.0", "vif5.0", Some(MAC), &ip).unwrap();
         let same = Observed {
+            table: true,
             chain: Some(ChainState {
                 devices: vec!["vif5.0".into()],
                 comment: Some(fingerprint(&want)),
@@ -431,20 +446,44 @@ mod tests {
             let mut o = same.clone();
             change(o.chain.as_mut().unwrap());
             match plan(&o, "vif5.0", Some(&want)).as_slice() {
-                [Step::Filter { exists: true, .. }] => {}
+                [
+                    Step::Filter {
+                        chain,
+                        replace: true,
+                        ..
+                    },
+                ] => assert_eq!(chain.table, "xen-vif-vif5.0"),
                 other => panic!("{other:?}"),
             }
         }
+        // Nothing there: nothing to delete (a deletion costs the run an RCU grace period).
         assert!(matches!(
             plan(&Observed::default(), "vif5.0", Some(&want)).as_slice(),
-            [Step::Filter { exists: false, .. }]
+            [Step::Filter { replace: false, .. }]
         ));
-        assert_eq!(
-            plan(&same, "vif5.0", None),
-            vec![Step::Unfilter {
-                table: TABLE.into(),
-                chain: "vif5.0".into()
-            }]
-        );
+        // Only the table (somebody deleted the chain): replaced.
+        let table_only = Observed {
+            table: true,
+            chain: None,
+        };
+        assert!(matches!(
+            plan(&table_only, "vif5.0", Some(&want)).as_slice(),
+            [Step::Filter { replace: true, .. }]
+        ));
+        // No filter wanted: the table goes, also when only the table is left.
+        let unfilter = vec![Step::Unfilter {
+            table: "xen-vif-vif5.0".into(),
+        }];
+        assert_eq!(plan(&same, "vif5.0", None), unfilter);
+        assert_eq!(plan(&table_only, "vif5.0", None), unfilter);
+        assert!(plan(&Observed::default(), "vif5.0", None).is_empty());
+    }
+
+    #[test]
+    fn each_vif_has_its_own_table() {
+        assert_eq!(table("vif5.0"), "xen-vif-vif5.0");
+        assert_eq!(table("vif5.0-emu"), "xen-vif-vif5.0-emu");
+        // Within every kernel's NFT_TABLE_MAXNAMELEN (32 before Linux 4.16), NUL included.
+        assert!(table("vif32767.65535").len() < 32);
     }
 }

@@ -1,6 +1,8 @@
 //! nf_tables (and conntrack) over nfnetlink: messages built by hand beside the rtnetlink layer.
-//! Knows nothing about Xen. One table per owner; per device one base chain on its ingress hook,
-//! replaced and removed in single transactions.
+//! Knows nothing about Xen. Per device one netdev table holding one base chain on the device's
+//! ingress hook, replaced and removed in single transactions; tables share nothing, so one
+//! device's transaction does not grow with the others (the kernel validates the whole table a
+//! transaction touches, every chain and rule of it).
 
 mod conntrack;
 mod rules;
@@ -20,9 +22,10 @@ use socket::{Msg, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, Result, attr_str, attrs};
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFPROTO_NETDEV: u8 = 5;
 const NFT_MSG_NEWTABLE: u16 = 0;
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_DELTABLE: u16 = 2;
 const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_GETCHAIN: u16 = 4;
-const NFT_MSG_DELCHAIN: u16 = 5;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_GETRULE: u16 = 7;
 const NLM_F_APPEND: u16 = 0x800;
@@ -94,21 +97,24 @@ fn udata_comment(v: &[u8]) -> Option<String> {
 }
 
 impl Nfnetlink {
-    /// Make `chain` exactly as given, with `comment`, in one transaction: the table is created
-    /// when missing (never deleted), a chain of that name is deleted first when `exists`.
-    pub fn replace_ingress_chain(
+    /// Make the table of `chain` hold exactly that chain, with `comment`, in one transaction.
+    /// `replace`: a table of that name may be there; it is created if missing, deleted with
+    /// whatever it holds, and created again (any kernel; no `destroy` message needed). A run
+    /// killed before the commit leaves the old table, after it the new one. Without `replace`
+    /// no deletion is queued: a deletion makes the socket's close wait for an RCU grace period
+    /// (the kernel flushes its destroy work first), some 10 ms against well under one.
+    pub fn replace_ingress_table(
         &mut self,
         chain: &IngressChain,
         comment: &str,
-        exists: bool,
+        replace: bool,
     ) -> Result<()> {
         let mut msgs = Vec::new();
-        let mut t = netdev_msg(NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_ACK);
-        t.str(NFTA_TABLE_NAME, &chain.table);
-        msgs.push(t);
-        if exists {
-            msgs.push(del_chain_msg(&chain.table, &chain.name));
+        if replace {
+            msgs.push(table_msg(NFT_MSG_NEWTABLE, &chain.table));
+            msgs.push(table_msg(NFT_MSG_DELTABLE, &chain.table));
         }
+        msgs.push(table_msg(NFT_MSG_NEWTABLE, &chain.table));
         let mut c = netdev_msg(NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_ACK);
         c.str(NFTA_CHAIN_TABLE, &chain.table);
         c.str(NFTA_CHAIN_NAME, &chain.name);
@@ -131,9 +137,20 @@ impl Nfnetlink {
         self.batch(msgs, NFNL_SUBSYS_NFTABLES)
     }
 
-    /// Delete a chain and its rules (ENOENT when it, or the table, is not there).
-    pub fn delete_chain(&mut self, table: &str, name: &str) -> Result<()> {
-        self.batch(vec![del_chain_msg(table, name)], NFNL_SUBSYS_NFTABLES)
+    /// Delete a netdev table with its chains and rules, in one message (ENOENT when it is not
+    /// there).
+    pub fn delete_netdev_table(&mut self, table: &str) -> Result<()> {
+        self.batch(
+            vec![table_msg(NFT_MSG_DELTABLE, table)],
+            NFNL_SUBSYS_NFTABLES,
+        )
+    }
+
+    /// Whether the netdev table `table` exists.
+    pub fn has_netdev_table(&mut self, table: &str) -> Result<bool> {
+        let mut m = netdev_msg(NFT_MSG_GETTABLE, NLM_F_ACK);
+        m.str(NFTA_TABLE_NAME, table);
+        Ok(self.get(m)?.is_some())
     }
 
     /// The netdev chain `table`/`name`, or None.
@@ -184,9 +201,14 @@ impl Nfnetlink {
     }
 }
 
-fn del_chain_msg(table: &str, name: &str) -> Msg {
-    let mut m = netdev_msg(NFT_MSG_DELCHAIN, NLM_F_ACK);
-    m.str(NFTA_CHAIN_TABLE, table);
-    m.str(NFTA_CHAIN_NAME, name);
+/// NEWTABLE without NLM_F_EXCL: no error when the table exists.
+fn table_msg(msg: u16, table: &str) -> Msg {
+    let flags = if msg == NFT_MSG_NEWTABLE {
+        NLM_F_CREATE | NLM_F_ACK
+    } else {
+        NLM_F_ACK
+    };
+    let mut m = netdev_msg(msg, flags);
+    m.str(NFTA_TABLE_NAME, table);
     m
 }

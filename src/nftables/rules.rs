@@ -140,7 +140,7 @@ pub struct Rule {
     pub verdict: Verdict,
 }
 
-/// A base chain on one device's ingress hook, with its rules.
+/// A base chain on one device's ingress hook, with its rules, in netdev table `table`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IngressChain {
     pub table: String,
