@@ -2,10 +2,10 @@
 //! xen-vif behaves as the stock scripts. Present but wrong, it is an error at every hotplug and
 //! at `xen-vif check-config`, naming the line.
 //!
-//! The file is TOML, restricted to what four flat settings need: `key = "string"` (basic or
-//! literal strings), comments and blank lines. Anything else is refused with its line number, so
+//! The file is TOML, restricted to what five flat settings need: `key = "string"` (basic or
+//! literal strings), `antispoof = true|false`, comments and blank lines. Anything else is refused with its line number, so
 //! a valid file here is always valid TOML, and nothing is ever silently misread. A full TOML
-//! parser (and serde) in a binary that runs on every hotplug would buy nothing for four strings.
+//! parser (and serde) in a binary that runs on every hotplug would buy nothing for five values.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -39,6 +39,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "hook_dir",
         "directory of *.hook files run after each action; \"\" turns hooks off",
     ),
+    (
+        "antispoof",
+        "true (default): each vif gets an nf_tables filter pinning its mac and ip; false: none",
+    ),
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +51,7 @@ pub struct Config {
     pub gatewaydev: Option<IfName>,
     pub log_file: Option<PathBuf>,
     pub hook_dir: Option<PathBuf>,
+    pub antispoof: bool,
     /// Which keys the file set (for `check-config`).
     pub set: Vec<&'static str>,
 }
@@ -58,6 +63,7 @@ impl Default for Config {
             gatewaydev: None,
             log_file: Some(PathBuf::from(DEFAULT_LOG_FILE)),
             hook_dir: Some(PathBuf::from(DEFAULT_HOOK_DIR)),
+            antispoof: true,
             set: Vec::new(),
         }
     }
@@ -113,8 +119,11 @@ pub fn parse(text: &str) -> Result<Config> {
         if cfg.set.contains(&known) {
             bail!("line {n}: {key} is set twice");
         }
-        let value =
-            string_value(rest.trim()).map_err(|e| anyhow::anyhow!("line {n}: {key}: {e}"))?;
+        let value = if known == "antispoof" {
+            bool_value(rest.trim()).map_err(|e| anyhow::anyhow!("line {n}: {key}: {e}"))?
+        } else {
+            string_value(rest.trim()).map_err(|e| anyhow::anyhow!("line {n}: {key}: {e}"))?
+        };
         apply(&mut cfg, known, &value).map_err(|e| anyhow::anyhow!("line {n}: {key}: {e}"))?;
         cfg.set.push(known);
     }
@@ -133,6 +142,7 @@ fn apply(cfg: &mut Config, key: &str, value: &str) -> Result<()> {
         "gatewaydev" => cfg.gatewaydev = Some(IfName::new(value).map_err(anyhow::Error::msg)?),
         "log_file" => cfg.log_file = absolute_or_off(value)?,
         "hook_dir" => cfg.hook_dir = absolute_or_off(value)?,
+        "antispoof" => cfg.antispoof = value == "true",
         _ => bail!("unknown key"),
     }
     Ok(())
@@ -146,6 +156,19 @@ fn absolute_or_off(value: &str) -> Result<Option<PathBuf>> {
         bail!("{value:?} is not an absolute path");
     }
     Ok(Some(PathBuf::from(value)))
+}
+
+/// A TOML boolean (`true` or `false`, unquoted), then nothing but an optional comment.
+fn bool_value(s: &str) -> Result<String> {
+    let (word, tail) = s.split_at(s.find([' ', '\t', '#']).unwrap_or(s.len()));
+    let tail = tail.trim_start();
+    if !(tail.is_empty() || tail.starts_with('#')) {
+        bail!("unexpected {tail:?} after the value");
+    }
+    match word {
+        "true" | "false" => Ok(word.to_string()),
+        _ => bail!("the value must be true or false (unquoted)"),
+    }
 }
 
 /// A TOML basic ("...") or literal ('...') string, then nothing but an optional comment.
@@ -228,6 +251,7 @@ pub fn describe(cfg: &Config) -> String {
         ),
         format!("log_file = {}{}", path(&cfg.log_file), origin("log_file")),
         format!("hook_dir = {}{}", path(&cfg.hook_dir), origin("hook_dir")),
+        format!("antispoof = {}{}", cfg.antispoof, origin("antispoof")),
     ]
     .join("\n")
 }
@@ -281,6 +305,10 @@ mod tests {
         assert_eq!(c.log_file, Some(PathBuf::from("/var/log/xen/vif.log")));
         assert_eq!(c.hook_dir, None);
         assert!(describe(&c).contains("hook_dir = off"));
+        assert!(describe(&c).contains("antispoof = true  (default)"));
+        let c = parse("antispoof = false # no filter\n").unwrap();
+        assert!(!c.antispoof);
+        assert!(describe(&c).ends_with("antispoof = false"));
         assert!(describe(&c).contains("mode = route\n"));
     }
 
@@ -310,6 +338,12 @@ mod tests {
             ("hook_dir = \"/x", "unterminated string"),
             ("mode", "expected key = \"value\""),
             ("log_file = \"/a\\q\"", "unknown escape \\q"),
+            (
+                "antispoof = \"false\"",
+                "line 1: antispoof: the value must be true or false",
+            ),
+            ("antispoof = no", "the value must be true or false"),
+            ("antispoof = true false", "unexpected \"false\""),
         ] {
             let e = format!("{:#}", parse(text).unwrap_err());
             assert!(e.contains(want), "{text:?}: {e}");

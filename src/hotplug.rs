@@ -205,7 +205,10 @@ fn execute_with(call: &Call, env: Env, dry_run: bool, cfg: &Config) -> Result<()
             Err(e) => return Err(Failure::new(&prefix, e, Some(store), Some(backend))),
         };
     let hp = match invocation::resolve(call, id, backend.clone(), env, &keys) {
-        Ok(h) => h,
+        Ok(h) => Hotplug {
+            antispoof: cfg.antispoof,
+            ..h
+        },
         Err(e) => return Err(Failure::new(&prefix, e, Some(store), Some(backend))),
     };
     let prefix = format!("{} {} {}", call.script, call.command, hp.device());

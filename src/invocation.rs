@@ -213,6 +213,14 @@ pub const PARAMS: &[Source] = &[
         xenstore: Some("vlan"),
         only: Some(Mode::Bridge),
     },
+    // The guest's MAC, for the anti-spoofing filter: written by the toolstack, dom0-owned.
+    Source {
+        name: "mac",
+        env: None,
+        word: None,
+        xenstore: Some("mac"),
+        only: None,
+    },
 ];
 
 /// Backend keys read besides the parameters: identity cross-checks.
@@ -342,6 +350,11 @@ pub struct Hotplug {
     pub ip: Vec<crate::modes::route::GuestAddr>,
     pub mtu: Option<u32>,
     pub vlan: Option<Vec<crate::netlink::PortVlan>>,
+    /// The backend's `mac`: the only Ethernet source the guest may use.
+    pub mac: Option<crate::nftables::Mac>,
+    /// Whether the anti-spoofing filter is wanted (the host's configuration; on unless
+    /// `antispoof = false`).
+    pub antispoof: bool,
 }
 
 impl Hotplug {
@@ -522,6 +535,10 @@ pub fn resolve(
         Some(list) => crate::modes::route::parse_guest_addrs(list)?,
         None => Vec::new(),
     };
+    let mac = params
+        .get("mac")
+        .map(|m| crate::modes::filter::parse_mac(m))
+        .transpose()?;
     Ok(Hotplug {
         script: call.script,
         mode: call.mode,
@@ -536,6 +553,8 @@ pub fn resolve(
         ip,
         mtu,
         vlan,
+        mac,
+        antispoof: true,
     })
 }
 
@@ -559,7 +578,7 @@ mod tests {
     fn each_mode_reads_only_its_keys() {
         let bridge = backend_keys(Some(Mode::Bridge));
         let route = backend_keys(Some(Mode::Route));
-        for k in ["frontend-id", "handle", "ip", "vifname", "mtu"] {
+        for k in ["frontend-id", "handle", "ip", "vifname", "mtu", "mac"] {
             assert!(bridge.contains(&k) && route.contains(&k), "{k}");
         }
         assert!(bridge.contains(&"bridge") && bridge.contains(&"vlan"));

@@ -17,6 +17,7 @@ pub mod log;
 pub mod modes;
 pub mod netlink;
 pub mod network_script;
+pub mod nftables;
 pub mod plan;
 pub mod rundir;
 pub mod status;

@@ -10,6 +10,7 @@ use nix::errno::Errno;
 
 use crate::log;
 use crate::netlink::{Address, LinkChange, Netlink, NetlinkError, NewLink, PortVlan, Route};
+use crate::nftables::{self, IngressChain, Nfnetlink, Prefix};
 use crate::sysctl;
 use crate::xenstore::Store;
 
@@ -120,7 +121,39 @@ pub enum Step {
         path: String,
         value: String,
     },
+    /// Replace the device's ingress filter chain with `chain` in one nf_tables transaction
+    /// (`exists`: a chain of that name is there and is deleted in the same transaction).
+    Filter {
+        chain: Box<IngressChain>,
+        comment: String,
+        exists: bool,
+    },
+    /// Delete a filter chain with its rules.
+    Unfilter {
+        table: String,
+        chain: String,
+    },
+    /// `ip neigh replace IP lladdr MAC dev DEV nud permanent`
+    AddNeighbour {
+        index: u32,
+        dev: String,
+        ip: IpAddr,
+        mac: Vec<u8>,
+    },
+    DelNeighbour {
+        index: u32,
+        dev: String,
+        ip: IpAddr,
+        mac: Vec<u8>,
+    },
+    /// Delete the conntrack entries from or to these addresses (cannot be undone).
+    ForgetConnections {
+        prefixes: Vec<Prefix>,
+    },
 }
+
+/// A kernel without what the filter needs: the one line to show, naming the switch.
+pub const NO_NFTABLES: &str = "kernel has no nf_tables netdev ingress filtering (CONFIG_NF_TABLES, CONFIG_NF_TABLES_NETDEV); set antispoof = false in /etc/xen/xen-vif.toml to run guests without the anti-spoofing filter";
 
 fn mac_str(m: &[u8]) -> String {
     m.iter()
@@ -270,6 +303,33 @@ impl fmt::Display for Step {
             },
             Step::DeleteLink { name, .. } => write!(f, "ip link del {name}"),
             Step::XsWrite { path, value } => write!(f, "xenstore-write {path} {value}"),
+            Step::Filter { chain, comment, .. } => {
+                // What `nft -f` would need to do the same in one transaction.
+                writeln!(f, "nft -f - <<'EOF'")?;
+                writeln!(f, "add table netdev {}", chain.table)?;
+                writeln!(f, "destroy chain netdev {} {}", chain.table, chain.name)?;
+                writeln!(f, "{}", chain.nft_text(Some(comment)))?;
+                write!(f, "EOF")
+            }
+            Step::Unfilter { table, chain } => write!(f, "nft delete chain netdev {table} {chain}"),
+            Step::AddNeighbour { dev, ip, mac, .. } => write!(
+                f,
+                "ip neigh replace {ip} lladdr {} dev {dev} nud permanent",
+                mac_str(mac)
+            ),
+            Step::DelNeighbour { dev, ip, .. } => write!(f, "ip neigh del {ip} dev {dev}"),
+            Step::ForgetConnections { prefixes } => {
+                let words: Vec<String> = prefixes
+                    .iter()
+                    .flat_map(|p| {
+                        [
+                            format!("conntrack -D --orig-src {p}"),
+                            format!("conntrack -D --orig-dst {p}"),
+                        ]
+                    })
+                    .collect();
+                write!(f, "{}", words.join("; "))
+            }
         }
     }
 }
@@ -509,6 +569,69 @@ impl Step {
                 store
                     .write(path, value)
                     .with_context(|| format!("write xenstore {path}"))?;
+                None
+            }
+            Step::Filter {
+                chain,
+                comment,
+                exists,
+            } => {
+                let r = Nfnetlink::open()
+                    .and_then(|mut nf| nf.replace_ingress_chain(chain, comment, *exists));
+                match r {
+                    Ok(()) => {}
+                    Err(e) if nftables::is_unsupported(&e) => {
+                        return Err(anyhow::Error::new(e).context(NO_NFTABLES));
+                    }
+                    Err(e) => return Err(k(e)),
+                }
+                Some(Step::Unfilter {
+                    table: chain.table.clone(),
+                    chain: chain.name.clone(),
+                })
+            }
+            Step::Unfilter { table, chain } => {
+                Nfnetlink::open()
+                    .and_then(|mut nf| nf.delete_chain(table, chain))
+                    .map_err(k)?;
+                None
+            }
+            Step::AddNeighbour {
+                index,
+                dev,
+                ip,
+                mac,
+            } => {
+                nl.set_permanent_neighbour(*index, *ip, mac).map_err(k)?;
+                Some(Step::DelNeighbour {
+                    index: *index,
+                    dev: dev.clone(),
+                    ip: *ip,
+                    mac: mac.clone(),
+                })
+            }
+            Step::DelNeighbour {
+                index,
+                dev,
+                ip,
+                mac,
+            } => {
+                nl.del_neighbour(*index, *ip).map_err(k)?;
+                Some(Step::AddNeighbour {
+                    index: *index,
+                    dev: dev.clone(),
+                    ip: *ip,
+                    mac: mac.clone(),
+                })
+            }
+            Step::ForgetConnections { prefixes } => {
+                let r = Nfnetlink::open().and_then(|mut nf| nf.delete_conntrack(prefixes));
+                match r {
+                    Ok(n) => log::debug(&format!("{n} conntrack entries deleted")),
+                    // No nfnetlink: no connection tracking either.
+                    Err(e) if nftables::is_unsupported(&e) => {}
+                    Err(e) => return Err(k(e)),
+                }
                 None
             }
         })

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 
+use crate::config;
 use crate::hotplug::plan_for;
-use crate::invocation::{self, Call, Command, DeviceId, Mode, TypeIf, Words};
-use crate::modes::find_device;
+use crate::invocation::{self, Call, Command, DeviceId, Hotplug, Mode, TypeIf, Words};
+use crate::modes::{filter, find_device};
 use crate::netlink::Netlink;
 use crate::plan::Step;
 use crate::xenstore::{self, Store, XenStore};
@@ -35,6 +36,9 @@ pub struct VifStatus {
     pub state: String,
     pub hotplug_status: String,
     pub hotplug_error: Option<String>,
+    /// The anti-spoofing filter: `on`, `missing`, `stale`, `off` (configuration), `-` (nothing
+    /// to filter).
+    pub filter: String,
     pub differences: Vec<String>,
 }
 
@@ -72,6 +76,7 @@ fn one(store: &dyn Store, nl: &mut Netlink, id: DeviceId) -> Result<VifStatus> {
         hotplug_status: be.get("hotplug-status").cloned().unwrap_or_default(),
         hotplug_error: be.get("hotplug-error").cloned(),
         state: "missing".into(),
+        filter: "-".into(),
         ..Default::default()
     };
     let mode = match Mode::from_script(be.get("script").map_or("", String::as_str)) {
@@ -95,8 +100,9 @@ fn one(store: &dyn Store, nl: &mut Netlink, id: DeviceId) -> Result<VifStatus> {
         words: Words::default(),
     };
     let none = |_: &str| None;
+    let antispoof = config::current().as_ref().map_or(true, |c| c.antispoof);
     let hp = match invocation::resolve(&call, id, backend, &none, &be) {
-        Ok(h) => h,
+        Ok(h) => Hotplug { antispoof, ..h },
         Err(e) => {
             st.differences.push(format!("backend is invalid: {e:#}"));
             return Ok(st);
@@ -111,16 +117,50 @@ fn one(store: &dyn Store, nl: &mut Netlink, id: DeviceId) -> Result<VifStatus> {
             st.bridge = nl.link_by_index(m)?.map(|b| b.name);
         }
     }
+    st.filter = filter_state(&hp)?;
     match plan_for(nl, &hp) {
         Ok(steps) => st.differences.extend(
             steps
                 .iter()
                 .filter(|s| !matches!(s, Step::XsWrite { .. }))
-                .map(|s| format!("needs: {s}")),
+                .map(|s| match s {
+                    // The whole chain is many lines; `add D N --dry-run` prints it.
+                    Step::Filter { chain, .. } => format!(
+                        "needs: nft chain netdev {} {} on {} ({} rules; `xen-vif add {} {} --dry-run` shows them)",
+                        chain.table,
+                        chain.name,
+                        chain.device,
+                        chain.rules.len(),
+                        id.domid,
+                        id.devid
+                    ),
+                    s => format!("needs: {s}"),
+                }),
         ),
         Err(e) => st.differences.push(format!("{e:#}")),
     }
     Ok(st)
+}
+
+/// One word for the vif's filter.
+fn filter_state(hp: &Hotplug) -> Result<String> {
+    let name = hp.kernel_name.as_str();
+    let observed = filter::observe(name)?;
+    if !hp.antispoof {
+        return Ok("off".into());
+    }
+    let Some(want) = filter::ruleset(name, hp.wanted_name.as_str(), hp.mac, &hp.ip) else {
+        return Ok("-".into());
+    };
+    Ok(match (
+        &observed.chain,
+        filter::plan(&observed, name, Some(&want)).is_empty(),
+    ) {
+        (None, _) => "missing",
+        (Some(_), true) => "on",
+        (Some(_), false) => "stale",
+    }
+    .into())
 }
 
 fn json_str(s: &str) -> String {
@@ -161,6 +201,7 @@ pub fn to_json(list: &[VifStatus]) -> String {
             m.insert("state", json_str(&s.state));
             m.insert("hotplug_status", json_str(&s.hotplug_status));
             m.insert("hotplug_error", opt(&s.hotplug_error, true));
+            m.insert("filter", json_str(&s.filter));
             m.insert(
                 "differences",
                 format!(
@@ -191,12 +232,12 @@ pub fn run(json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<6} {:<6} {:<15} {:<7} {:<15} {:<6} {:<8} HOTPLUG",
-        "DOMID", "DEVID", "DEVICE", "MODE", "BRIDGE", "MTU", "STATE"
+        "{:<6} {:<6} {:<15} {:<7} {:<15} {:<6} {:<8} {:<8} HOTPLUG",
+        "DOMID", "DEVID", "DEVICE", "MODE", "BRIDGE", "MTU", "STATE", "FILTER"
     );
     for s in &list {
         println!(
-            "{:<6} {:<6} {:<15} {:<7} {:<15} {:<6} {:<8} {}",
+            "{:<6} {:<6} {:<15} {:<7} {:<15} {:<6} {:<8} {:<8} {}",
             s.domid,
             s.devid,
             s.device,
@@ -204,6 +245,7 @@ pub fn run(json: bool) -> Result<()> {
             s.bridge.as_deref().unwrap_or("-"),
             s.mtu.map_or("-".into(), |m| m.to_string()),
             s.state,
+            s.filter,
             if s.hotplug_status.is_empty() {
                 "-"
             } else {

@@ -2,7 +2,7 @@
 
 use anyhow::{Result, bail};
 
-use super::{down_and_rename, find_device, require_device};
+use super::{down_and_rename, filter, find_device, require_device};
 use crate::invocation::{Hotplug, TypeIf};
 use crate::netlink::{Link, Netlink, PortVlan};
 use crate::plan::Step;
@@ -95,6 +95,8 @@ pub fn online(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
     // Changing a netback device's MAC needs the link down (as renaming does); otherwise a
     // second online leaves a working port alone.
     let (mut steps, needs_down) = down_and_rename(nl, hp, &link, set_mac)?;
+    // The filter first, while the port is down and before it joins the bridge.
+    steps.extend(filter::online(nl, hp, &link)?);
     let name = hp.wanted_name.to_string();
     if set_mac {
         steps.push(Step::SetMac {
@@ -173,7 +175,7 @@ pub fn online(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
 
 pub fn offline(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
     let Some(link) = find_device(nl, hp)? else {
-        return Ok(Vec::new());
+        return filter::offline(nl, hp, None);
     };
     let mut steps = Vec::new();
     if link.up {
@@ -192,5 +194,7 @@ pub fn offline(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
             old: m,
         });
     }
+    // The filter goes last, once the guest can no longer send anywhere.
+    steps.extend(filter::offline(nl, hp, Some(&link))?);
     Ok(steps)
 }

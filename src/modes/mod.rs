@@ -2,6 +2,7 @@
 //! environment or xenstore (that is `invocation`), and nothing here changes the kernel (`plan`).
 
 pub mod bridge;
+pub mod filter;
 pub mod route;
 
 use anyhow::{Result, bail};

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use anyhow::{Result, bail};
 
-use super::{down_and_rename, find_device, require_device};
+use super::{down_and_rename, filter, find_device, require_device};
 use crate::ifname::IfName;
 use crate::invocation::{Hotplug, TypeIf};
 use crate::netlink::{Address, Link, Netlink, Route};
@@ -176,6 +176,8 @@ pub fn online(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
     }
     let name = hp.wanted_name.to_string();
     let (mut steps, needs_down) = down_and_rename(nl, hp, &link, false)?;
+    // The filter first, before the guest gets a route.
+    steps.extend(filter::online(nl, hp, &link)?);
     let have = nl.addresses(Some(link.index))?;
     let mut gw_addrs = Vec::new();
     if wants_v4 {
@@ -283,6 +285,7 @@ pub fn offline(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
         }
     }
     let Some(link) = link else {
+        steps.extend(filter::offline(nl, hp, None)?);
         return Ok(steps);
     };
     let mut existing = nl.routes(false, Some(link.index))?;
@@ -328,6 +331,8 @@ pub fn offline(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
             up: false,
         });
     }
+    // The filter goes last, once the guest can no longer send anywhere.
+    steps.extend(filter::offline(nl, hp, Some(&link))?);
     Ok(steps)
 }
 

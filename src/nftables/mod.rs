@@ -1,0 +1,189 @@
+//! nf_tables (and conntrack) over nfnetlink: messages built by hand beside the rtnetlink layer.
+//! Knows nothing about Xen. One table per owner; per device one base chain on its ingress hook,
+//! replaced and removed in single transactions.
+
+mod conntrack;
+mod rules;
+mod socket;
+
+pub use rules::{
+    ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMPV6, IPPROTO_UDP, IngressChain, Mac, Match, Prefix,
+    Rule, Verdict,
+};
+pub use socket::Nfnetlink;
+
+use nix::errno::Errno;
+
+use crate::netlink::NetlinkError;
+use socket::{Msg, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, Result, attr_str, attrs};
+
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFPROTO_NETDEV: u8 = 5;
+const NFT_MSG_NEWTABLE: u16 = 0;
+const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_GETCHAIN: u16 = 4;
+const NFT_MSG_DELCHAIN: u16 = 5;
+const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_GETRULE: u16 = 7;
+const NLM_F_APPEND: u16 = 0x800;
+const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_CHAIN_HOOK: u16 = 4;
+const NFTA_CHAIN_POLICY: u16 = 5;
+const NFTA_CHAIN_TYPE: u16 = 7;
+const NFTA_CHAIN_USERDATA: u16 = 12;
+const NFTA_HOOK_HOOKNUM: u16 = 1;
+const NFTA_HOOK_PRIORITY: u16 = 2;
+const NFTA_HOOK_DEV: u16 = 3;
+const NFTA_HOOK_DEVS: u16 = 4;
+const NFTA_RULE_TABLE: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NF_NETDEV_INGRESS: u32 = 0;
+const NF_ACCEPT: u32 = 1;
+/// libnftnl's chain-comment record in the chain's user data, so `nft list` shows the comment.
+const NFTNL_UDATA_CHAIN_COMMENT: u8 = 0;
+
+fn nft_type(msg: u16) -> u16 {
+    (NFNL_SUBSYS_NFTABLES << 8) | msg
+}
+
+fn netdev_msg(msg: u16, flags: u16) -> Msg {
+    Msg::new(nft_type(msg), flags, NFPROTO_NETDEV, 0)
+}
+
+/// A base chain as the kernel has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainState {
+    /// The device its ingress hook is on (none once that device is gone, on newer kernels).
+    pub devices: Vec<String>,
+    pub comment: Option<String>,
+    pub rules: usize,
+}
+
+/// Errors that mean the kernel has no nf_tables (or no netdev family): the caller names the
+/// switch that runs without the filter.
+pub fn is_unsupported(e: &NetlinkError) -> bool {
+    matches!(
+        e.errno,
+        Errno::EPROTONOSUPPORT | Errno::EOPNOTSUPP | Errno::EAFNOSUPPORT
+    )
+}
+
+fn comment_udata(comment: &str) -> Vec<u8> {
+    let mut v = comment.as_bytes().to_vec();
+    v.truncate(250);
+    v.push(0);
+    let mut out = vec![NFTNL_UDATA_CHAIN_COMMENT, v.len() as u8];
+    out.extend(v);
+    out
+}
+
+fn udata_comment(v: &[u8]) -> Option<String> {
+    let mut b = v;
+    while b.len() >= 2 {
+        let (ty, len) = (b[0], usize::from(b[1]));
+        let val = b.get(2..2 + len)?;
+        if ty == NFTNL_UDATA_CHAIN_COMMENT {
+            return Some(attr_str(val));
+        }
+        b = &b[2 + len..];
+    }
+    None
+}
+
+impl Nfnetlink {
+    /// Make `chain` exactly as given, with `comment`, in one transaction: the table is created
+    /// when missing (never deleted), a chain of that name is deleted first when `exists`.
+    pub fn replace_ingress_chain(
+        &mut self,
+        chain: &IngressChain,
+        comment: &str,
+        exists: bool,
+    ) -> Result<()> {
+        let mut msgs = Vec::new();
+        let mut t = netdev_msg(NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_ACK);
+        t.str(NFTA_TABLE_NAME, &chain.table);
+        msgs.push(t);
+        if exists {
+            msgs.push(del_chain_msg(&chain.table, &chain.name));
+        }
+        let mut c = netdev_msg(NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_ACK);
+        c.str(NFTA_CHAIN_TABLE, &chain.table);
+        c.str(NFTA_CHAIN_NAME, &chain.name);
+        let h = c.begin(NFTA_CHAIN_HOOK);
+        c.u32(NFTA_HOOK_HOOKNUM, NF_NETDEV_INGRESS);
+        c.u32(NFTA_HOOK_PRIORITY, chain.priority as u32);
+        c.str(NFTA_HOOK_DEV, &chain.device);
+        c.end(h);
+        c.u32(NFTA_CHAIN_POLICY, NF_ACCEPT);
+        c.str(NFTA_CHAIN_TYPE, "filter");
+        c.bytes(NFTA_CHAIN_USERDATA, &comment_udata(comment));
+        msgs.push(c);
+        for r in &chain.rules {
+            let mut m = netdev_msg(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND | NLM_F_ACK);
+            m.str(NFTA_RULE_TABLE, &chain.table);
+            m.str(NFTA_RULE_CHAIN, &chain.name);
+            r.encode(&mut m, NFTA_RULE_EXPRESSIONS);
+            msgs.push(m);
+        }
+        self.batch(msgs, NFNL_SUBSYS_NFTABLES)
+    }
+
+    /// Delete a chain and its rules (ENOENT when it, or the table, is not there).
+    pub fn delete_chain(&mut self, table: &str, name: &str) -> Result<()> {
+        self.batch(vec![del_chain_msg(table, name)], NFNL_SUBSYS_NFTABLES)
+    }
+
+    /// The netdev chain `table`/`name`, or None.
+    pub fn netdev_chain(&mut self, table: &str, name: &str) -> Result<Option<ChainState>> {
+        let mut m = netdev_msg(NFT_MSG_GETCHAIN, NLM_F_ACK);
+        m.str(NFTA_CHAIN_TABLE, table);
+        m.str(NFTA_CHAIN_NAME, name);
+        let Some(answer) = self.get(m)? else {
+            return Ok(None);
+        };
+        let mut st = ChainState {
+            devices: Vec::new(),
+            comment: None,
+            rules: 0,
+        };
+        for (ty, v) in answer.attrs() {
+            match ty {
+                NFTA_CHAIN_HOOK => {
+                    for (hty, hv) in attrs(v) {
+                        match hty {
+                            NFTA_HOOK_DEV => st.devices.push(attr_str(hv)),
+                            NFTA_HOOK_DEVS => st
+                                .devices
+                                .extend(attrs(hv).into_iter().map(|(_, d)| attr_str(d))),
+                            _ => {}
+                        }
+                    }
+                }
+                NFTA_CHAIN_USERDATA => st.comment = udata_comment(v),
+                _ => {}
+            }
+        }
+        let (table, name) = (table.to_string(), name.to_string());
+        st.rules = self
+            .dump(|| {
+                let mut m = netdev_msg(NFT_MSG_GETRULE, NLM_F_DUMP);
+                m.str(NFTA_RULE_TABLE, &table);
+                m.str(NFTA_RULE_CHAIN, &name);
+                m
+            })?
+            .iter()
+            .filter(|a| a.ty == nft_type(NFT_MSG_NEWRULE))
+            .count();
+        Ok(Some(st))
+    }
+}
+
+fn del_chain_msg(table: &str, name: &str) -> Msg {
+    let mut m = netdev_msg(NFT_MSG_DELCHAIN, NLM_F_ACK);
+    m.str(NFTA_CHAIN_TABLE, table);
+    m.str(NFTA_CHAIN_NAME, name);
+    m
+}
