@@ -18,7 +18,7 @@ use crate::{config, docs};
     version,
     about = "Xen vif hotplug scripts as one static binary",
     long_about = "Xen vif hotplug scripts as one static binary.\n\n\
-        Installed as vif-bridge, vif-route, vif-setup, network-bridge or network-route \
+        Installed as vif-bridge, vif-route, vif-nat, vif-setup, network-bridge or network-route \
         (a symlink or copy under that name), it behaves as that Xen script. \
         Invoked as xen-vif, it offers the commands below."
 )]
@@ -34,6 +34,7 @@ pub struct Cli {
 pub enum ModeArg {
     Bridge,
     Route,
+    Nat,
 }
 
 #[derive(Subcommand, Debug)]
@@ -158,6 +159,7 @@ fn device_call(a: &DeviceArgs, up: bool) -> Result<(Call, String), String> {
     let mode = match a.mode {
         Some(ModeArg::Bridge) => Mode::Bridge,
         Some(ModeArg::Route) => Mode::Route,
+        Some(ModeArg::Nat) => Mode::Nat,
         None => status::backend_mode(&backend).map_err(|e| format!("{e:#}"))?,
     };
     let (command, type_if) = match (up, a.tap) {

@@ -43,6 +43,18 @@ pub const KEYS: &[(&str, &str)] = &[
         "antispoof",
         "true (default): each vif gets an nf_tables filter pinning its mac and ip; false: none",
     ),
+    (
+        "nat_dhcp_hosts",
+        "vif-nat writes each guest's DHCP host entry into this dnsmasq --dhcp-hostsfile; \"\" (default): off",
+    ),
+    (
+        "nat_dhcp_options",
+        "and its router into this dnsmasq --dhcp-optsfile; \"\" (default): off",
+    ),
+    (
+        "nat_dhcp_pid_file",
+        "the DHCP server's pid file (root-owned): it gets SIGHUP after each change; \"\" (default): none",
+    ),
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,6 +64,10 @@ pub struct Config {
     pub log_file: Option<PathBuf>,
     pub hook_dir: Option<PathBuf>,
     pub antispoof: bool,
+    /// vif-nat's DHCP entries (see `crate::dhcp_hosts`): off unless the hosts file is set.
+    pub nat_dhcp_hosts: Option<PathBuf>,
+    pub nat_dhcp_options: Option<PathBuf>,
+    pub nat_dhcp_pid_file: Option<PathBuf>,
     /// Which keys the file set (for `check-config`).
     pub set: Vec<&'static str>,
 }
@@ -64,6 +80,9 @@ impl Default for Config {
             log_file: Some(PathBuf::from(DEFAULT_LOG_FILE)),
             hook_dir: Some(PathBuf::from(DEFAULT_HOOK_DIR)),
             antispoof: true,
+            nat_dhcp_hosts: None,
+            nat_dhcp_options: None,
+            nat_dhcp_pid_file: None,
             set: Vec::new(),
         }
     }
@@ -136,13 +155,17 @@ fn apply(cfg: &mut Config, key: &str, value: &str) -> Result<()> {
             cfg.mode = Some(match value {
                 "bridge" => Mode::Bridge,
                 "route" => Mode::Route,
-                other => bail!("{other:?} is not a mode (bridge or route)"),
+                "nat" => Mode::Nat,
+                other => bail!("{other:?} is not a mode (bridge, route or nat)"),
             })
         }
         "gatewaydev" => cfg.gatewaydev = Some(IfName::new(value).map_err(anyhow::Error::msg)?),
         "log_file" => cfg.log_file = absolute_or_off(value)?,
         "hook_dir" => cfg.hook_dir = absolute_or_off(value)?,
         "antispoof" => cfg.antispoof = value == "true",
+        "nat_dhcp_hosts" => cfg.nat_dhcp_hosts = absolute_or_off(value)?,
+        "nat_dhcp_options" => cfg.nat_dhcp_options = absolute_or_off(value)?,
+        "nat_dhcp_pid_file" => cfg.nat_dhcp_pid_file = absolute_or_off(value)?,
         _ => bail!("unknown key"),
     }
     Ok(())
@@ -238,6 +261,7 @@ pub fn describe(cfg: &Config) -> String {
                 .map_or("from the script name (bridge)", |m| match m {
                     Mode::Bridge => "bridge",
                     Mode::Route => "route",
+                    Mode::Nat => "nat",
                 }),
             origin("mode")
         ),
@@ -252,6 +276,21 @@ pub fn describe(cfg: &Config) -> String {
         format!("log_file = {}{}", path(&cfg.log_file), origin("log_file")),
         format!("hook_dir = {}{}", path(&cfg.hook_dir), origin("hook_dir")),
         format!("antispoof = {}{}", cfg.antispoof, origin("antispoof")),
+        format!(
+            "nat_dhcp_hosts = {}{}",
+            path(&cfg.nat_dhcp_hosts),
+            origin("nat_dhcp_hosts")
+        ),
+        format!(
+            "nat_dhcp_options = {}{}",
+            path(&cfg.nat_dhcp_options),
+            origin("nat_dhcp_options")
+        ),
+        format!(
+            "nat_dhcp_pid_file = {}{}",
+            path(&cfg.nat_dhcp_pid_file),
+            origin("nat_dhcp_pid_file")
+        ),
     ]
     .join("\n")
 }
@@ -306,10 +345,13 @@ mod tests {
         assert_eq!(c.hook_dir, None);
         assert!(describe(&c).contains("hook_dir = off"));
         assert!(describe(&c).contains("antispoof = true  (default)"));
+        assert!(describe(&c).contains("mode = route\n"));
         let c = parse("antispoof = false # no filter\n").unwrap();
         assert!(!c.antispoof);
-        assert!(describe(&c).ends_with("antispoof = false"));
-        assert!(describe(&c).contains("mode = route\n"));
+        assert!(describe(&c).contains("antispoof = false\n"));
+        let c = parse("nat_dhcp_hosts = \"/run/xen-vif-dhcp/hosts\"\n").unwrap();
+        assert!(describe(&c).contains("nat_dhcp_hosts = /run/xen-vif-dhcp/hosts\n"));
+        assert!(parse("nat_dhcp_pid_file = \"run/dnsmasq.pid\"").is_err());
     }
 
     #[test]
@@ -326,7 +368,7 @@ mod tests {
                 "\nmode = route",
                 "line 2: mode: the value must be a quoted string",
             ),
-            ("mode = \"nat\"", "\"nat\" is not a mode"),
+            ("mode = \"ovs\"", "\"ovs\" is not a mode"),
             (
                 "mode = \"route\"\nmode = \"bridge\"",
                 "line 2: mode is set twice",

@@ -9,7 +9,7 @@ use crate::config::{self, Config};
 use crate::invocation::{self, Call, Command, Hotplug, Mode, Personality, Triage, TypeIf};
 use crate::lock;
 use crate::log;
-use crate::modes::{bridge, route};
+use crate::modes::{bridge, nat, route};
 use crate::netlink::Netlink;
 use crate::plan::{self, Step};
 use crate::xenstore::{self, Store, XenStore};
@@ -228,6 +228,8 @@ pub fn plan_for(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
         (Mode::Bridge, false) => bridge::offline(nl, hp),
         (Mode::Route, true) => route::online(nl, hp),
         (Mode::Route, false) => route::offline(nl, hp),
+        (Mode::Nat, true) => nat::online(nl, hp),
+        (Mode::Nat, false) => nat::offline(nl, hp),
     }
 }
 

@@ -31,6 +31,7 @@ pub fn line(e: &Entry, now: SystemTime) -> String {
     let mode = match e.call.mode {
         Mode::Bridge => "bridge",
         Mode::Route => "route",
+        Mode::Nat => "nat",
     };
     let mut s = format!(
         "{} {}[{}] domain={} devid={} device={} {} mode={} result={} duration_us={}",

@@ -14,6 +14,7 @@ use crate::ifname::IfName;
 pub enum Personality {
     VifBridge,
     VifRoute,
+    VifNat,
     VifSetup,
     NetworkBridge,
     NetworkRoute,
@@ -24,9 +25,10 @@ pub enum Personality {
 
 impl Personality {
     /// Every script name the binary answers to (what an install links to it).
-    pub const SCRIPTS: [Personality; 6] = [
+    pub const SCRIPTS: [Personality; 7] = [
         Personality::VifBridge,
         Personality::VifRoute,
+        Personality::VifNat,
         Personality::VifSetup,
         Personality::NetworkBridge,
         Personality::NetworkRoute,
@@ -46,6 +48,7 @@ impl Personality {
         match self {
             Personality::VifBridge => "vif-bridge",
             Personality::VifRoute => "vif-route",
+            Personality::VifNat => "vif-nat",
             Personality::VifSetup => "vif-setup",
             Personality::NetworkBridge => "network-bridge",
             Personality::NetworkRoute => "network-route",
@@ -103,6 +106,7 @@ pub enum TypeIf {
 pub enum Mode {
     Bridge,
     Route,
+    Nat,
 }
 
 impl Mode {
@@ -110,6 +114,7 @@ impl Mode {
         match self {
             Mode::Bridge => "vif-bridge",
             Mode::Route => "vif-route",
+            Mode::Nat => "vif-nat",
         }
     }
 
@@ -118,8 +123,11 @@ impl Mode {
         match script.rsplit('/').next().unwrap_or(script) {
             "" | "vif-bridge" | "vif-setup" => Ok(Mode::Bridge),
             "vif-route" => Ok(Mode::Route),
+            "vif-nat" => Ok(Mode::Nat),
             other => {
-                bail!("script {other:?} is not a mode xen-vif implements (vif-bridge or vif-route)")
+                bail!(
+                    "script {other:?} is not a mode xen-vif implements (vif-bridge, vif-route or vif-nat)"
+                )
             }
         }
     }
@@ -400,6 +408,7 @@ pub fn triage(
 ) -> Result<Triage> {
     let mode = match personality {
         Personality::VifRoute => Mode::Route,
+        Personality::VifNat => Mode::Nat,
         Personality::VifSetup => Mode::from_script(&env("script").unwrap_or_default())?,
         _ => Mode::Bridge,
     };
@@ -531,9 +540,14 @@ pub fn resolve(
         .get("vlan")
         .map(|v| crate::vlanspec::parse(v).map_err(|e| anyhow::anyhow!("vlan: {e}")))
         .transpose()?;
-    let ip = match params.get("ip") {
-        Some(list) => crate::modes::route::parse_guest_addrs(list)?,
-        None => Vec::new(),
+    let ip = match (call.mode, params.get("ip")) {
+        // NAT mode has exactly one guest address, given or derived from the device's ids.
+        (Mode::Nat, given) => vec![crate::modes::nat::guest_address(
+            given.map(String::as_str),
+            id,
+        )?],
+        (_, Some(list)) => crate::modes::route::parse_guest_addrs(list)?,
+        (_, None) => Vec::new(),
     };
     let mac = params
         .get("mac")
@@ -726,7 +740,13 @@ mod tests {
             panic!()
         };
         assert_eq!(c.mode, Mode::Bridge);
-        let env = env_of(&[("script", "vif-nat")]);
+        let env = env_of(&[("script", "/etc/xen/scripts/vif-nat")]);
+        let Triage::Run(c) = triage(Personality::VifSetup, &args(&["online"]), &env).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(c.mode, Mode::Nat);
+        let env = env_of(&[("script", "vif-openvswitch")]);
         assert!(triage(Personality::VifSetup, &args(&["online"]), &env).is_err());
     }
 

@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod config;
 pub mod deadline;
+pub mod dhcp_hosts;
 pub mod docs;
 pub mod hooks;
 pub mod hotplug;

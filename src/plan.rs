@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use anyhow::{Context, Result, anyhow};
 use nix::errno::Errno;
 
+use crate::dhcp_hosts;
 use crate::log;
 use crate::netlink::{Address, LinkChange, Netlink, NetlinkError, NewLink, PortVlan, Route};
 use crate::nftables::{self, IngressChain, Nfnetlink, Prefix};
@@ -149,6 +150,16 @@ pub enum Step {
     /// Delete the conntrack entries from or to these addresses (cannot be undone).
     ForgetConnections {
         prefixes: Vec<Prefix>,
+    },
+    /// Add (or replace) a DHCP server's entry for a guest, and tell the server.
+    DhcpHost {
+        files: dhcp_hosts::Files,
+        entry: dhcp_hosts::Entry,
+    },
+    /// Remove the entry named `name` (cannot be undone: the old entry is not known).
+    DelDhcpHost {
+        files: dhcp_hosts::Files,
+        name: String,
     },
 }
 
@@ -318,6 +329,26 @@ impl fmt::Display for Step {
                 mac_str(mac)
             ),
             Step::DelNeighbour { dev, ip, .. } => write!(f, "ip neigh del {ip} dev {dev}"),
+            Step::DhcpHost { files, entry } => {
+                write!(
+                    f,
+                    "echo '{}' >> {}",
+                    entry.hosts_line(),
+                    files.hosts.display()
+                )?;
+                if let Some(o) = &files.options {
+                    write!(f, "; echo '{}' >> {}", entry.options_line(), o.display())?;
+                }
+                Ok(())
+            }
+            Step::DelDhcpHost { files, name } => {
+                let tag = format!("xen-vif-{name}");
+                write!(f, "sed -i '/set:{tag},/d' {}", files.hosts.display())?;
+                if let Some(o) = &files.options {
+                    write!(f, "; sed -i '/^tag:{tag},/d' {}", o.display())?;
+                }
+                Ok(())
+            }
             Step::ForgetConnections { prefixes } => {
                 let words: Vec<String> = prefixes
                     .iter()
@@ -623,6 +654,17 @@ impl Step {
                     ip: *ip,
                     mac: mac.clone(),
                 })
+            }
+            Step::DhcpHost { files, entry } => {
+                dhcp_hosts::put(files, entry)?;
+                Some(Step::DelDhcpHost {
+                    files: files.clone(),
+                    name: entry.name.clone(),
+                })
+            }
+            Step::DelDhcpHost { files, name } => {
+                dhcp_hosts::remove(files, name)?;
+                None
             }
             Step::ForgetConnections { prefixes } => {
                 let r = Nfnetlink::open().and_then(|mut nf| nf.delete_conntrack(prefixes));

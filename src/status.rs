@@ -90,6 +90,7 @@ fn one(store: &dyn Store, nl: &mut Netlink, id: DeviceId) -> Result<VifStatus> {
     st.mode = match mode {
         Mode::Bridge => "bridge",
         Mode::Route => "route",
+        Mode::Nat => "nat",
     }
     .into();
     let call = Call {

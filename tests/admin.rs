@@ -376,11 +376,11 @@ fn check_config_prints_the_settings_or_the_error() {
     let o = sb.run("xen-vif", &["check-config"], &[]);
     assert_ok(&o);
     assert!(stdout(&o).contains("hook_dir = off\n"), "{}", stdout(&o));
-    config(&sb, "mode = \"nat\"\n");
+    config(&sb, "mode = \"ovs\"\n");
     let o = sb.run("xen-vif", &["check-config"], &[]);
     assert_fails(&o);
     assert!(
-        stderr(&o).contains("/etc/xen/xen-vif.toml: line 1: mode: \"nat\" is not a mode"),
+        stderr(&o).contains("/etc/xen/xen-vif.toml: line 1: mode: \"ovs\" is not a mode"),
         "{}",
         stderr(&o)
     );

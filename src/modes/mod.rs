@@ -3,6 +3,7 @@
 
 pub mod bridge;
 pub mod filter;
+pub mod nat;
 pub mod route;
 
 use anyhow::{Result, bail};
