@@ -177,13 +177,7 @@ pub fn ruleset(
 /// The comment the chain carries: a fingerprint of its rules, so `status` can tell a chain
 /// that is exactly the plan from one that is not without decoding expressions.
 pub fn fingerprint(chain: &IngressChain) -> String {
-    // FNV-1a over the nft text, which names every field of every rule.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in chain.to_string().bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("xen-vif {h:016x}")
+    crate::nftables::fingerprint("xen-vif", &chain.to_string())
 }
 
 /// Parse the backend's `mac` (`00:16:3e:..`): a unicast Ethernet address.
