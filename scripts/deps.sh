@@ -2,6 +2,8 @@
 # Install what the test tiers need on a fresh Debian 12 machine (idempotent; root).
 set -euo pipefail
 pkgs=(iproute2 iputils-ping procps file strace)
+# tests/nat.rs reads the ruleset network-nat made, and counts packets in the "outside".
+pkgs+=(nftables)
 # Conformance tier (tests/conformance.rs): what Debian's stock vif scripts run.
 pkgs+=(xenstore-utils bridge-utils net-tools bsdutils mount)
 # The VM tiers (scripts/test-vm.sh, scripts/test-xen.sh); they add qemu-system-x86 from

@@ -18,7 +18,7 @@ use crate::{config, docs};
     version,
     about = "Xen vif hotplug scripts as one static binary",
     long_about = "Xen vif hotplug scripts as one static binary.\n\n\
-        Installed as vif-bridge, vif-route, vif-nat, vif-setup, network-bridge or network-route \
+        Installed as vif-bridge, vif-route, vif-nat, vif-setup, network-bridge, network-route or network-nat \
         (a symlink or copy under that name), it behaves as that Xen script. \
         Invoked as xen-vif, it offers the commands below."
 )]
@@ -101,6 +101,13 @@ pub enum NetworkCmd {
         Examples:\n  xen-vif network route start netdev=dummy0 gateway=10.9.0.1/29\n  \
         xen-vif network route status netdev=dummy0")]
     Route(ScriptArgs),
+    /// What `network-nat` does: masquerading of the NAT guests out of the uplink, forwarding.
+    #[command(after_help = "Parameters:\n  \
+        netdev=DEV           the uplink (default: the device of the default route)\n  \
+        range=PREFIX,...     the guests' source addresses (default: 10.0.0.0/8)\n\n\
+        Examples:\n  xen-vif network nat start netdev=eth0\n  \
+        xen-vif network nat status netdev=eth0")]
+    Nat(ScriptArgs),
     /// Check pre-built bridges (what `network-prebuilt start bridges=...` does): changes
     /// nothing; exit 1 with one line per bridge that is missing, not a bridge, or down.
     Check {
@@ -245,6 +252,7 @@ fn network(cmd: NetworkCmd) -> i32 {
     let (script, a) = match cmd {
         NetworkCmd::Bridge(a) => (Script::Bridge, a),
         NetworkCmd::Route(a) => (Script::Route, a),
+        NetworkCmd::Nat(a) => (Script::Nat, a),
         NetworkCmd::Check { bridges } => {
             let vars = vec![("bridges".to_string(), bridges.join(","))];
             return network_script::run(Script::Prebuilt, Action::Start, &vars, false);

@@ -18,6 +18,7 @@ pub enum Personality {
     VifSetup,
     NetworkBridge,
     NetworkRoute,
+    NetworkNat,
     /// The checking replacement for `(network-script /bin/true)`: pre-built bridges.
     NetworkPrebuilt,
     Cli,
@@ -25,13 +26,14 @@ pub enum Personality {
 
 impl Personality {
     /// Every script name the binary answers to (what an install links to it).
-    pub const SCRIPTS: [Personality; 7] = [
+    pub const SCRIPTS: [Personality; 8] = [
         Personality::VifBridge,
         Personality::VifRoute,
         Personality::VifNat,
         Personality::VifSetup,
         Personality::NetworkBridge,
         Personality::NetworkRoute,
+        Personality::NetworkNat,
         Personality::NetworkPrebuilt,
     ];
 
@@ -52,6 +54,7 @@ impl Personality {
             Personality::VifSetup => "vif-setup",
             Personality::NetworkBridge => "network-bridge",
             Personality::NetworkRoute => "network-route",
+            Personality::NetworkNat => "network-nat",
             Personality::NetworkPrebuilt => "network-prebuilt",
             Personality::Cli => "xen-vif",
         }

@@ -80,7 +80,10 @@ pub fn main_entry() -> i32 {
     watchdog::install(personality.name());
     match personality {
         Personality::Cli => cli::run(args),
-        Personality::NetworkBridge | Personality::NetworkRoute | Personality::NetworkPrebuilt => {
+        Personality::NetworkBridge
+        | Personality::NetworkRoute
+        | Personality::NetworkNat
+        | Personality::NetworkPrebuilt => {
             let verbose = env_var("XEN_VIF_LOG").is_some_and(|v| v == "debug");
             log::init(personality.name(), verbose, false);
             network_script::run_personality(personality, &args[1..])

@@ -11,7 +11,7 @@ use nix::errno::Errno;
 use crate::dhcp_hosts;
 use crate::log;
 use crate::netlink::{Address, LinkChange, Netlink, NetlinkError, NewLink, PortVlan, Route};
-use crate::nftables::{self, IngressChain, Nfnetlink, Prefix};
+use crate::nftables::{self, IngressChain, NatChain, Nfnetlink, Prefix};
 use crate::sysctl;
 use crate::xenstore::Store;
 
@@ -151,6 +151,18 @@ pub enum Step {
     ForgetConnections {
         prefixes: Vec<Prefix>,
     },
+    /// Make the source-NAT chain exactly `chain` in one nf_tables transaction (`exists`: a chain
+    /// of that name is there and is deleted in the same transaction).
+    Masquerade {
+        chain: Box<NatChain>,
+        comment: String,
+        exists: bool,
+    },
+    /// Delete a source-NAT chain with its rules, and its table once no chain is left in it.
+    Unmasquerade {
+        table: String,
+        chain: String,
+    },
     /// Add (or replace) a DHCP server's entry for a guest, and tell the server.
     DhcpHost {
         files: dhcp_hosts::Files,
@@ -162,6 +174,10 @@ pub enum Step {
         name: String,
     },
 }
+
+/// A kernel without what masquerading needs.
+pub const NO_NFT_NAT: &str =
+    "kernel has no nf_tables masquerading (CONFIG_NF_TABLES, CONFIG_NF_NAT, CONFIG_NFT_MASQ)";
 
 /// A kernel without what the filter needs: the one line to show, naming the switch.
 pub const NO_NFTABLES: &str = "kernel has no nf_tables netdev ingress filtering (CONFIG_NF_TABLES, CONFIG_NF_TABLES_NETDEV); set antispoof = false in /etc/xen/xen-vif.toml to run guests without the anti-spoofing filter";
@@ -329,6 +345,14 @@ impl fmt::Display for Step {
                 mac_str(mac)
             ),
             Step::DelNeighbour { dev, ip, .. } => write!(f, "ip neigh del {ip} dev {dev}"),
+            Step::Masquerade { chain, comment, .. } => {
+                writeln!(f, "nft -f - <<'EOF'")?;
+                writeln!(f, "add table ip {}", chain.table)?;
+                writeln!(f, "destroy chain ip {} {}", chain.table, chain.name)?;
+                writeln!(f, "{}", chain.nft_text(Some(comment)))?;
+                write!(f, "EOF")
+            }
+            Step::Unmasquerade { table, chain } => write!(f, "nft delete chain ip {table} {chain}"),
             Step::DhcpHost { files, entry } => {
                 write!(
                     f,
@@ -654,6 +678,32 @@ impl Step {
                     ip: *ip,
                     mac: mac.clone(),
                 })
+            }
+            Step::Masquerade {
+                chain,
+                comment,
+                exists,
+            } => {
+                let r = Nfnetlink::open()
+                    .and_then(|mut nf| nf.replace_nat_chain(chain, comment, *exists));
+                match r {
+                    Ok(()) => {}
+                    Err(e) if nftables::is_unsupported(&e) || e.errno == Errno::ENOENT => {
+                        // ENOENT: the kernel knows no `nat` chain type or `masq` expression.
+                        return Err(anyhow::Error::new(e).context(NO_NFT_NAT));
+                    }
+                    Err(e) => return Err(k(e)),
+                }
+                Some(Step::Unmasquerade {
+                    table: chain.table.clone(),
+                    chain: chain.name.clone(),
+                })
+            }
+            Step::Unmasquerade { table, chain } => {
+                Nfnetlink::open()
+                    .and_then(|mut nf| nf.delete_nat_chain(table, chain))
+                    .map_err(k)?;
+                None
             }
             Step::DhcpHost { files, entry } => {
                 dhcp_hosts::put(files, entry)?;

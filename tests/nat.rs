@@ -185,3 +185,172 @@ fn nat_dry_run_and_bad_ip() {
     assert!(he.contains("vif-nat takes one IPv4 address"), "{he}");
     assert_eq!(sb.snapshot(), before);
 }
+
+const FWD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+/// Every sysctl network-nat may touch, directly or by the kernel's cascade.
+fn sysctls(sb: &Sandbox) -> String {
+    let o = sb.sh(
+        "for f in /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/*/forwarding \
+         /proc/sys/net/ipv4/conf/*/accept_redirects; do echo \"$f=$(cat $f)\"; done",
+    );
+    assert!(o.status.success());
+    stdout(&o)
+}
+
+/// The sandbox's nf_tables ruleset as `nft` lists it.
+fn ruleset(sb: &Sandbox) -> String {
+    let o = sb.sh("nft list ruleset");
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o)
+}
+
+/// dom0 with an uplink `up0` (192.0.2.1/24) to an "outside" namespace (192.0.2.2/24) that has
+/// no route back to the guests' 10.0.0.0/8: only masqueraded packets get an answer.
+fn uplinked(tag: &str) -> Option<(Sandbox, Netns)> {
+    let sb = Sandbox::new(tag)?;
+    if !require(have_tool("ping"), "ping (iputils-ping)")
+        || !require(have_tool("nft"), "nft (nftables), to read the ruleset")
+    {
+        return None;
+    }
+    let outside = Netns::new(&sb, "out");
+    sb.veth_to("up0", &outside, "o0");
+    sb.ip("link set up0 up");
+    sb.ip("addr add 192.0.2.1/24 dev up0");
+    outside.ip("addr add 192.0.2.2/24 dev o0");
+    Some((sb, outside))
+}
+
+/// Count, in `ns`, the echo requests arriving from `src`.
+fn count_pings_from(ns: &Netns, src: &str) {
+    let nft = format!(
+        "table ip t {{ chain c {{ type filter hook input priority 0; policy accept; \
+         ip saddr {src} icmp type echo-request counter; }}; }}"
+    );
+    let o = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, "nft", &nft])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+fn pings_counted(ns: &Netns) -> u64 {
+    let o = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, "nft", "list", "ruleset"])
+        .output()
+        .unwrap();
+    let text = stdout(&o);
+    let n = text
+        .split("packets ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok());
+    n.unwrap_or_else(|| panic!("no counter in {text}"))
+}
+
+#[test]
+fn a_nat_guest_reaches_the_outside_as_dom0_and_stop_restores_the_host() {
+    let Some((sb, outside)) = uplinked("nat-net") else {
+        return;
+    };
+    let g = guest(&sb, 0, None, "00:16:3e:00:00:05");
+    hotplug(&sb, 0, "online");
+    configure_guest(&g, "10.0.5.1", "10.0.5.128");
+    count_pings_from(&outside, "192.0.2.1");
+    let (before, sys_before, rules_before) = (sb.snapshot(), sysctls(&sb), ruleset(&sb));
+    assert!(!g.ping("192.0.2.2"), "no forwarding, no NAT: no answer");
+
+    assert_ok(&sb.net("network-nat", &["start", "netdev=up0"]));
+    assert_eq!(sb.sysctl(FWD), "1");
+    let rules = ruleset(&sb);
+    assert!(
+        rules.contains("table ip xen-vif-nat")
+            && rules.contains("ip saddr 10.0.0.0/8 oifname \"up0\" masquerade"),
+        "{rules}"
+    );
+    assert!(g.ping("192.0.2.2"));
+    assert!(
+        pings_counted(&outside) > 0,
+        "the outside saw dom0's address"
+    );
+    let status = stdout(&sb.net("network-nat", &["status", "netdev=up0"]));
+    assert!(status.contains("started by xen-vif"), "{status}");
+    assert!(status.contains("postrouting-up0: as planned"), "{status}");
+
+    // Start twice changes nothing.
+    let (started, started_rules) = (sb.snapshot(), ruleset(&sb));
+    assert_ok(&sb.net("network-nat", &["start", "netdev=up0"]));
+    assert_eq!((sb.snapshot(), ruleset(&sb)), (started, started_rules));
+
+    // Stop from a new process; `netdev` is found in the state.
+    assert_ok(&sb.net("network-nat", &["stop"]));
+    assert_eq!(sb.snapshot(), before);
+    assert_eq!(sysctls(&sb), sys_before);
+    assert_eq!(ruleset(&sb), rules_before);
+    assert!(sb.state_files().is_empty());
+    assert!(!g.ping("192.0.2.2"));
+    hotplug(&sb, 0, "offline");
+}
+
+#[test]
+fn stop_restores_after_an_interrupted_start_and_dry_run_changes_nothing() {
+    let Some((sb, _outside)) = uplinked("nat-crash") else {
+        return;
+    };
+    let (before, sys_before, rules_before) = (sb.snapshot(), sysctls(&sb), ruleset(&sb));
+    let o = sb.run(
+        "xen-vif",
+        &[
+            "network",
+            "nat",
+            "start",
+            "netdev=up0",
+            "range=10.1.0.0/16",
+            "--dry-run",
+        ],
+        &[],
+    );
+    assert_ok(&o);
+    assert!(
+        stdout(&o).contains("ip saddr 10.1.0.0/16 oifname \"up0\" masquerade"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).contains("echo 1 > /proc/sys/net/ipv4/ip_forward"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(
+        (sb.snapshot(), sysctls(&sb), ruleset(&sb)),
+        (before.clone(), sys_before.clone(), rules_before.clone())
+    );
+
+    let args = ["start", "netdev=up0", "range=10.1.0.0/16"];
+    assert_ok(&sb.net("network-nat", &args));
+    let path = sb.state_files()[0].clone();
+    let state = fs::read_to_string(&path).unwrap();
+    // A crash after every change, before the state said so: start refuses, stop restores.
+    fs::write(&path, state.replace("phase started", "phase starting")).unwrap();
+    let o = sb.net("network-nat", &args);
+    assert_fails(&o);
+    assert!(stderr(&o).contains("was interrupted"), "{}", stderr(&o));
+    assert_ok(&sb.net("network-nat", &["stop", "netdev=up0"]));
+    assert_eq!(sb.snapshot(), before);
+    assert_eq!(sysctls(&sb), sys_before);
+    assert_eq!(ruleset(&sb), rules_before);
+    assert!(sb.state_files().is_empty());
+
+    // Bad parameters change nothing.
+    for bad in [
+        &["start", "netdev=up0", "range=10.0.0.1/8"][..],
+        &["start", "netdev=nosuch"],
+        &["start", "netdev=up0", "gateway=1.2.3.4/8"],
+    ] {
+        assert_fails(&sb.net("network-nat", bad));
+    }
+    assert_eq!(sb.snapshot(), before);
+    assert_eq!(sysctls(&sb), sys_before);
+    assert!(sb.state_files().is_empty());
+}

@@ -3,6 +3,7 @@
 //!
 //! - `network-bridge`: a bridge takes a NIC's place (or per-VLAN bridges on a trunk).
 //! - `network-route`: forwarding and proxy ARP for routed guests, with a dummy gateway device.
+//! - `network-nat`: masquerading and forwarding for NAT guests (vif-nat).
 //! - `network-prebuilt`: the checking replacement for `/bin/true` (the distro built the bridges).
 //!
 //! Every start is a transaction: the script validates and plans from what the kernel has,
@@ -13,6 +14,7 @@
 //! and the environment; the scripts get typed parameters.
 
 pub mod bridge;
+pub mod nat;
 pub mod prebuilt;
 pub mod route;
 pub mod state;
@@ -63,6 +65,7 @@ impl fmt::Display for Action {
 pub enum Script {
     Bridge,
     Route,
+    Nat,
     Prebuilt,
 }
 
@@ -71,6 +74,7 @@ impl Script {
         match self {
             Script::Bridge => "network-bridge",
             Script::Route => "network-route",
+            Script::Nat => "network-nat",
             Script::Prebuilt => "network-prebuilt",
         }
     }
@@ -83,6 +87,7 @@ impl Script {
         match self {
             Script::Bridge => &["netdev", "bridge", "vifnum", "trunk"],
             Script::Route => &["netdev", "vifnum"],
+            Script::Nat => &["netdev", "vifnum"],
             Script::Prebuilt => &[],
         }
     }
@@ -101,6 +106,7 @@ impl Script {
                 "vlan_filtering",
             ],
             Script::Route => &["netdev", "gateway", "vifnum", "antispoof"],
+            Script::Nat => &["netdev", "range", "vifnum"],
             Script::Prebuilt => &["bridges", "bridge"],
         }
     }
@@ -244,6 +250,7 @@ impl Store for NoStore {
 pub fn run_personality(personality: Personality, args: &[String]) -> i32 {
     let script = match personality {
         Personality::NetworkRoute => Script::Route,
+        Personality::NetworkNat => Script::Nat,
         Personality::NetworkPrebuilt => Script::Prebuilt,
         _ => Script::Bridge,
     };
@@ -326,6 +333,7 @@ fn execute(
 fn instance(nl: &mut Netlink, script: Script, p: &Params) -> Result<Option<Box<dyn Instance>>> {
     Ok(match script {
         Script::Route => Some(Box::new(route::instance(nl, p)?)),
+        Script::Nat => Some(Box::new(nat::instance(nl, p)?)),
         _ => bridge::instance(nl, p)?,
     })
 }

@@ -121,7 +121,12 @@ fn cascade_paths(global: &str) -> Vec<String> {
     out
 }
 
-fn sysctl_step(steps: &mut Vec<Step>, records: &mut Vec<Record>, path: String, value: &str) {
+pub(super) fn sysctl_step(
+    steps: &mut Vec<Step>,
+    records: &mut Vec<Record>,
+    path: String,
+    value: &str,
+) {
     let old = sysctl::read(&path).unwrap_or_default();
     if old == value {
         return;
@@ -140,7 +145,7 @@ fn sysctl_step(steps: &mut Vec<Step>, records: &mut Vec<Record>, path: String, v
 }
 
 /// Record the values the kernel will rewrite when `global` changes, to put them back on stop.
-fn record_cascade(records: &mut Vec<Record>, global: &str) {
+pub(super) fn record_cascade(records: &mut Vec<Record>, global: &str) {
     for path in cascade_paths(global) {
         if let Ok(v) = sysctl::read(&path) {
             records.push(Record::new("cascade").set("path", path).set("old", v));
@@ -312,44 +317,7 @@ impl Instance for RouteInstance {
                 });
             }
         }
-        // Globals before the per-device values their writes cascade to.
-        for r in state
-            .of_kind("sysctl")
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-        {
-            let (path, old, new) = (r.get("path")?, r.get("old")?, r.get("new")?);
-            // A record naming anything else was not written by start: refuse the whole file.
-            sysctl::network_sysctl(path).context("state file")?;
-            let Ok(now) = sysctl::read(path) else {
-                continue;
-            };
-            if now == new {
-                steps.push(Step::Sysctl {
-                    path: path.into(),
-                    value: old.into(),
-                    old: now,
-                });
-            } else if now != old {
-                log::warn(&format!(
-                    "{path} is {now} (start set {new}): changed since, left alone"
-                ));
-            }
-        }
-        for r in state.of_kind("cascade") {
-            let (path, old) = (r.get("path")?, r.get("old")?);
-            sysctl::network_sysctl(path).context("state file")?;
-            if let Ok(now) = sysctl::read(path) {
-                if now != old {
-                    steps.push(Step::Sysctl {
-                        path: path.into(),
-                        value: old.into(),
-                        old: now,
-                    });
-                }
-            }
-        }
+        restore_sysctls(state, &mut steps)?;
         Ok(steps)
     }
 
@@ -411,6 +379,50 @@ impl Instance for RouteInstance {
         }
         Ok(out)
     }
+}
+
+/// The steps that put back the sysctls `state` records (`sysctl`: written by start; `cascade`:
+/// rewritten by the kernel along with a global one), from what they are now.
+pub(super) fn restore_sysctls(state: &State, steps: &mut Vec<Step>) -> Result<()> {
+    // Globals before the per-device values their writes cascade to.
+    for r in state
+        .of_kind("sysctl")
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+    {
+        let (path, old, new) = (r.get("path")?, r.get("old")?, r.get("new")?);
+        // A record naming anything else was not written by start: refuse the whole file.
+        sysctl::network_sysctl(path).context("state file")?;
+        let Ok(now) = sysctl::read(path) else {
+            continue;
+        };
+        if now == new {
+            steps.push(Step::Sysctl {
+                path: path.into(),
+                value: old.into(),
+                old: now,
+            });
+        } else if now != old {
+            log::warn(&format!(
+                "{path} is {now} (start set {new}): changed since, left alone"
+            ));
+        }
+    }
+    for r in state.of_kind("cascade") {
+        let (path, old) = (r.get("path")?, r.get("old")?);
+        sysctl::network_sysctl(path).context("state file")?;
+        if let Ok(now) = sysctl::read(path) {
+            if now != old {
+                steps.push(Step::Sysctl {
+                    path: path.into(),
+                    value: old.into(),
+                    old: now,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A guest's device: netback's (on the xen-backend bus), or named as netback and qemu name them.
