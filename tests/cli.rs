@@ -117,7 +117,7 @@ fn status_shows_every_vif_and_the_differences() {
     assert_eq!(v50["state"], "up");
     assert_eq!(v50["mode"], "bridge");
     assert_eq!(v50["hotplug_status"], "connected");
-    assert!(v50["differences"].as_array().unwrap().is_empty());
+    assert!(v50["differences"].as_array().unwrap().is_empty(), "{v50}");
     let v51 = &list[1];
     assert_eq!(v51["state"], "down");
     assert!(

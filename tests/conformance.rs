@@ -153,6 +153,26 @@ fn route_call(label: &'static str, command: &'static str, netdev: &str) -> Call 
     libxl(label, "vif-route", &[command, "type_if=vif"], netdev)
 }
 
+fn nat_call(label: &'static str, command: &'static str) -> Call {
+    libxl(label, "vif-nat", &[command, "type_if=vif"], "")
+}
+
+/// A NAT guest (the stock script's DHCP is off: no /etc/dhcpd.conf).
+fn natted(name: &'static str, keys: &[(&'static str, &'static str)], calls: Vec<Call>) -> Scenario {
+    Scenario {
+        name,
+        hook: false,
+        host: concat(&[uplink(true), vif()]),
+        script: "vif-nat",
+        keys: keys.to_vec(),
+        calls,
+    }
+}
+
+fn nat_on_off() -> Vec<Call> {
+    vec![nat_call("online", "online"), nat_call("offline", "offline")]
+}
+
 /// udev running vif-setup from xen-backend.rules: the uevent's environment (netback adds
 /// `script` and `vif`; XENBUS_PATH is absolute).
 fn udev_vif(label: &'static str, command: &'static str, script: &str) -> Call {
@@ -513,6 +533,42 @@ fn scenarios() -> Vec<Scenario> {
                 ),
             ],
         ),
+        natted("nat", &[], nat_on_off()),
+        natted("nat-ip", &[("ip", "192.168.7.20")], nat_on_off()),
+        natted(
+            "nat-online-twice",
+            &[],
+            vec![
+                nat_call("online", "online"),
+                nat_call("online-again", "online"),
+                nat_call("offline", "offline"),
+            ],
+        ),
+        natted("nat-vifname", &[("vifname", "web0")], nat_on_off()),
+        natted(
+            "nat-vanished",
+            &[],
+            vec![
+                nat_call("online", "online"),
+                before(nat_call("offline", "offline"), &["link del vif5.0"]),
+            ],
+        ),
+        Scenario {
+            hook: true,
+            ..natted("nat-hook", &[], nat_on_off())
+        },
+        Scenario {
+            hook: true,
+            ..natted("nat-ip-hook", &[("ip", "192.168.7.20")], nat_on_off())
+        },
+        Scenario {
+            name: "nat-tap",
+            hook: false,
+            host: concat(&[uplink(true), tap()]),
+            script: "vif-nat",
+            keys: vec![],
+            calls: tap_add_remove("vif-nat", ""),
+        },
         routed(
             "route-online-twice",
             "192.0.2.10",
@@ -537,7 +593,7 @@ enum Side {
 type Observed = Vec<(&'static str, BTreeMap<String, String>)>;
 
 /// The directory laid over /etc for one side: `xen/scripts/` with the stock scripts, or with
-/// xen-vif linked as vif-bridge, vif-route and vif-setup (the rest stays stock, as installed).
+/// xen-vif linked as vif-bridge, vif-route, vif-nat and vif-setup (the rest stays stock, as installed).
 fn etc_layer(sb: &Sandbox, stock: &Path, side: Side, hook: bool) -> PathBuf {
     let layer = sb.path(match side {
         Side::Stock => "etc-stock",
@@ -559,7 +615,7 @@ fn etc_layer(sb: &Sandbox, stock: &Path, side: Side, hook: bool) -> PathBuf {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
     }
     if side == Side::XenVif {
-        for name in ["vif-bridge", "vif-route", "vif-setup"] {
+        for name in ["vif-bridge", "vif-route", "vif-nat", "vif-setup"] {
             let _ = fs::remove_file(scripts.join(name));
             std::os::unix::fs::symlink(binary(), scripts.join(name)).unwrap();
         }
