@@ -169,6 +169,39 @@ fn natted(name: &'static str, keys: &[(&'static str, &'static str)], calls: Vec<
     }
 }
 
+/// vif-nat for the guest's second vif (handle 1), as libxl runs it.
+fn nat_call_1(label: &'static str, command: &'static str) -> Call {
+    let mut c = nat_call(label, command);
+    for (k, v) in &mut c.env {
+        match k.as_str() {
+            "XENBUS_PATH" => *v = "backend/vif/5/1".into(),
+            "vif" => *v = "vif5.1".into(),
+            _ => {}
+        }
+    }
+    c
+}
+
+/// The second vif's backend directory, beside the harness's first.
+const NAT_SECOND_VIF: &[(&str, &str)] = &[
+    (
+        "/local/domain/0/backend/vif/5/1/frontend",
+        "/local/domain/5/device/vif/1",
+    ),
+    ("/local/domain/0/backend/vif/5/1/frontend-id", "5"),
+    ("/local/domain/0/backend/vif/5/1/online", "1"),
+    ("/local/domain/0/backend/vif/5/1/state", "2"),
+    (
+        "/local/domain/0/backend/vif/5/1/script",
+        "/etc/xen/scripts/vif-nat",
+    ),
+    ("/local/domain/0/backend/vif/5/1/mac", "00:16:3e:00:01:05"),
+    ("/local/domain/0/backend/vif/5/1/handle", "1"),
+    ("/local/domain/0/backend/vif/5/1/type", "vif"),
+    ("/local/domain/0/backend/vif/5/1/bridge", "xenbr0"),
+    ("/local/domain/5/device/vif/1/backend-id", "0"),
+];
+
 fn nat_on_off() -> Vec<Call> {
     vec![nat_call("online", "online"), nat_call("offline", "offline")]
 }
@@ -545,6 +578,26 @@ fn scenarios() -> Vec<Scenario> {
             ],
         ),
         natted("nat-vifname", &[("vifname", "web0")], nat_on_off()),
+        // A second vif (handle 1): its default address is 10.0.5.2, its router 10.0.5.129.
+        Scenario {
+            host: concat(&[
+                uplink(true),
+                vif(),
+                cmds(&[
+                    "link add vif5.1 address 02:00:00:00:05:10 type veth peer name g5.1 address 02:00:00:00:05:11",
+                ]),
+            ]),
+            ..natted(
+                "nat-second-vif",
+                NAT_SECOND_VIF,
+                vec![
+                    nat_call("online", "online"),
+                    nat_call_1("online-1", "online"),
+                    nat_call_1("offline-1", "offline"),
+                    nat_call("offline", "offline"),
+                ],
+            )
+        },
         natted(
             "nat-vanished",
             &[],
