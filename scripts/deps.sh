@@ -4,6 +4,8 @@ set -euo pipefail
 pkgs=(iproute2 iputils-ping procps file strace)
 # tests/nat.rs reads the ruleset network-nat made, and counts packets in the "outside".
 pkgs+=(nftables)
+# ... and runs dnsmasq on the host side and busybox's udhcpc in the guest (the DHCP wiring).
+pkgs+=(dnsmasq-base busybox)
 # Conformance tier (tests/conformance.rs): what Debian's stock vif scripts run.
 pkgs+=(xenstore-utils bridge-utils net-tools bsdutils mount)
 # The VM tiers (scripts/test-vm.sh, scripts/test-xen.sh); they add qemu-system-x86 from

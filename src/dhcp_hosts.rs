@@ -194,9 +194,11 @@ fn rewrite(path: &Path, tag: &str, line: Option<&str>) -> Result<bool> {
     Ok(true)
 }
 
-/// SIGHUP to the pid in `pid_file`. The pid is believed only from a regular file owned by root
-/// that nobody else can write: otherwise anyone could have root signal any process. A missing
-/// file or process is a server that is not running: it reads the files when it starts.
+/// SIGHUP to the pid in `pid_file`. The pid is believed only from a regular file that group and
+/// others cannot write, owned by root or by the user the named process runs as (dnsmasq hands
+/// its pid file to the user it drops to): that user could signal its own process anyway, so a
+/// pid file can never make root signal someone else's process. A missing file or process is a
+/// server that is not running: it reads the files when it starts.
 fn hangup(pid_file: Option<&Path>) -> Result<()> {
     let Some(path) = pid_file else {
         return Ok(());
@@ -217,11 +219,10 @@ fn hangup(pid_file: Option<&Path>) -> Result<()> {
     let meta = f
         .metadata()
         .with_context(|| format!("read pid file {shown}"))?;
-    if !meta.is_file() || meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+    if !meta.is_file() || meta.mode() & 0o022 != 0 {
         bail!(
-            "pid file {shown} must be a regular file owned by root and writable by nobody else \
-             (it is uid {}, mode {:o}): not signalling",
-            meta.uid(),
+            "pid file {shown} must be a regular file that group and others cannot write (mode \
+             {:o}): not signalling",
             meta.mode() & 0o7777
         );
     }
@@ -235,6 +236,21 @@ fn hangup(pid_file: Option<&Path>) -> Result<()> {
         .ok()
         .filter(|p| *p > 1)
         .with_context(|| format!("pid file {shown} holds no process id ({:?})", text.trim()))?;
+    if meta.uid() != 0 {
+        let runs_as = fs::metadata(format!("/proc/{pid}")).map(|m| m.uid());
+        match runs_as {
+            Ok(uid) if uid == meta.uid() => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                log::warn(&format!("{shown} names process {pid}, which is gone"));
+                return Ok(());
+            }
+            _ => bail!(
+                "pid file {shown} is owned by uid {} but names process {pid} of another user: \
+                 not signalling",
+                meta.uid()
+            ),
+        }
+    }
     match kill(Pid::from_raw(pid), Signal::SIGHUP) {
         Ok(()) => Ok(()),
         Err(Errno::ESRCH) => {

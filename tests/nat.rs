@@ -354,3 +354,85 @@ fn stop_restores_after_an_interrupted_start_and_dry_run_changes_nothing() {
     assert_eq!(sysctls(&sb), sys_before);
     assert!(sb.state_files().is_empty());
 }
+
+/// The README's dnsmasq wiring, for real: dnsmasq serves the vifs from the files vif-nat keeps,
+/// re-reads them on the SIGHUP vif-nat sends, and the guest's DHCP client gets its address and
+/// its router.
+#[test]
+fn dnsmasq_serves_the_guest_its_address_and_router() {
+    let Some(sb) = Sandbox::new("nat-dhcp") else {
+        return;
+    };
+    if !require(have_tool("dnsmasq"), "dnsmasq")
+        || !require(
+            have_tool("busybox"),
+            "busybox (udhcpc, the guest's DHCP client)",
+        )
+    {
+        return;
+    }
+    let (hosts, opts) = dhcp_config(&sb);
+    let pid = sb.path("dhcp/dnsmasq.pid");
+    let cfg = sb.etc_dir().join("xen/xen-vif.toml");
+    let mut text = fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!("nat_dhcp_pid_file = \"{}\"\n", pid.display()));
+    fs::write(&cfg, text).unwrap();
+    let dir = hosts.parent().unwrap();
+    fs::create_dir_all(dir).unwrap();
+    fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    fs::write(&hosts, "").unwrap();
+    fs::write(&opts, "").unwrap();
+    let g = guest(&sb, 0, None, "00:16:3e:00:00:05");
+    // The README's configuration, and no DNS; dnsmasq drops root as it would on a host.
+    let o = sb.sh(&format!(
+        "dnsmasq --conf-file=/dev/null --port=0 --interface='vif*' --bind-dynamic \
+         --dhcp-range=10.0.0.0,static,255.0.0.0 --dhcp-hostsfile={} --dhcp-optsfile={} \
+         --pid-file={} --leasefile-ro",
+        hosts.display(),
+        opts.display(),
+        pid.display()
+    ));
+    assert!(o.status.success(), "dnsmasq: {}", stderr(&o));
+    // dnsmasq goes however the test ends.
+    struct Dnsmasq(std::path::PathBuf);
+    impl Drop for Dnsmasq {
+        fn drop(&mut self) {
+            if let Ok(p) = fs::read_to_string(&self.0) {
+                let _ = std::process::Command::new("kill").arg(p.trim()).status();
+            }
+        }
+    }
+    let dnsmasq = Dnsmasq(pid.clone());
+    hotplug(&sb, 0, "online");
+    assert!(
+        fs::read_to_string(&hosts)
+            .unwrap()
+            .contains(",set:xen-vif-dom5,10.0.5.1,dom5")
+    );
+
+    let script = sb.path("udhcpc.sh");
+    let out = sb.path("udhcpc.out");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = bound ] && echo \"ip=$ip router=$router\" >> {}\nexit 0\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let o = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &g.name, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f",
+        ])
+        .args(["-t", "5", "-T", "1", "-s"])
+        .arg(&script)
+        .output()
+        .unwrap();
+    let lease = fs::read_to_string(&out).unwrap_or_default();
+    drop(dnsmasq);
+    assert!(o.status.success(), "udhcpc: {}{}", stdout(&o), stderr(&o));
+    assert_eq!(lease.trim(), "ip=10.0.5.1 router=10.0.5.128");
+    hotplug(&sb, 0, "offline");
+    assert_eq!(fs::read_to_string(&hosts).unwrap(), "");
+}
