@@ -242,12 +242,19 @@ impl Nfnetlink {
             match ty {
                 NFTA_CHAIN_HOOK => {
                     for (hty, hv) in attrs(v) {
-                        match hty {
-                            NFTA_HOOK_DEV => st.devices.push(attr_str(hv)),
-                            NFTA_HOOK_DEVS => st
-                                .devices
-                                .extend(attrs(hv).into_iter().map(|(_, d)| attr_str(d))),
-                            _ => {}
+                        let names = match hty {
+                            NFTA_HOOK_DEV => vec![attr_str(hv)],
+                            NFTA_HOOK_DEVS => {
+                                attrs(hv).into_iter().map(|(_, d)| attr_str(d)).collect()
+                            }
+                            _ => Vec::new(),
+                        };
+                        // Newer kernels (seen on 6.18) report a single device under both
+                        // attributes: each device once.
+                        for n in names {
+                            if !st.devices.contains(&n) {
+                                st.devices.push(n);
+                            }
                         }
                     }
                 }
