@@ -64,7 +64,9 @@ fn nat_guest_gets_its_router_and_offline_takes_it_away() {
     let Some(sb) = Sandbox::new("nat-vif") else {
         return;
     };
-    if !require(have_tool("ping"), "ping (iputils-ping)") {
+    if !require(have_tool("ping"), "ping (iputils-ping)")
+        || !require(have_tool("nft"), "nft (nftables), to read the ruleset")
+    {
         return;
     }
     let (hosts, opts) = dhcp_config(&sb);
@@ -123,10 +125,25 @@ fn nat_guest_gets_its_router_and_offline_takes_it_away() {
     assert!(g0.ping("192.168.7.20"));
     sb.set_sysctl("/proc/sys/net/ipv4/ip_forward", "0");
 
-    // Online twice changes nothing.
-    let online = sb.snapshot();
+    // status: both in NAT mode, connected, nothing missing.
+    let o = sb.run("xen-vif", &["status"], &[]);
+    assert_ok(&o);
+    let status = stdout(&o);
+    assert!(!status.contains("needs:"), "{status}");
+    for d in ["vif5.0", "vif5.1"] {
+        assert!(
+            status
+                .lines()
+                .any(|l| l.contains(d) && l.contains(" nat ") && l.contains("connected")),
+            "{status}"
+        );
+    }
+
+    // Online twice changes nothing (the filter chain keeps its rule handles, too).
+    let handles = || stdout(&sb.sh("nft -a list ruleset"));
+    let (online, online_rules) = (sb.snapshot(), handles());
     hotplug(&sb, 0, "online");
-    assert_eq!(sb.snapshot(), online);
+    assert_eq!((sb.snapshot(), handles()), (online, online_rules));
 
     hotplug(&sb, 0, "offline");
     hotplug(&sb, 1, "offline");
