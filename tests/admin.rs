@@ -355,7 +355,8 @@ fn a_bad_configuration_fails_online_and_still_lets_offline_clean_up() {
     assert_eq!(
         error,
         "vif-bridge online vif5.0: configuration /etc/xen/xen-vif.toml: line 2: unknown key \
-         \"moed\" (known: mode, gatewaydev, log_file, hook_dir)"
+         \"moed\" (known: mode, gatewaydev, log_file, hook_dir, antispoof, nat_dhcp_hosts, \
+         nat_dhcp_options, nat_dhcp_pid_file)"
     );
     let o = sb.offline("vif-bridge", 5, 0);
     assert_ok(&o);

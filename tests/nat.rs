@@ -364,6 +364,7 @@ fn stop_restores_after_an_interrupted_start_and_dry_run_changes_nothing() {
         &["start", "netdev=up0", "range=10.0.0.1/8"][..],
         &["start", "netdev=nosuch"],
         &["start", "netdev=up0", "gateway=1.2.3.4/8"],
+        &["start", "netdev=up0", "dhcp=yes"],
     ] {
         assert_fails(&sb.net("network-nat", bad));
     }

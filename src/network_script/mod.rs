@@ -106,7 +106,7 @@ impl Script {
                 "vlan_filtering",
             ],
             Script::Route => &["netdev", "gateway", "vifnum", "antispoof"],
-            Script::Nat => &["netdev", "range", "vifnum"],
+            Script::Nat => &["netdev", "range", "vifnum", "antispoof", "dhcp"],
             Script::Prebuilt => &["bridges", "bridge"],
         }
     }

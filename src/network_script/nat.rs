@@ -59,6 +59,12 @@ pub fn parse_range(s: &str) -> Result<Prefix> {
 
 /// `netdev=` (or xend's `eth<vifnum>`), else the device of the default route.
 pub fn instance(nl: &mut Netlink, p: &Params) -> Result<NatInstance> {
+    if p.yes("dhcp")? {
+        bail!(
+            "dhcp=yes (a subnet in ISC dhcpd's configuration) is not supported: vif-nat keeps \
+             each guest's dnsmasq entry instead (nat_dhcp_hosts in /etc/xen/xen-vif.toml)"
+        );
+    }
     let mut ranges: Vec<Prefix> = Vec::new();
     let given = p.all("range");
     for r in if given.is_empty() {
