@@ -23,6 +23,12 @@ pub enum Step {
         name: String,
         up: bool,
     },
+    /// `ip link set NAME arp on|off`
+    SetArp {
+        index: u32,
+        name: String,
+        on: bool,
+    },
     /// Rename, and set the alias in the same message (for a vif: the one that records whose
     /// device it is, so no kill between the two can leave a renamed device we cannot
     /// recognise). `None` clears the alias; `old_alias` is what the undo puts back.
@@ -258,6 +264,13 @@ impl fmt::Display for Step {
             Step::SetUp { name, up, .. } => {
                 write!(f, "ip link set {name} {}", if *up { "up" } else { "down" })
             }
+            Step::SetArp { name, on, .. } => {
+                write!(
+                    f,
+                    "ip link set {name} arp {}",
+                    if *on { "on" } else { "off" }
+                )
+            }
             Step::Rename {
                 from,
                 to,
@@ -416,6 +429,21 @@ impl Step {
                     index: *index,
                     name: name.clone(),
                     up: !up,
+                })
+            }
+            Step::SetArp { index, name, on } => {
+                nl.set_link(
+                    *index,
+                    &LinkChange {
+                        arp: Some(*on),
+                        ..Default::default()
+                    },
+                )
+                .map_err(k)?;
+                Some(Step::SetArp {
+                    index: *index,
+                    name: name.clone(),
+                    on: !on,
                 })
             }
             Step::Rename {

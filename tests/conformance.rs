@@ -578,6 +578,11 @@ fn scenarios() -> Vec<Scenario> {
             ],
         ),
         natted("nat-vifname", &[("vifname", "web0")], nat_on_off()),
+        // `ip link set dev VIF up arp on`: a device without ARP gets it.
+        Scenario {
+            host: concat(&[uplink(true), vif(), cmds(&["link set vif5.0 arp off"])]),
+            ..natted("nat-noarp", &[], nat_on_off())
+        },
         // A second vif (handle 1): its default address is 10.0.5.2, its router 10.0.5.129.
         Scenario {
             host: concat(&[

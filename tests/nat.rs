@@ -75,6 +75,8 @@ fn nat_guest_gets_its_router_and_offline_takes_it_away() {
     fs::write(&hosts, "00:16:3e:99:99:99,10.9.9.9,other\n").unwrap();
     let g0 = guest(&sb, 0, None, "00:16:3e:00:00:05");
     let g1 = guest(&sb, 1, Some("192.168.7.20"), "00:16:3e:00:01:05");
+    // A device without ARP gets it (proxy ARP answers for the router there).
+    sb.ip("link set vif5.1 arp off");
     let before = sb.snapshot();
 
     hotplug(&sb, 0, "online");
@@ -82,6 +84,7 @@ fn nat_guest_gets_its_router_and_offline_takes_it_away() {
     assert_eq!(sb.addrs("vif5.0"), ["10.0.5.128/32"]);
     assert_eq!(sb.addrs("vif5.1"), ["192.168.7.147/32"]);
     assert!(sb.is_up("vif5.0") && sb.is_up("vif5.1"));
+    assert!(!sb.ip("link show vif5.1").contains("NOARP"));
     let routes = sb.ip("route show");
     assert!(
         routes.contains("10.0.5.1 dev vif5.0 scope link src 10.0.5.128"),
@@ -147,6 +150,9 @@ fn nat_guest_gets_its_router_and_offline_takes_it_away() {
 
     hotplug(&sb, 0, "offline");
     hotplug(&sb, 1, "offline");
+    // ARP stays on (what netback's devices have); everything else is as before.
+    assert!(!sb.ip("link show vif5.1").contains("NOARP"));
+    sb.ip("link set vif5.1 arp off");
     assert_eq!(sb.snapshot(), before);
     for v in ["vif5.0", "vif5.1"] {
         assert_eq!(

@@ -235,6 +235,14 @@ pub fn plan_online(o: &Observed, hp: &Hotplug) -> Result<Vec<Step>> {
         bail!("device {} does not exist", hp.kernel_name);
     };
     steps.extend(o.filter.iter().cloned());
+    // `ip link set dev VIF up arp on`, as stock: proxy ARP answers on the vif.
+    if link.noarp {
+        steps.push(Step::SetArp {
+            index: link.index,
+            name: hp.wanted_name.to_string(),
+            on: true,
+        });
+    }
     if !link.up || o.rename_downs {
         steps.push(up(link, hp, true));
     }
@@ -442,6 +450,22 @@ mod tests {
                 "ip route add 10.0.5.1/32 dev vif5.0 src 10.0.5.128",
                 "echo 1 > /proc/sys/net/ipv4/conf/vif5.0/proxy_arp",
             ]
+        );
+    }
+
+    #[test]
+    fn arp_goes_on() {
+        let mut link = vif(false);
+        link.noarp = true;
+        let o = Observed {
+            link: Some(link),
+            proxy_arp: "1".into(),
+            ..Default::default()
+        };
+        let steps = text(&plan_online(&o, &hp(Command::Online, 0, None)).unwrap());
+        assert_eq!(
+            steps[..2],
+            ["ip link set vif5.0 arp on", "ip link set vif5.0 up"]
         );
     }
 
