@@ -75,6 +75,8 @@ fn nat_guest_gets_its_router_and_offline_takes_it_away() {
     fs::write(&hosts, "00:16:3e:99:99:99,10.9.9.9,other\n").unwrap();
     let g0 = guest(&sb, 0, None, "00:16:3e:00:00:05");
     let g1 = guest(&sb, 1, Some("192.168.7.20"), "00:16:3e:00:01:05");
+    // The hotplug log is written when /var/log/xen exists.
+    fs::create_dir_all(sb.log_dir().join("xen")).unwrap();
     // A device without ARP gets it (proxy ARP answers for the router there).
     sb.ip("link set vif5.1 arp off");
     let before = sb.snapshot();
@@ -128,6 +130,11 @@ fn nat_guest_gets_its_router_and_offline_takes_it_away() {
     assert!(g0.ping("192.168.7.20"));
     sb.set_sysctl("/proc/sys/net/ipv4/ip_forward", "0");
 
+    let log = fs::read_to_string(sb.log_dir().join("xen/xen-hotplug.log")).unwrap();
+    assert!(
+        log.contains("vif-nat[") && log.contains("device=vif5.1 online mode=nat result=ok"),
+        "{log}"
+    );
     // status: both in NAT mode, connected, nothing missing.
     let o = sb.run("xen-vif", &["status"], &[]);
     assert_ok(&o);
