@@ -467,3 +467,39 @@ fn dnsmasq_serves_the_guest_its_address_and_router() {
     hotplug(&sb, 0, "offline");
     assert_eq!(fs::read_to_string(&hosts).unwrap(), "");
 }
+
+/// A DHCP file that cannot be written fails online after the kernel changes: they are undone.
+#[test]
+fn a_dhcp_file_that_cannot_be_written_undoes_the_online() {
+    let Some(sb) = Sandbox::new("nat-undo") else {
+        return;
+    };
+    let cfg = sb.etc_dir().join("xen");
+    fs::create_dir_all(&cfg).unwrap();
+    // The hosts file reads fine (absent), but its temporary's place is taken by a directory.
+    fs::create_dir_all(sb.path("dhcp/.hosts.xen-vif-tmp/x")).unwrap();
+    fs::write(
+        cfg.join("xen-vif.toml"),
+        format!(
+            "nat_dhcp_hosts = \"{}\"\nantispoof = false\n",
+            sb.path("dhcp/hosts").display()
+        ),
+    )
+    .unwrap();
+    let _g = guest(&sb, 0, None, "00:16:3e:00:00:05");
+    let before = sb.snapshot();
+    let o = sb.run(
+        "vif-nat",
+        &["online", "type_if=vif"],
+        &sb.libxl_env("vif-nat", 5, 0),
+    );
+    assert_fails(&o);
+    let he = sb.xs.read(&format!("{BE}/0/hotplug-error")).unwrap();
+    assert!(he.starts_with("vif-nat online vif5.0: "), "{he}");
+    assert!(
+        he.contains("echo '00:16:3e:00:00:05,set:xen-vif-dom5,10.0.5.1,dom5' >>"),
+        "{he}"
+    );
+    assert_eq!(sb.snapshot(), before);
+    assert_eq!(sb.sysctl("/proc/sys/net/ipv4/conf/vif5.0/proxy_arp"), "0");
+}
