@@ -503,3 +503,65 @@ fn a_dhcp_file_that_cannot_be_written_undoes_the_online() {
     assert_eq!(sb.snapshot(), before);
     assert_eq!(sb.sysctl("/proc/sys/net/ipv4/conf/vif5.0/proxy_arp"), "0");
 }
+
+/// Guests started at once all get their entries: the file is rewritten under one lock.
+#[test]
+fn concurrent_onlines_keep_every_dhcp_entry() {
+    let Some(sb) = Sandbox::new("nat-conc") else {
+        return;
+    };
+    let (hosts, opts) = dhcp_config(&sb);
+    const N: u32 = 12;
+    for d in 0..N {
+        sb.netback_vif(&format!("vif5.{d}"), &format!("g5.{d}"));
+        sb.backend(
+            5,
+            d,
+            &[
+                ("script", "/etc/xen/scripts/vif-nat"),
+                ("mac", &format!("00:16:3e:00:{d:02x}:05")),
+            ],
+        );
+    }
+    let run_all = |command: &str| {
+        let children: Vec<_> = (0..N)
+            .map(|d| {
+                sb.script_command(
+                    &[],
+                    "vif-nat",
+                    &[command, "type_if=vif"],
+                    &sb.libxl_env("vif-nat", 5, d),
+                )
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+            })
+            .collect();
+        for c in children {
+            assert_ok(&c.wait_with_output().unwrap());
+        }
+    };
+    run_all("online");
+    let text = fs::read_to_string(&hosts).unwrap();
+    assert_eq!(text.lines().count(), N as usize, "{text}");
+    for d in 0..N {
+        let name = if d == 0 {
+            "dom5".to_string()
+        } else {
+            format!("dom5-{}", d + 1)
+        };
+        let line = format!(
+            "00:16:3e:00:{d:02x}:05,set:xen-vif-{name},10.0.5.{},{name}",
+            d + 1
+        );
+        assert!(text.lines().any(|l| l == line), "{line} in {text}");
+    }
+    assert_eq!(
+        fs::read_to_string(&opts).unwrap().lines().count(),
+        N as usize
+    );
+    run_all("offline");
+    assert_eq!(fs::read_to_string(&hosts).unwrap(), "");
+    assert_eq!(fs::read_to_string(&opts).unwrap(), "");
+}
