@@ -545,10 +545,14 @@ pub fn resolve(
         .transpose()?;
     let ip = match (call.mode, params.get("ip")) {
         // NAT mode has exactly one guest address, given or derived from the device's ids.
-        (Mode::Nat, given) => vec![crate::modes::nat::guest_address(
-            given.map(String::as_str),
-            id,
-        )?],
+        // An address online refused was never set up: offline still tears the rest down.
+        (Mode::Nat, given) => {
+            match crate::modes::nat::guest_address(given.map(String::as_str), id) {
+                Ok(g) => vec![g],
+                Err(_) if !call.command.is_up() => Vec::new(),
+                Err(e) => return Err(e),
+            }
+        }
         (_, Some(list)) => crate::modes::route::parse_guest_addrs(list)?,
         (_, None) => Vec::new(),
     };

@@ -214,6 +214,13 @@ fn nat_dry_run_and_bad_ip() {
     let he = sb.xs.read(&format!("{BE}/0/hotplug-error")).unwrap();
     assert!(he.contains("vif-nat takes one IPv4 address"), "{he}");
     assert_eq!(sb.snapshot(), before);
+    // libxl's offline after the failed online succeeds.
+    assert_ok(&sb.run(
+        "vif-nat",
+        &["offline", "type_if=vif"],
+        &sb.libxl_env("vif-nat", 5, 0),
+    ));
+    assert_eq!(sb.snapshot(), before);
 }
 
 const FWD: &str = "/proc/sys/net/ipv4/ip_forward";

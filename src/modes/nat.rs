@@ -301,10 +301,11 @@ pub fn plan_offline(o: &Observed, hp: &Hotplug) -> Result<Vec<Step>> {
         steps.extend(o.filter.iter().cloned());
         return Ok(steps);
     };
-    let ip = guest_ipv4(hp)?;
-    let router = IpAddr::V4(router_address(ip));
+    // No address (online refused it): no route or router address can have been added.
+    let ip = guest_ipv4(hp).ok();
+    let router = ip.map(|ip| IpAddr::V4(router_address(ip)));
     for r in o.routes.iter().filter(|r| {
-        r.dst == IpAddr::V4(ip)
+        ip.is_some_and(|ip| r.dst == IpAddr::V4(ip))
             && r.prefix_len == 32
             && r.oif == Some(link.index)
             && r.table == RT_TABLE_MAIN
@@ -318,7 +319,7 @@ pub fn plan_offline(o: &Observed, hp: &Hotplug) -> Result<Vec<Step>> {
     for a in o
         .addresses
         .iter()
-        .filter(|a| a.ip == router && a.prefix_len == 32)
+        .filter(|a| Some(a.ip) == router && a.prefix_len == 32)
     {
         steps.push(Step::DelAddress {
             name: link.name.clone(),
