@@ -275,6 +275,44 @@ mod tests {
     }
 
     #[test]
+    fn rewrites_keep_other_lines_and_replace_ours() {
+        let dir = std::env::temp_dir().join(format!("xen-vif-dhcp-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let files = Files {
+            hosts: dir.join("sub/hosts"),
+            options: None,
+            pid_file: None,
+        };
+        let e = entry();
+        assert!(!has(&files, &e).unwrap());
+        // A missing directory and file are made; the file is readable by the server.
+        assert!(rewrite(&files.hosts, &e.tag(), Some(&e.hosts_line())).unwrap());
+        assert_eq!(fs::metadata(&files.hosts).unwrap().mode() & 0o777, 0o644);
+        assert!(has(&files, &e).unwrap());
+        fs::write(
+            &files.hosts,
+            format!("# kept\nother,10.9.9.9,x\n{}\n", e.hosts_line()),
+        )
+        .unwrap();
+        // The same entry again changes nothing; a new MAC replaces the old line.
+        assert!(!rewrite(&files.hosts, &e.tag(), Some(&e.hosts_line())).unwrap());
+        let moved = Entry {
+            mac: [0x00, 0x16, 0x3e, 0x00, 0x00, 0x06],
+            ..e.clone()
+        };
+        assert!(rewrite(&files.hosts, &e.tag(), Some(&moved.hosts_line())).unwrap());
+        assert!(!has(&files, &e).unwrap() && has(&files, &moved).unwrap());
+        assert!(has_name(&files, "dom5").unwrap() && !has_name(&files, "dom6").unwrap());
+        assert!(rewrite(&files.hosts, &e.tag(), None).unwrap());
+        assert_eq!(
+            fs::read_to_string(&files.hosts).unwrap(),
+            "# kept\nother,10.9.9.9,x\n"
+        );
+        assert!(!rewrite(&files.hosts, &e.tag(), None).unwrap());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn lines_as_dnsmasq_reads_them() {
         let e = entry();
         assert_eq!(
