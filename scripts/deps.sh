@@ -8,9 +8,15 @@ pkgs+=(nftables)
 pkgs+=(dnsmasq-base busybox)
 # Conformance tier (tests/conformance.rs): what Debian's stock vif scripts run.
 pkgs+=(xenstore-utils bridge-utils net-tools bsdutils mount)
+# The anti-spoofing tier (tests/antispoof.rs) looks with nft and conntrack; xen-vif uses neither.
+pkgs+=(nftables conntrack)
+# Open vSwitch mode (tests/openvswitch.rs): a private ovsdb-server + ovs-vswitchd per test.
+pkgs+=(openvswitch-switch)
 # The VM tiers (scripts/test-vm.sh, scripts/test-xen.sh); they add qemu-system-x86 from
 # backports themselves (scripts/vm-lib.sh).
 pkgs+=(cpio jq kmod debootstrap)
+# tests/install.rs: the systemd units checked with the real `systemd-analyze verify`.
+pkgs+=(systemd)
 # Each tier adds what it needs here, so a clean clone can run every test.
 pkgs+=(${XEN_VIF_EXTRA_PKGS:-})
 missing=()

@@ -5,8 +5,9 @@
 #   DESTDIR=/some/root scripts/install.sh   installs under that root instead of /
 #
 # Puts the binary at /usr/libexec/xen-vif/xen-vif (plus /usr/sbin/xen-vif and one link per
-# script name there), the udev rules, the man page and completions, then replaces
-# /etc/xen/scripts/{vif-bridge,vif-route,vif-nat,vif-setup,network-bridge,network-route,network-nat,network-prebuilt} by links to
+# script name there), the udev rules, the systemd units (not enabled), the man page and
+# completions, then replaces
+# /etc/xen/scripts/{vif-bridge,vif-route,vif-nat,vif-openvswitch,vif-setup,network-bridge,network-route,network-nat,network-prebuilt} by links to
 # it, moving each stock script to /var/lib/xen-vif/stock/. Everything it creates is listed in
 # /var/lib/xen-vif/installed, which scripts/uninstall.sh (also installed as
 # /usr/libexec/xen-vif/uninstall.sh) reads to restore the host exactly. Running it again is
@@ -29,7 +30,7 @@ libexec=/usr/libexec/xen-vif
 state=/var/lib/xen-vif
 manifest=$state/installed
 stock=$state/stock
-names=(vif-bridge vif-route vif-nat vif-setup network-bridge network-route network-nat network-prebuilt)
+names=(vif-bridge vif-route vif-nat vif-openvswitch vif-setup network-bridge network-route network-nat network-prebuilt)
 
 die() { echo "install: $*" >&2; exit 1; }
 
@@ -111,6 +112,9 @@ put_file "$repo/scripts/uninstall.sh" "$libexec/uninstall.sh" 755
 for n in "${names[@]}"; do put_link xen-vif "$libexec/$n"; done
 put_link ../libexec/xen-vif/xen-vif /usr/sbin/xen-vif
 put_file "$repo/udev/xen-vif.rules" /etc/udev/rules.d/80-xen-vif.rules 644
+# The daemon and the boot-time host network; neither is enabled (README says when to).
+put_file "$repo/systemd/xen-vif.service" /etc/systemd/system/xen-vif.service 644
+put_file "$repo/systemd/xen-vif-network.service" /etc/systemd/system/xen-vif-network.service 644
 
 gen=$(mktemp -d)
 trap 'rm -rf "$gen"' EXIT
@@ -127,5 +131,8 @@ for n in "${names[@]}"; do take_over "$n"; done
 
 if [ -z "$root" ] && command -v udevadm >/dev/null; then
     udevadm control --reload 2>/dev/null || true
+fi
+if [ -z "$root" ] && [ -d /run/systemd/system ]; then
+    systemctl daemon-reload 2>/dev/null || true
 fi
 echo "install: xen-vif $("$bin" --version | cut -d' ' -f2) in ${root:-/} ($(wc -l <"$root$manifest") entries in $manifest)"

@@ -70,11 +70,12 @@ new_root() {
 dpkg_in() { # ROOT ARGS...
     local r=$1
     shift
-    dpkg --root="$r" --force-script-chrootless --log=/dev/null "$@" >/dev/null
+    # --force-depends: the roots have no dpkg of their own to satisfy xen-vif's Depends on it.
+    dpkg --root="$r" --force-script-chrootless --force-depends --log=/dev/null "$@" >/dev/null
 }
 
-names="vif-bridge vif-route vif-nat vif-setup network-bridge network-route network-nat network-prebuilt"
-stock="vif-bridge vif-route vif-setup"
+names="vif-bridge vif-route vif-nat vif-openvswitch vif-setup network-bridge network-route network-nat network-prebuilt"
+stock="vif-bridge vif-route vif-openvswitch vif-setup"
 hashes() { # ROOT SUFFIX → "name sha256" for the stock scripts at /etc/xen/scripts/NAME+SUFFIX
     for n in $stock; do echo "$n $(sha256sum <"$1/etc/xen/scripts/$n$2" | cut -d' ' -f1)"; done
 }
@@ -98,9 +99,26 @@ expected_diversions() {
 }
 no_xen_vif_files() {
     [ ! -e "$1/usr/libexec/xen-vif" ] && [ ! -L "$1/usr/sbin/xen-vif" ] &&
-        [ ! -e "$1/lib/udev/rules.d/80-xen-vif.rules" ] && [ ! -e "$1/usr/share/man/man8/xen-vif.8.gz" ]
+        [ ! -e "$1/lib/udev/rules.d/80-xen-vif.rules" ] && [ ! -e "$1/usr/share/man/man8/xen-vif.8.gz" ] &&
+        [ ! -e "$1/lib/systemd/system/xen-vif.service" ]
 }
 same() { [ "$1" = "$2" ] || { diff <(echo "$1") <(echo "$2") >&2; return 1; }; }
+
+echo "== lintian (Debian's policy checker): no error or warning, overrides only with a reason"
+if ! command -v lintian >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends lintian >/dev/null
+fi
+lint=$(lintian --show-overrides "$deb" 2>&1 || true)
+[ -z "$lint" ] || echo "$lint"
+check "lintian: no errors or warnings" sh -c "! echo \"\$1\" | grep -q '^[EW]: '" _ "$lint"
+check "lintian: the static binary is the only override" \
+    same "$(echo "$lint" | grep '^O: ' | sed 's/^O: xen-vif: //')" \
+    "statically-linked-binary [usr/libexec/xen-vif/xen-vif]"
+check "lintian: every override says why" sh -c \
+    "dpkg-deb --fsys-tarfile '$deb' | tar -xOf - ./usr/share/lintian/overrides/xen-vif | grep -B1 '^xen-vif:' | head -1 | grep -q '^#'"
+check "machine-readable copyright" sh -c \
+    "dpkg-deb --fsys-tarfile '$deb' | tar -xOf - ./usr/share/doc/xen-vif/copyright | head -1 | grep -qx 'Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/'"
 
 echo "== Xen first, then xen-vif; a xen-utils-common upgrade; removal"
 r=$(new_root)
@@ -112,6 +130,8 @@ check "binary installed byte for byte" cmp -s "$bin" "$r/usr/libexec/xen-vif/xen
 check "/usr/sbin/xen-vif runs" test "$("$r/usr/sbin/xen-vif" --version)" = "xen-vif $(cargo pkgid | sed 's/.*[#@]//')"
 check "personality links in /usr/libexec/xen-vif" test "$(readlink "$r/usr/libexec/xen-vif/vif-setup")" = xen-vif
 check "udev rules" cmp -s udev/xen-vif.rules "$r/lib/udev/rules.d/80-xen-vif.rules"
+check "systemd units" sh -c "cmp -s systemd/xen-vif.service '$r/lib/systemd/system/xen-vif.service' && cmp -s systemd/xen-vif-network.service '$r/lib/systemd/system/xen-vif-network.service'"
+check "units not enabled by the package" test ! -e "$r/etc/systemd/system/multi-user.target.wants/xen-vif.service" -a ! -e "$r/etc/systemd/system/multi-user.target.wants/xen-vif-network.service"
 check "man page" sh -c "zcat '$r/usr/share/man/man8/xen-vif.8.gz' | grep -q 'check\\\\-config'"
 check "bash completion" grep -q check-config "$r/usr/share/bash-completion/completions/xen-vif"
 check "zsh and fish completions" test -s "$r/usr/share/zsh/vendor-completions/_xen-vif" -a -s "$r/usr/share/fish/vendor_completions.d/xen-vif.fish"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The real Xen tier: Xen 4.17 with a Debian dom0 under QEMU (TCG), xen-vif installed in dom0 as
-# Xen's vif scripts, driven by the real `xl` (tests/vm/xen). dom0's root is a debootstrap image
+# Xen's vif scripts, driven by the real `xl` (tests/vm/xen); Open vSwitch from the host
+# (scripts/deps.sh installs openvswitch-switch). dom0's root is a debootstrap image
 # packed as an uncompressed cpio, cached under /var/tmp keyed by package versions; the binary
 # under test, the checks and the domU's initramfs travel in a small cpio appended per run.
 # Usage: scripts/test-xen.sh   (root; installs what it needs)
@@ -13,7 +14,7 @@ vm_host_deps
 [ "${XEN_VIF_SKIP_BUILD:-}" = 1 ] || cargo build --release --workspace --locked --quiet
 scripts/check-static.sh "$REL/xen-vif" >/dev/null
 
-dom0_modules=(xen-privcmd xenfs xen-evtchn xen-gntdev xen-gntalloc xen-netback bridge 8021q dummy)
+dom0_modules=(xen-privcmd xenfs xen-evtchn xen-gntdev xen-gntalloc xen-netback bridge 8021q dummy nf_tables)
 domu_modules=(xen-netfront)
 dom0_pkgs=kmod,iproute2,iputils-ping,procps,jq,xen-utils-4.17,xenstore-utils,xen-hypervisor-4.17-amd64
 kpkg=$(vm_kernel_pkg)
@@ -76,6 +77,19 @@ install -m 755 tests/vm/xen/vif-record tests/vm/xen/vif-vlan "$r/xvt/"
 cp tests/vm/lib.sh "$r/xvt/lib.sh"
 cp tests/vm/xen/xl.sh "$r/xvt/xl.sh"
 cp -r tests/vm/xen/checks "$r/xvt/checks"
+# Open vSwitch for checks/70-openvswitch.sh: the host's daemons with their own libraries and
+# loader under /xvt/ovs (dom0's cached image stays as it is), and the kernel's openvswitch module
+# with its dependencies (load order in /xvt/ovs/modules).
+o=$r/xvt/ovs
+mkdir -p "$o/bin" "$o/lib"
+for p in /usr/sbin/ovsdb-server /usr/sbin/ovs-vswitchd /usr/bin/ovsdb-tool /usr/bin/ovs-vsctl; do
+    cp -L "$p" "$o/bin/"
+    for lib in $(ldd "$p" | awk '/=>/ { print $3 } /^\t\/lib/ { print $1 }'); do
+        cp -L "$lib" "$o/lib/"
+    done
+done
+cp /usr/share/openvswitch/vswitch.ovsschema "$o/"
+vm_modules "$kdir" "$kver" "$o/mod" openvswitch > "$o/modules"
 vm_cpio "$r" "$run/run.cpio"
 cat "$img/dom0.cpio" "$run/run.cpio" > "$run/initrd"
 

@@ -1,15 +1,15 @@
 //! `xen-vif` as a command for administrators: the hotplug actions by domain and device,
 //! a dry run, and the picture of every vif.
 
+use clap::CommandFactory;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use std::io::Write;
-
 use crate::hotplug::{self, Env};
-use crate::invocation::{Call, Command, Mode, Personality, TypeIf, Words};
+use crate::invocation::{self, Call, Command, Mode, Personality, TypeIf, Words};
 use crate::log;
 use crate::network_script::{self, Action, Script};
 use crate::status;
+use crate::xenstore::XenStore;
 use crate::{config, docs};
 
 #[derive(Parser, Debug)]
@@ -35,6 +35,7 @@ pub enum ModeArg {
     Bridge,
     Route,
     Nat,
+    Openvswitch,
 }
 
 #[derive(Subcommand, Debug)]
@@ -49,6 +50,26 @@ pub enum Cmd {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+    /// Stay resident and do the vif hotplug actions for every backend of this domain
+    /// (run_hotplug_scripts=0 in /etc/xen/xl.conf), without starting a process per action.
+    #[command(
+        long_about = "Stay resident (in the foreground) and do the vif hotplug actions \
+        for every backend of this domain, without starting a process per action.\n\n\
+        For run_hotplug_scripts=0 in /etc/xen/xl.conf: libxl then runs no script and netback \
+        waits for hotplug-status=connected. The daemon watches backend/vif, brings a backend \
+        up when its state reaches InitWait with online=1 and takes it down when libxl removes \
+        it (online=0, state Closing, or the directory gone), exactly as vif-setup online and \
+        offline would; an HVM guest's emulated NIC (the tap vifD.N-emu) is added and removed \
+        from the kernel's uevents. Nothing is done while libxl runs the scripts itself \
+        (libxl/disable_udev). SIGTERM finishes the actions in flight and stops. \
+        The systemd unit xen-vif.service runs it."
+    )]
+    Daemon {
+        /// Backends acted on at the same time.
+        #[arg(long, default_value_t = crate::daemon::DEFAULT_WORKERS,
+              value_parser = clap::value_parser!(u16).range(1..=256))]
+        workers: u16,
     },
     /// Check /etc/xen/xen-vif.toml (or FILE) and print the settings in force.
     CheckConfig {
@@ -108,6 +129,16 @@ pub enum NetworkCmd {
         Examples:\n  xen-vif network nat start netdev=eth0\n  \
         xen-vif network nat status netdev=eth0")]
     Nat(ScriptArgs),
+    /// The host network named by `network_script` in /etc/xen/xen-vif.toml (what xend's
+    /// `(network-script ...)` was), as xen-vif-network.service runs it at boot and shutdown;
+    /// without that key, nothing.
+    Host {
+        /// start: build it (a no-op when built); stop: put the host back; status: show it.
+        action: ActionArg,
+        /// Print each planned change and make none.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Check pre-built bridges (what `network-prebuilt start bridges=...` does): changes
     /// nothing; exit 1 with one line per bridge that is missing, not a bridge, or down.
     Check {
@@ -167,7 +198,10 @@ fn device_call(a: &DeviceArgs, up: bool) -> Result<(Call, String), String> {
         Some(ModeArg::Bridge) => Mode::Bridge,
         Some(ModeArg::Route) => Mode::Route,
         Some(ModeArg::Nat) => Mode::Nat,
-        None => status::backend_mode(&backend).map_err(|e| format!("{e:#}"))?,
+        Some(ModeArg::Openvswitch) => Mode::Openvswitch,
+        None => XenStore::open()
+            .and_then(|store| invocation::backend_mode(&store, &backend))
+            .map_err(|e| format!("{e:#}"))?,
     };
     let (command, type_if) = match (up, a.tap) {
         (true, false) => (Command::Online, TypeIf::Vif),
@@ -190,13 +224,27 @@ fn device_call(a: &DeviceArgs, up: bool) -> Result<(Call, String), String> {
 pub fn run(args: Vec<String>) -> i32 {
     let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
-        Err(e) => {
+        Err(e) if e.use_stderr() => {
             let _ = e.print();
-            return if e.use_stderr() { 1 } else { 0 };
+            return 1;
+        }
+        // --help, --version: output like any other, so a full disk is an error.
+        Err(e) => {
+            use std::io::IsTerminal;
+            let text = if std::io::stdout().is_terminal() {
+                e.render().ansi().to_string()
+            } else {
+                e.render().to_string()
+            };
+            let what = match e.kind() {
+                clap::error::ErrorKind::DisplayVersion => "--version",
+                _ => "--help",
+            };
+            return finish(what, crate::output::print(text.as_bytes()));
         }
     };
     let verbose = cli.verbose || std::env::var("XEN_VIF_LOG").is_ok_and(|v| v == "debug");
-    log::init(Personality::Cli.name(), verbose, false);
+    log::init(Personality::Cli.name(), verbose);
     match cli.command {
         Cmd::Add(a) => device(&a, true),
         Cmd::Remove(a) => device(&a, false),
@@ -209,6 +257,9 @@ pub fn run(args: Vec<String>) -> i32 {
             }
         },
         Cmd::CheckConfig { file } => check_config(file.as_deref()),
+        Cmd::Daemon { workers } => crate::daemon::run(&crate::daemon::Options {
+            workers: workers.into(),
+        }),
         Cmd::Generate { what } => generate(what),
     }
 }
@@ -217,11 +268,12 @@ fn check_config(file: Option<&std::path::Path>) -> i32 {
     let path = file.unwrap_or(std::path::Path::new(config::PATH));
     match config::load_from(path) {
         Ok(cfg) => {
+            let mut text = String::new();
             if !path.exists() {
-                println!("{}: absent (stock behaviour)", path.display());
+                text.push_str(&format!("{}: absent (stock behaviour)\n", path.display()));
             }
-            println!("{}", config::describe(&cfg));
-            0
+            text.push_str(&format!("{}\n", config::describe(&cfg)));
+            finish("check-config", crate::output::print(text.as_bytes()))
         }
         Err(e) => {
             log::error(&format!("{e:#}"));
@@ -231,16 +283,17 @@ fn check_config(file: Option<&std::path::Path>) -> i32 {
 }
 
 fn generate(what: Generate) -> i32 {
-    let mut out = std::io::stdout().lock();
-    let written = match what {
-        Generate::Man => docs::man_page().and_then(|page| Ok(out.write_all(&page)?)),
+    // Rendered in memory first: clap_complete panics on a failed write.
+    let text = match what {
+        Generate::Man => docs::man_page(Cli::command()),
         Generate::Completions { shell } => {
-            docs::completions(shell, &mut out);
-            Ok(())
+            let mut buf = Vec::new();
+            docs::completions(Cli::command(), shell, &mut buf);
+            Ok(buf)
         }
     };
-    match written.and_then(|()| Ok(out.flush()?)) {
-        Ok(()) => 0,
+    match text {
+        Ok(t) => finish("generate", crate::output::print(&t)),
         Err(e) => {
             log::error(&format!("generate: {e:#}"));
             1
@@ -248,8 +301,41 @@ fn generate(what: Generate) -> i32 {
     }
 }
 
+/// The exit status of an output command whose only work left was writing (see `output`).
+fn finish(what: &str, written: std::io::Result<()>) -> i32 {
+    match written {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error(&format!("{what}: {e}"));
+            1
+        }
+    }
+}
+
 fn network(cmd: NetworkCmd) -> i32 {
+    let action = |a: ActionArg| match a {
+        ActionArg::Start => Action::Start,
+        ActionArg::Stop => Action::Stop,
+        ActionArg::Status => Action::Status,
+    };
     let (script, a) = match cmd {
+        NetworkCmd::Host { action: a, dry_run } => {
+            let cfg = match config::current() {
+                Ok(c) => c,
+                Err(e) => {
+                    log::error(e);
+                    return 1;
+                }
+            };
+            let Some(n) = &cfg.network_script else {
+                log::info(&format!(
+                    "no network_script in {}: nothing to do",
+                    config::PATH
+                ));
+                return 0;
+            };
+            return network_script::run(n.script, action(a), &n.vars, dry_run);
+        }
         NetworkCmd::Bridge(a) => (Script::Bridge, a),
         NetworkCmd::Route(a) => (Script::Route, a),
         NetworkCmd::Nat(a) => (Script::Nat, a),
@@ -258,12 +344,7 @@ fn network(cmd: NetworkCmd) -> i32 {
             return network_script::run(Script::Prebuilt, Action::Start, &vars, false);
         }
     };
-    let action = match a.action {
-        ActionArg::Start => Action::Start,
-        ActionArg::Stop => Action::Stop,
-        ActionArg::Status => Action::Status,
-    };
-    network_script::run(script, action, &a.params, a.dry_run)
+    network_script::run(script, action(a.action), &a.params, a.dry_run)
 }
 
 fn device(a: &DeviceArgs, up: bool) -> i32 {

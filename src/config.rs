@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::ifname::IfName;
 use crate::invocation::Mode;
+use crate::trust;
 
 /// The one place the configuration is read from (no environment override: hotplug runs as root
 /// with an environment assembled by libxl, udev and the guest's config).
@@ -40,6 +41,11 @@ pub const KEYS: &[(&str, &str)] = &[
         "directory of *.hook files run after each action; \"\" turns hooks off",
     ),
     (
+        "network_script",
+        "the host network xen-vif-network.service builds at boot and takes down at shutdown, \
+         as xend-config.sxp's (network-script ...): e.g. \"network-bridge netdev=eth0\"",
+    ),
+    (
         "antispoof",
         "true (default): each vif gets an nf_tables filter pinning its mac and ip; false: none",
     ),
@@ -63,6 +69,8 @@ pub struct Config {
     pub gatewaydev: Option<IfName>,
     pub log_file: Option<PathBuf>,
     pub hook_dir: Option<PathBuf>,
+    /// `network_script`: the script and its `k=v` words, checked.
+    pub network_script: Option<NetworkScript>,
     pub antispoof: bool,
     /// vif-nat's DHCP entries (see `crate::dhcp_hosts`): off unless the hosts file is set.
     pub nat_dhcp_hosts: Option<PathBuf>,
@@ -79,6 +87,7 @@ impl Default for Config {
             gatewaydev: None,
             log_file: Some(PathBuf::from(DEFAULT_LOG_FILE)),
             hook_dir: Some(PathBuf::from(DEFAULT_HOOK_DIR)),
+            network_script: None,
             antispoof: true,
             nat_dhcp_hosts: None,
             nat_dhcp_options: None,
@@ -88,13 +97,15 @@ impl Default for Config {
     }
 }
 
-/// Read `path`; a missing file is the stock behaviour (one stat, nothing else).
+/// Read `path`; a missing file is the stock behaviour. The file steers what root runs (hooks)
+/// and writes (the log), so it must pass the trust rule (`trust`) like a hook.
 pub fn load_from(path: &Path) -> Result<Config> {
-    let text = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
-        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
-    };
+    let missing = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    match std::fs::symlink_metadata(path) {
+        Err(e) if missing(&e) => return Ok(Config::default()),
+        _ => trust::require("configuration", path, trust::Kind::File)?,
+    }
+    let text = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
     let text = String::from_utf8(text)
         .map_err(|_| anyhow::anyhow!("{}: not UTF-8 text", path.display()))?;
     parse(&text).with_context(|| format!("configuration {}", path.display()))
@@ -156,12 +167,14 @@ fn apply(cfg: &mut Config, key: &str, value: &str) -> Result<()> {
                 "bridge" => Mode::Bridge,
                 "route" => Mode::Route,
                 "nat" => Mode::Nat,
-                other => bail!("{other:?} is not a mode (bridge, route or nat)"),
+                "openvswitch" => Mode::Openvswitch,
+                other => bail!("{other:?} is not a mode (bridge, route, nat or openvswitch)"),
             })
         }
         "gatewaydev" => cfg.gatewaydev = Some(IfName::new(value).map_err(anyhow::Error::msg)?),
         "log_file" => cfg.log_file = absolute_or_off(value)?,
         "hook_dir" => cfg.hook_dir = absolute_or_off(value)?,
+        "network_script" => cfg.network_script = Some(NetworkScript::parse(value)?),
         "antispoof" => cfg.antispoof = value == "true",
         "nat_dhcp_hosts" => cfg.nat_dhcp_hosts = absolute_or_off(value)?,
         "nat_dhcp_options" => cfg.nat_dhcp_options = absolute_or_off(value)?,
@@ -169,6 +182,53 @@ fn apply(cfg: &mut Config, key: &str, value: &str) -> Result<()> {
         _ => bail!("unknown key"),
     }
     Ok(())
+}
+
+/// The host's network script, as xend's `(network-script 'network-bridge netdev=eth0')`: a
+/// script name (`network-bridge`, `network-route`, `network-prebuilt`; a path to one is taken
+/// by its name) and `k=v` words, each checked against what that script takes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkScript {
+    pub script: crate::network_script::Script,
+    pub vars: Vec<(String, String)>,
+}
+
+impl NetworkScript {
+    pub fn parse(value: &str) -> Result<NetworkScript> {
+        use crate::network_script::{Params, Script};
+        let mut words = value.split_whitespace();
+        let Some(first) = words.next() else {
+            bail!("empty; name a script, e.g. \"network-bridge netdev=eth0\"");
+        };
+        let script = match first.rsplit('/').next().unwrap_or(first) {
+            "network-bridge" => Script::Bridge,
+            "network-route" => Script::Route,
+            "network-prebuilt" => Script::Prebuilt,
+            other => bail!(
+                "{other:?} is not a network script xen-vif implements \
+                 (network-bridge, network-route or network-prebuilt)"
+            ),
+        };
+        let mut vars = Vec::new();
+        for w in words {
+            match w.split_once('=') {
+                Some((k, v)) if !k.is_empty() => vars.push((k.to_string(), v.to_string())),
+                _ => bail!("{w:?} is not key=value"),
+            }
+        }
+        Params::new(script, &vars)?;
+        Ok(NetworkScript { script, vars })
+    }
+}
+
+impl std::fmt::Display for NetworkScript {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.script.name())?;
+        for (k, v) in &self.vars {
+            write!(f, " {k}={v}")?;
+        }
+        Ok(())
+    }
 }
 
 fn absolute_or_off(value: &str) -> Result<Option<PathBuf>> {
@@ -257,12 +317,10 @@ pub fn describe(cfg: &Config) -> String {
     [
         format!(
             "mode = {}{}",
-            cfg.mode
-                .map_or("from the script name (bridge)", |m| match m {
-                    Mode::Bridge => "bridge",
-                    Mode::Route => "route",
-                    Mode::Nat => "nat",
-                }),
+            cfg.mode.map_or_else(
+                || "from the script name (bridge)".to_string(),
+                |m| m.to_string()
+            ),
             origin("mode")
         ),
         format!(
@@ -275,6 +333,14 @@ pub fn describe(cfg: &Config) -> String {
         ),
         format!("log_file = {}{}", path(&cfg.log_file), origin("log_file")),
         format!("hook_dir = {}{}", path(&cfg.hook_dir), origin("hook_dir")),
+        format!(
+            "network_script = {}{}",
+            cfg.network_script.as_ref().map_or(
+                "(none: xen-vif-network.service does nothing)".to_string(),
+                |n| n.to_string()
+            ),
+            origin("network_script")
+        ),
         format!("antispoof = {}{}", cfg.antispoof, origin("antispoof")),
         format!(
             "nat_dhcp_hosts = {}{}",
@@ -344,6 +410,7 @@ mod tests {
         assert_eq!(c.log_file, Some(PathBuf::from("/var/log/xen/vif.log")));
         assert_eq!(c.hook_dir, None);
         assert!(describe(&c).contains("hook_dir = off"));
+        assert!(describe(&c).contains("mode = route\n"));
         assert!(describe(&c).contains("antispoof = true  (default)"));
         assert!(describe(&c).contains("mode = route\n"));
         let c = parse("antispoof = false # no filter\n").unwrap();
@@ -352,6 +419,38 @@ mod tests {
         let c = parse("nat_dhcp_hosts = \"/run/xen-vif-dhcp/hosts\"\n").unwrap();
         assert!(describe(&c).contains("nat_dhcp_hosts = /run/xen-vif-dhcp/hosts\n"));
         assert!(parse("nat_dhcp_pid_file = \"run/dnsmasq.pid\"").is_err());
+    }
+
+    #[test]
+    fn network_script() {
+        let c = parse("network_script = \"network-bridge netdev=eth0 bridge=xenbr0\"").unwrap();
+        let n = c.network_script.unwrap();
+        assert_eq!(n.script, crate::network_script::Script::Bridge);
+        assert_eq!(n.to_string(), "network-bridge netdev=eth0 bridge=xenbr0");
+        let c = parse("network_script = '/etc/xen/scripts/network-route netdev=dummy0'").unwrap();
+        assert_eq!(
+            c.network_script.unwrap().to_string(),
+            "network-route netdev=dummy0"
+        );
+        for (text, want) in [
+            ("network_script = \"\"", "empty"),
+            (
+                "network_script = \"/bin/true\"",
+                "\"true\" is not a network script",
+            ),
+            (
+                "network_script = \"network-bridge eth0\"",
+                "\"eth0\" is not key=value",
+            ),
+            (
+                "network_script = \"network-route bridge=x\"",
+                "unknown parameter \"bridge\"",
+            ),
+        ] {
+            let e = format!("{:#}", parse(text).unwrap_err());
+            assert!(e.contains(want), "{text:?}: {e}");
+            assert!(e.contains("line 1: network_script: "), "{e}");
+        }
     }
 
     #[test]

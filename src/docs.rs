@@ -1,18 +1,15 @@
-//! The manual page and shell completions, generated from the clap definitions so they can
-//! never drift from `--help` (`xen-vif generate man`, `xen-vif generate completions SHELL`;
+//! The manual page and shell completions, generated from the clap definitions (handed in by
+//! `cli`, so this module does not depend on it) so they can never drift from `--help` (`xen-vif generate man`, `xen-vif generate completions SHELL`;
 //! the package and scripts/install.sh run these at build/install time).
 
 use std::io::Write;
 
 use anyhow::{Context, Result};
-use clap::CommandFactory;
-
-use crate::cli::Cli;
 
 /// The whole manual in one page, `xen-vif(8)`: clap's sections for the command, then one
 /// subsection per subcommand (synopsis, description, options), then what clap does not know.
-pub fn man_page() -> Result<Vec<u8>> {
-    let mut cmd = Cli::command().disable_help_subcommand(true);
+pub fn man_page(cmd: clap::Command) -> Result<Vec<u8>> {
+    let mut cmd = cmd.disable_help_subcommand(true);
     cmd.build();
     let man = clap_mangen::Man::new(cmd.clone())
         .section("8")
@@ -52,8 +49,7 @@ fn render(f: impl Fn(&mut dyn Write) -> std::io::Result<()>) -> Result<String> {
     String::from_utf8(buf).context("clap_mangen wrote non-UTF-8")
 }
 
-pub fn completions(shell: clap_complete::Shell, w: &mut dyn Write) {
-    let mut cmd = Cli::command();
+pub fn completions(mut cmd: clap::Command, shell: clap_complete::Shell, w: &mut dyn Write) {
     clap_complete::generate(shell, &mut cmd, "xen-vif", w);
 }
 
@@ -82,8 +78,10 @@ backend's \fBhotplug\-error\fR key and \fBhotplug\-status\fR is set to \fBerror\
 .SH FILES
 .TP
 \fI/etc/xen/xen\-vif.toml\fR
-optional host\-wide defaults: \fBmode\fR, \fBgatewaydev\fR, \fBlog_file\fR, \fBhook_dir\fR
-(check it with \fBxen\-vif check\-config\fR).
+optional host\-wide defaults: \fBmode\fR, \fBgatewaydev\fR, \fBlog_file\fR, \fBhook_dir\fR,
+\fBnetwork_script\fR (check it with \fBxen\-vif check\-config\fR). Like the hooks, it is used
+only if root owns it and every directory above it, and none of them is writable by group or
+others.
 .TP
 \fI/var/log/xen/xen\-hotplug.log\fR
 one line per action (time, domain, device, action, mode, result, duration), if \fI/var/log/xen\fR exists.
@@ -91,10 +89,16 @@ one line per action (time, domain, device, action, mode, result, duration), if \
 \fI/etc/xen/scripts/vif\-post.d/*.hook\fR
 executable hooks run with \fI/bin/sh\fR after each action, with \fBcommand\fR, \fBdev\fR,
 \fBvif\fR, \fBtype_if\fR, \fBXENBUS_PATH\fR, \fBbridge\fR, \fBip\fR, \fBmain_ip\fR and \fBnetdev\fR
-in the environment.
+in the environment. A hook that root does not own, or that group or others could write (it or a
+directory above it, also through a symlink), fails the action and is not run.
 .TP
 \fI/run/xen\-vif/\fR
-per\-device locks.
+per\-device locks; \fIdaemon.pid\fR (held while \fBxen\-vif daemon\fR runs) and
+\fIdaemon.vifs\fR (the vifs it handled).
+.TP
+\fIxen\-vif.service\fR, \fIxen\-vif\-network.service\fR
+systemd units: the daemon (with \fBrun_hotplug_scripts=0\fR in \fI/etc/xen/xl.conf\fR), and
+the host network from \fBnetwork_script\fR at boot and shutdown.
 .SH ENVIRONMENT
 .TP
 \fBXEN_VIF_LOG=debug\fR

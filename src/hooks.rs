@@ -10,6 +10,7 @@
 
 use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,9 +20,14 @@ use anyhow::{Result, bail};
 use crate::invocation::{Hotplug, Mode, TypeIf};
 use crate::modes::{bridge, route};
 use crate::netlink::Netlink;
+use crate::trust;
 
-/// All hooks together get this long: well inside the watchdog (35 s) and libxl's 40 s kill.
-pub const BUDGET: Duration = Duration::from_secs(15);
+/// What runs each hook, as the stock scripts' `.` ran them in their own shell.
+const SHELL: &str = "/bin/sh";
+
+/// All hooks together get at most this long, and never more than is left of the run's
+/// deadline (`deadline::current`), so the run still has time to undo and report.
+pub const CAP: Duration = Duration::from_secs(15);
 
 /// The variables the stock scripts have when they source a hook.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -61,7 +67,8 @@ impl Vars {
 }
 
 /// The hooks in `dir`, as the stock `call_hooks` picks them: `*.hook`, executable, name order.
-/// Files writable by group or others are refused: they would run as root.
+/// Each must pass the trust rule (`trust`): it runs as root, so a hook anyone but root could
+/// have written, or put there, fails the action rather than being run or skipped.
 pub fn find(dir: &Path) -> Result<Vec<PathBuf>> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(Vec::new());
@@ -75,20 +82,18 @@ pub fn find(dir: &Path) -> Result<Vec<PathBuf>> {
         let Ok(meta) = std::fs::metadata(&path) else {
             continue;
         };
-        let mode = meta.permissions().mode();
-        if !meta.is_file() || mode & 0o111 == 0 {
+        if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
             continue;
-        }
-        if mode & 0o022 != 0 {
-            bail!(
-                "hook {} is writable by group or others (mode {:o}); refusing to run it as root",
-                path.display(),
-                mode & 0o7777
-            );
         }
         hooks.push(path);
     }
     hooks.sort();
+    for hook in &hooks {
+        trust::require("hook", hook, trust::Kind::File)?;
+    }
+    if !hooks.is_empty() {
+        trust::require("hook interpreter", Path::new(SHELL), trust::Kind::File)?;
+    }
     Ok(hooks)
 }
 
@@ -105,9 +110,10 @@ pub fn run_after(dir: Option<&Path>, nl: &mut Netlink, hp: &Hotplug) -> Result<(
 
 /// Run `hooks` in order with `vars`; the first failure stops, like the stock ERR trap.
 pub fn run_all(hooks: &[PathBuf], vars: &Vars) -> Result<()> {
-    let deadline = Instant::now() + BUDGET;
+    let limit = CAP.min(crate::deadline::remaining());
+    let deadline = Instant::now() + limit;
     for hook in hooks {
-        run_one(hook, vars, deadline)?;
+        run_one(hook, vars, deadline, limit)?;
     }
     Ok(())
 }
@@ -134,11 +140,7 @@ pub fn vars_for(nl: &mut Netlink, hp: &Hotplug) -> Vars {
         // The stock scripts leave `vif` as libxl passed it: netback's name, also after a
         // vifname rename (only `dev` follows the rename).
         vif: (hp.type_if == TypeIf::Vif).then(|| hp.kernel_name.to_string()),
-        type_if: match hp.type_if {
-            TypeIf::Vif => "vif",
-            TypeIf::Tap => "tap",
-        }
-        .to_string(),
+        type_if: hp.type_if.to_string(),
         xenbus_path: hp.backend.clone(),
         // vif-route never sets `bridge` (libxl's default xenbr0 is in every backend).
         bridge: None,
@@ -155,12 +157,13 @@ pub fn vars_for(nl: &mut Netlink, hp: &Hotplug) -> Vars {
         }
         // The stock vif-nat sets `ip` to its default (`10.D1.D2.N/16`) when none is given.
         Mode::Nat => {
-            if let Ok(default) = crate::modes::nat::default_address(hp.id) {
+            if let Ok(default) = crate::addr::nat_default_address(hp.id.domid, hp.id.devid) {
                 if vars.ip == default.to_string() {
                     vars.ip = format!("{default}/16");
                 }
             }
         }
+        Mode::Openvswitch => vars.bridge = hp.bridge.as_ref().map(name),
         Mode::Route => {
             if let Ok(gw) = route::gateway_device(nl, hp) {
                 if let Ok((v4, v6)) = route::gateway_addresses(nl, &gw) {
@@ -173,12 +176,15 @@ pub fn vars_for(nl: &mut Netlink, hp: &Hotplug) -> Vars {
     vars
 }
 
-fn run_one(hook: &Path, vars: &Vars, deadline: Instant) -> Result<()> {
-    let mut cmd = Command::new("/bin/sh");
+fn run_one(hook: &Path, vars: &Vars, deadline: Instant, limit: Duration) -> Result<()> {
+    let mut cmd = Command::new(SHELL);
     cmd.arg(hook)
         .envs(vars.pairs())
         .stdin(Stdio::null())
-        .current_dir("/");
+        .current_dir("/")
+        // Its own process group, so that at the time limit whatever it started goes with it:
+        // nothing a hook spawned keeps running as root after we gave up on it.
+        .process_group(0);
     // The stock scripts put the system directories first; keep whatever else the caller had.
     let path = std::env::var("PATH").unwrap_or_default();
     cmd.env("PATH", format!("/usr/sbin:/usr/bin:/sbin:/bin:{path}"));
@@ -188,24 +194,38 @@ fn run_one(hook: &Path, vars: &Vars, deadline: Instant) -> Result<()> {
     }
     let mut child = cmd
         .spawn()
-        .map_err(|e| anyhow::anyhow!("hook {}: cannot start /bin/sh: {e}", hook.display()))?;
+        .map_err(|e| anyhow::anyhow!("hook {}: cannot start {SHELL}: {e}", hook.display()))?;
     loop {
         match child.try_wait() {
             Ok(Some(status)) if status.success() => return Ok(()),
             Ok(Some(status)) => bail!("hook {} failed ({status})", hook.display()),
             Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
+                kill_group(&mut child);
                 bail!(
-                    "hook {} did not finish within {} s; killed",
+                    "hook {} did not finish within {} s; killed with its process group",
                     hook.display(),
-                    BUDGET.as_secs()
+                    limit.as_secs_f32().ceil()
                 );
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(e) => bail!("hook {}: wait: {e}", hook.display()),
+            Err(e) => {
+                kill_group(&mut child);
+                bail!("hook {}: wait: {e}", hook.display())
+            }
         }
     }
+}
+
+/// SIGKILL the hook's whole process group (its pid is the group's id), then reap the hook.
+fn kill_group(child: &mut std::process::Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[cfg(test)]
@@ -222,10 +242,58 @@ mod tests {
     }
 
     #[test]
+    fn the_time_limit_is_what_is_left_of_the_run_and_kills_the_group() {
+        let dir = std::env::temp_dir().join(format!("xen-vif-hookslow-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let hook = dir.join("10-slow.hook");
+        let child = dir.join("child");
+        std::fs::write(
+            &hook,
+            format!("sleep 30 &\necho $! > {}\nsleep 30\n", child.display()),
+        )
+        .unwrap();
+        let _g = crate::deadline::Deadline::after(Duration::from_millis(2000)).enter();
+        let started = Instant::now();
+        let e = run_all(std::slice::from_ref(&hook), &Vars::default()).unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "hook {} did not finish within 2 s; killed with its process group",
+                hook.display()
+            )
+        );
+        // The background child went with the group (dead, or a zombie until init reaps it).
+        let pid = std::fs::read_to_string(&child).unwrap();
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).is_ok_and(|s| {
+                s.rsplit_once(") ")
+                    .is_some_and(|(_, r)| !r.starts_with('Z'))
+            })
+        };
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            !alive()
+        });
+        assert!(gone, "the hook's background child {pid} is still running");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn picks_executable_hook_files_in_order() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED (not root): the hooks must be root's");
+            return;
+        }
         let dir = std::env::temp_dir().join(format!("xen-vif-hooks-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         let mk = |name: &str, mode: u32| {
             let p = dir.join(name);
             std::fs::write(&p, "true\n").unwrap();
@@ -247,6 +315,24 @@ mod tests {
             e.contains("30-bad.hook is writable by group or others"),
             "{e}"
         );
+        std::fs::set_permissions(
+            dir.join("30-bad.hook"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        std::os::unix::fs::chown(dir.join("30-bad.hook"), Some(65534), None).unwrap();
+        let e = find(&dir).unwrap_err().to_string();
+        assert!(
+            e.contains("30-bad.hook is owned by uid 65534, not root"),
+            "{e}"
+        );
+        // Not executable: not a hook, whoever owns it (as stock).
+        std::fs::set_permissions(
+            dir.join("30-bad.hook"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        assert_eq!(find(&dir).unwrap().len(), 2);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,15 +1,16 @@
 //! One hotplug call, start to finish: triage → locate → read the backend → validate → lock →
 //! plan → apply → report.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 
 use crate::config::{self, Config};
-use crate::invocation::{self, Call, Command, Hotplug, Mode, Personality, Triage, TypeIf};
+use crate::invocation::{self, Call, Command, Hotplug, Personality, Triage, TypeIf};
 use crate::lock;
 use crate::log;
-use crate::modes::{bridge, nat, route};
+use crate::modes;
 use crate::netlink::Netlink;
 use crate::plan::{self, Step};
 use crate::xenstore::{self, Store, XenStore};
@@ -77,7 +78,9 @@ impl Failure {
 /// the report itself too big for xenstore (4096-byte payloads) or unreadable in `xl` output.
 const MAX_MESSAGE: usize = 400;
 
-fn one_line(msg: String) -> String {
+/// Every report is one line: what goes to `hotplug-error` (and the panic hook's) is read by
+/// `xl` as one.
+pub fn one_line(msg: String) -> String {
     let mut m = msg.replace(['\n', '\r'], " ");
     if m.len() > MAX_MESSAGE {
         let mut cut = MAX_MESSAGE;
@@ -122,6 +125,15 @@ pub fn run_personality(personality: Personality, args: &[String], env: Env) -> i
             "called by udev, but libxl runs the hotplug scripts (libxl/disable_udev): nothing to do",
         );
         return 0;
+    }
+    if env("UDEV_CALL").is_some_and(|v| !v.is_empty()) {
+        if let Some(pid) = lock::daemon_pid() {
+            log::debug(&format!(
+                "called by udev, but xen-vif daemon (pid {pid}) handles the vifs and taps: \
+                 nothing to do"
+            ));
+            return 0;
+        }
     }
     match execute(&call, env, false) {
         Ok(()) => 0,
@@ -199,11 +211,10 @@ fn execute_with(call: &Call, env: Env, dry_run: bool, cfg: &Config) -> Result<()
         Ok(s) => s,
         Err(e) => return Err(Failure::new(&prefix, e, None, None)),
     };
-    let keys =
-        match xenstore::read_keys(&store, &backend, &invocation::backend_keys(Some(call.mode))) {
-            Ok(k) => k,
-            Err(e) => return Err(Failure::new(&prefix, e, Some(store), Some(backend))),
-        };
+    let keys = match read_backend(&store, &backend, call) {
+        Ok(k) => k,
+        Err(e) => return Err(Failure::new(&prefix, e, Some(store), Some(backend))),
+    };
     let hp = match invocation::resolve(call, id, backend.clone(), env, &keys) {
         Ok(h) => Hotplug {
             antispoof: cfg.antispoof,
@@ -221,16 +232,34 @@ fn execute_with(call: &Call, env: Env, dry_run: bool, cfg: &Config) -> Result<()
     }
 }
 
-/// Plan the change for `hp`.
-pub fn plan_for(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
-    match (hp.mode, hp.command.is_up()) {
-        (Mode::Bridge, true) => bridge::online(nl, hp),
-        (Mode::Bridge, false) => bridge::offline(nl, hp),
-        (Mode::Route, true) => route::online(nl, hp),
-        (Mode::Route, false) => route::offline(nl, hp),
-        (Mode::Nat, true) => nat::online(nl, hp),
-        (Mode::Nat, false) => nat::offline(nl, hp),
+/// The backend's keys for `call`. Teardown needs only the identity keys: for offline/remove a
+/// key that cannot be read (not UTF-8, say) is logged and left out, rather than leaving the
+/// device up; `invocation::resolve` treats values that do not validate the same way.
+fn read_backend(store: &XenStore, backend: &str, call: &Call) -> Result<BTreeMap<String, String>> {
+    let keys = invocation::backend_keys(Some(call.mode));
+    let e = match xenstore::read_keys(store, backend, &keys) {
+        Ok(k) => return Ok(k),
+        Err(e) if call.command.is_up() => return Err(e),
+        Err(e) => e,
+    };
+    let mut out = BTreeMap::new();
+    for key in keys {
+        let path = format!("{backend}/{key}");
+        match store.read(&path) {
+            Ok(Some(v)) => {
+                out.insert(key.to_string(), v);
+            }
+            Ok(None) => {}
+            Err(ke)
+                if !invocation::IDENTITY_KEYS.contains(&key)
+                    && !xenstore::is_connection_error(&ke) =>
+            {
+                log::warn(&format!("ignoring {path} for {}: {ke}", call.command));
+            }
+            Err(_) => return Err(e),
+        }
     }
+    Ok(out)
 }
 
 fn act(hp: &Hotplug, store: &dyn Store, dry_run: bool, cfg: &Config) -> Result<()> {
@@ -240,7 +269,7 @@ fn act(hp: &Hotplug, store: &dyn Store, dry_run: bool, cfg: &Config) -> Result<(
         Some(lock::lock_device(hp.kernel_name.as_str())?)
     };
     let mut nl = Netlink::open().context("open rtnetlink")?;
-    let mut steps = plan_for(&mut nl, hp)?;
+    let mut steps = modes::plan(&mut nl, store, hp)?;
     // libxl waits for this; netback connects the guest once it reads `connected`.
     let connected =
         (hp.command == Command::Online && hp.type_if == TypeIf::Vif).then(|| Step::XsWrite {
@@ -249,8 +278,7 @@ fn act(hp: &Hotplug, store: &dyn Store, dry_run: bool, cfg: &Config) -> Result<(
         });
     if dry_run {
         steps.extend(connected);
-        plan::print(&steps);
-        return Ok(());
+        return crate::output::print(plan::render(&steps).as_bytes()).map_err(anyhow::Error::from);
     }
     if !hp.command.is_up() {
         if steps.is_empty() {

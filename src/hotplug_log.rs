@@ -13,7 +13,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::invocation::{Call, Mode};
+use crate::invocation::Call;
+use crate::trust;
 
 /// What one action did, as the log line tells it.
 pub struct Entry<'a> {
@@ -28,11 +29,7 @@ pub struct Entry<'a> {
 
 pub fn line(e: &Entry, now: SystemTime) -> String {
     let opt = |v: Option<u32>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
-    let mode = match e.call.mode {
-        Mode::Bridge => "bridge",
-        Mode::Route => "route",
-        Mode::Nat => "nat",
-    };
+    let mode = e.call.mode;
     let mut s = format!(
         "{} {}[{}] domain={} devid={} device={} {} mode={} result={} duration_us={}",
         utc_timestamp(now),
@@ -56,7 +53,28 @@ pub fn line(e: &Entry, now: SystemTime) -> String {
 }
 
 /// Append the entry to `path` if its directory exists. Never fails.
+///
+/// Root appends here, so the directory (and the file, if there) must pass the trust rule: in a
+/// directory others can write, a symlink of theirs would make root append to any file.
 pub fn append(path: &Path, e: &Entry) {
+    let Some(dir) = path.parent() else { return };
+    match trust::check(dir, trust::Kind::Directory) {
+        Ok(Ok(())) => {}
+        Err(_) => return,
+        Ok(Err(u)) => {
+            crate::log::warn(&format!("not logging to {}: {u}", path.display()));
+            return;
+        }
+    }
+    match trust::check(path, trust::Kind::File) {
+        Ok(Ok(())) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(_) => return,
+        Ok(Err(u)) => {
+            crate::log::warn(&format!("not logging to {}: {u}", path.display()));
+            return;
+        }
+    }
     let text = line(e, SystemTime::now());
     // mode 0640 like the rest of /var/log/xen (root:adm 2750 on Debian); O_APPEND makes the
     // single write atomic with respect to other writers.
@@ -104,7 +122,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::invocation::{Command, TypeIf, Words};
+    use crate::invocation::{Command, Mode, TypeIf, Words};
 
     fn call() -> Call {
         Call {

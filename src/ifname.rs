@@ -7,6 +7,66 @@ use std::fmt;
 /// IFNAMSIZ minus the terminating NUL.
 pub const MAX_LEN: usize = 15;
 
+/// Names no link can have: `/proc/sys/net/ipv4/conf/` (and ipv6) already holds them.
+const RESERVED: &[&str] = &["all", "default"];
+
+/// Words `ip link` (and `ip addr`, `bridge`) read as keywords where a device name can stand:
+/// a hook's `ip link set $dev up` with `dev` one of these does something else. A name we give
+/// a device (`vifname`) must not be one.
+pub const IP_KEYWORDS: &[&str] = &[
+    "help",
+    "dev",
+    "name",
+    "up",
+    "down",
+    "type",
+    "master",
+    "nomaster",
+    "mtu",
+    "address",
+    "alias",
+    "netns",
+    "link",
+    "group",
+    "index",
+    "vf",
+    "vrf",
+    "mode",
+    "state",
+    "arp",
+    "multicast",
+    "allmulticast",
+    "promisc",
+    "dynamic",
+    "trailers",
+    "txqueuelen",
+    "qlen",
+    "txqlen",
+    "broadcast",
+    "brd",
+    "peer",
+    "altname",
+    "property",
+    "label",
+    "to",
+    "from",
+    "via",
+    "scope",
+    "proto",
+    "table",
+    "metric",
+    "show",
+    "list",
+    "set",
+    "add",
+    "del",
+    "delete",
+    "change",
+    "replace",
+    "flush",
+    "lo",
+];
+
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct IfName(String);
 
@@ -21,6 +81,11 @@ impl IfName {
             ))
         } else if name == "." || name == ".." {
             Some("it is a path component".to_string())
+        } else if RESERVED.contains(&name) {
+            Some("the kernel reserves it (/proc/sys/net/*/conf/all, default)".to_string())
+        } else if name.starts_with('-') {
+            // `ip link set -x ...` and every other tool would read it as an option.
+            Some("it starts with '-'".to_string())
         } else {
             name.chars()
                 .find(|c| *c == '/' || *c == ':' || !c.is_ascii_graphic())
@@ -75,6 +140,10 @@ mod tests {
             "eth0:1",
             "caf\u{e9}",
             "a\u{fffd}",
+            "all",
+            "default",
+            "-x",
+            "--help",
         ] {
             assert!(IfName::new(n).is_err(), "{n:?}");
         }

@@ -9,12 +9,23 @@ use anyhow::{Result, bail};
 
 use crate::ifname::IfName;
 
+/// The mode the backend's `script` key names (bridge when unset): what an administrator's
+/// `xen-vif add`/`remove` does when no mode is given.
+pub fn backend_mode(store: &dyn crate::xenstore::Store, backend: &str) -> Result<Mode> {
+    let script = store
+        .read(&format!("{backend}/script"))
+        .map_err(|e| anyhow::anyhow!("read {backend}/script: {e}"))?
+        .unwrap_or_default();
+    Mode::from_script(&script)
+}
+
 /// What the binary was invoked as (basename of argv[0]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Personality {
     VifBridge,
     VifRoute,
     VifNat,
+    VifOpenvswitch,
     VifSetup,
     NetworkBridge,
     NetworkRoute,
@@ -26,10 +37,11 @@ pub enum Personality {
 
 impl Personality {
     /// Every script name the binary answers to (what an install links to it).
-    pub const SCRIPTS: [Personality; 8] = [
+    pub const SCRIPTS: [Personality; 9] = [
         Personality::VifBridge,
         Personality::VifRoute,
         Personality::VifNat,
+        Personality::VifOpenvswitch,
         Personality::VifSetup,
         Personality::NetworkBridge,
         Personality::NetworkRoute,
@@ -51,6 +63,7 @@ impl Personality {
             Personality::VifBridge => "vif-bridge",
             Personality::VifRoute => "vif-route",
             Personality::VifNat => "vif-nat",
+            Personality::VifOpenvswitch => "vif-openvswitch",
             Personality::VifSetup => "vif-setup",
             Personality::NetworkBridge => "network-bridge",
             Personality::NetworkRoute => "network-route",
@@ -105,11 +118,34 @@ pub enum TypeIf {
     Tap,
 }
 
+impl fmt::Display for TypeIf {
+    /// As `type_if=` spells it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TypeIf::Vif => "vif",
+            TypeIf::Tap => "tap",
+        })
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Bridge,
     Route,
     Nat,
+    Openvswitch,
+}
+
+impl fmt::Display for Mode {
+    /// As the configuration, `status` and the hotplug log name it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Bridge => "bridge",
+            Mode::Route => "route",
+            Mode::Nat => "nat",
+            Mode::Openvswitch => "openvswitch",
+        })
+    }
 }
 
 impl Mode {
@@ -118,6 +154,7 @@ impl Mode {
             Mode::Bridge => "vif-bridge",
             Mode::Route => "vif-route",
             Mode::Nat => "vif-nat",
+            Mode::Openvswitch => "vif-openvswitch",
         }
     }
 
@@ -127,11 +164,10 @@ impl Mode {
             "" | "vif-bridge" | "vif-setup" => Ok(Mode::Bridge),
             "vif-route" => Ok(Mode::Route),
             "vif-nat" => Ok(Mode::Nat),
-            other => {
-                bail!(
-                    "script {other:?} is not a mode xen-vif implements (vif-bridge, vif-route or vif-nat)"
-                )
-            }
+            "vif-openvswitch" => Ok(Mode::Openvswitch),
+            other => bail!(
+                "script {other:?} is not a mode xen-vif implements (vif-bridge, vif-route, vif-nat or vif-openvswitch)"
+            ),
         }
     }
 }
@@ -174,9 +210,9 @@ pub struct Source {
     pub env: Option<&'static str>,
     pub word: Option<&'static str>,
     pub xenstore: Option<&'static str>,
-    /// The one mode that uses the parameter; the other does not read its backend key (one
-    /// xenstore round trip less, as the stock scripts read a key only where they use it).
-    pub only: Option<Mode>,
+    /// The modes that use the parameter (empty: all); the others do not read its backend key
+    /// (one xenstore round trip less, as the stock scripts read a key only where they use it).
+    pub only: &'static [Mode],
 }
 
 /// The precedence table: environment < argv `k=v` < xenstore backend key.
@@ -186,14 +222,14 @@ pub const PARAMS: &[Source] = &[
         env: Some("bridge"),
         word: Some("bridge"),
         xenstore: Some("bridge"),
-        only: Some(Mode::Bridge),
+        only: &[Mode::Bridge, Mode::Openvswitch],
     },
     Source {
         name: "ip",
         env: Some("ip"),
         word: Some("ip"),
         xenstore: Some("ip"),
-        only: None,
+        only: &[],
     },
     // libxl passes the backend's `gatewaydev` as `netdev`; the key itself wins, as everywhere.
     Source {
@@ -201,28 +237,28 @@ pub const PARAMS: &[Source] = &[
         env: Some("netdev"),
         word: Some("netdev"),
         xenstore: Some("gatewaydev"),
-        only: Some(Mode::Route),
+        only: &[Mode::Route],
     },
     Source {
         name: "vifname",
         env: None,
         word: None,
         xenstore: Some("vifname"),
-        only: None,
+        only: &[],
     },
     Source {
         name: "mtu",
         env: None,
         word: None,
         xenstore: Some("mtu"),
-        only: None,
+        only: &[],
     },
     Source {
         name: "vlan",
         env: None,
         word: None,
         xenstore: Some("vlan"),
-        only: Some(Mode::Bridge),
+        only: &[Mode::Bridge, Mode::Openvswitch],
     },
     // The guest's MAC, for the anti-spoofing filter: written by the toolstack, dom0-owned.
     Source {
@@ -230,7 +266,7 @@ pub const PARAMS: &[Source] = &[
         env: None,
         word: None,
         xenstore: Some("mac"),
-        only: None,
+        only: &[],
     },
 ];
 
@@ -241,7 +277,7 @@ pub const IDENTITY_KEYS: &[&str] = &["frontend-id", "handle"];
 /// frontend directory).
 pub fn backend_keys(mode: Option<Mode>) -> Vec<&'static str> {
     let mut keys: Vec<&'static str> = IDENTITY_KEYS.to_vec();
-    let wanted = |p: &&Source| mode.is_none() || p.only.is_none() || p.only == mode;
+    let wanted = |p: &&Source| mode.is_none_or(|m| p.only.is_empty() || p.only.contains(&m));
     keys.extend(PARAMS.iter().filter(wanted).filter_map(|p| p.xenstore));
     keys
 }
@@ -267,7 +303,7 @@ pub fn resolve_params(
 }
 
 /// Which guest device a hotplug call is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DeviceId {
     pub domid: u32,
     pub devid: u32,
@@ -358,7 +394,7 @@ pub struct Hotplug {
     pub wanted_name: IfName,
     pub bridge: Option<IfName>,
     pub gatewaydev: Option<IfName>,
-    pub ip: Vec<crate::modes::route::GuestAddr>,
+    pub ip: Vec<crate::addr::GuestAddr>,
     pub mtu: Option<u32>,
     pub vlan: Option<Vec<crate::netlink::PortVlan>>,
     /// The backend's `mac`: the only Ethernet source the guest may use.
@@ -366,6 +402,8 @@ pub struct Hotplug {
     /// Whether the anti-spoofing filter is wanted (the host's configuration; on unless
     /// `antispoof = false`).
     pub antispoof: bool,
+    /// vif-openvswitch's `bridge` suffix `.TAG:TRUNK...` (`bridge` holds the name alone).
+    pub ovs_vlans: crate::ovsspec::BridgeVlans,
 }
 
 impl Hotplug {
@@ -412,6 +450,7 @@ pub fn triage(
     let mode = match personality {
         Personality::VifRoute => Mode::Route,
         Personality::VifNat => Mode::Nat,
+        Personality::VifOpenvswitch => Mode::Openvswitch,
         Personality::VifSetup => Mode::from_script(&env("script").unwrap_or_default())?,
         _ => Mode::Bridge,
     };
@@ -471,6 +510,51 @@ pub fn locate(call: &Call, env: &dyn Fn(&str) -> Option<String>) -> Result<(Devi
     }
 }
 
+/// netback's name form: `vifD.N`, and the emulated NIC's `vifD.N-emu` (any digits: a leading
+/// zero is no name netback gives, but people and tools still read it as that device's).
+fn is_netback_form(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("vif") else {
+        return false;
+    };
+    let rest = rest.strip_suffix("-emu").unwrap_or(rest);
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    rest.split_once('.')
+        .is_some_and(|(d, n)| digits(d) && digits(n))
+}
+
+/// A `vifname` must not squat on another device's identity: netback's name of another guest's
+/// device (which that guest's own hotplug would then find and act on), or a word `ip` reads as
+/// a keyword (hooks run `ip link set $dev ...`).
+fn check_vifname(name: &IfName, id: DeviceId) -> Result<()> {
+    if is_netback_form(name.as_str()) && name.as_str() != id.kernel_name(TypeIf::Vif) {
+        bail!(
+            "vifname {:?} is netback's name form (vifD.N) for another device; choose a \
+             name that is not",
+            name.as_str()
+        );
+    }
+    if crate::ifname::IP_KEYWORDS.contains(&name.as_str()) {
+        bail!(
+            "vifname {:?} is a word ip(8) reads as a keyword; choose another name",
+            name.as_str()
+        );
+    }
+    Ok(())
+}
+
+/// For offline/remove, a parameter that does not validate is logged and left unset (None);
+/// for online/add it is the error.
+fn lenient<T>(r: Result<T>, command: Command, device: &IfName, key: &str) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if !command.is_up() => {
+            crate::log::warn(&format!("{device}: ignoring {key} for {command}: {e:#}"));
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Validate everything the backend and the caller said, before anything changes.
 pub fn resolve(
     call: &Call,
@@ -493,19 +577,29 @@ pub fn resolve(
             }
         }
     }
-    let params = resolve_params(env, &call.words, backend);
+    let mut params = resolve_params(env, &call.words, backend);
     let kernel_name = IfName::new(&id.kernel_name(call.type_if)).map_err(anyhow::Error::msg)?;
-    let wanted_name = match params.get("vifname") {
-        None => kernel_name.clone(),
-        Some(v) => {
+    // Teardown needs only the device's identity: a parameter that went bad after online (a
+    // key rewritten, a stricter check in a newer xen-vif) must not keep offline from taking
+    // the device down. It is logged and left unset; offline finds the device by netback's
+    // name (kept as an altname on a rename) and its routes from the kernel.
+    let device = kernel_name.clone();
+    let (cmd, dev) = (call.command, &device);
+    let vifname = params
+        .get("vifname")
+        .map(|v| {
             let base = IfName::new(v).map_err(|e| anyhow::anyhow!("vifname: {e}"))?;
+            check_vifname(&base, id)?;
             match call.type_if {
-                TypeIf::Vif => base,
+                TypeIf::Vif => Ok(base),
                 TypeIf::Tap => IfName::new(&format!("{base}-emu"))
-                    .map_err(|e| anyhow::anyhow!("vifname {base:?} for the tap: {e}"))?,
+                    .map_err(|e| anyhow::anyhow!("vifname {base:?} for the tap: {e}")),
             }
-        }
-    };
+        })
+        .transpose();
+    let wanted_name = lenient(vifname, cmd, dev, "vifname")?
+        .flatten()
+        .unwrap_or_else(|| kernel_name.clone());
     // The device the caller names must be this backend's, under either of its names.
     let (var, given) = match call.type_if {
         TypeIf::Vif => ("vif", env("vif")),
@@ -523,11 +617,25 @@ pub fn resolve(
             );
         }
     }
+    // vif-openvswitch's bridge value carries the port's VLANs after the name.
+    let mut ovs_vlans = crate::ovsspec::BridgeVlans::default();
+    if call.mode == Mode::Openvswitch {
+        if let Some(b) = params.get("bridge") {
+            let spec = crate::ovsspec::parse(b).map_err(anyhow::Error::msg)?;
+            if params.contains_key("vlan") && !spec.vlans.is_empty() {
+                bail!("bridge {b:?} sets the port's VLANs and so does vlan; give only one of them");
+            }
+            ovs_vlans = spec.vlans;
+            params.insert("bridge", spec.bridge);
+        }
+    }
+    let params = params;
     let name = |key: &str| -> Result<Option<IfName>> {
-        params
+        let r = params
             .get(key)
             .map(|v| IfName::new(v).map_err(|e| anyhow::anyhow!("{key}: {e}")))
-            .transpose()
+            .transpose();
+        Ok(lenient(r, cmd, dev, key)?.flatten())
     };
     let mtu = params
         .get("mtu")
@@ -538,27 +646,28 @@ pub fn resolve(
                 .filter(|m| (68..=65535).contains(m))
                 .ok_or_else(|| anyhow::anyhow!("mtu {v:?} is not a number in 68..65535"))
         })
-        .transpose()?;
+        .transpose();
+    let mtu = lenient(mtu, cmd, dev, "mtu")?.flatten();
     let vlan = params
         .get("vlan")
         .map(|v| crate::vlanspec::parse(v).map_err(|e| anyhow::anyhow!("vlan: {e}")))
-        .transpose()?;
+        .transpose();
+    let vlan = lenient(vlan, cmd, dev, "vlan")?.flatten();
     let ip = match (call.mode, params.get("ip")) {
         // NAT mode has exactly one guest address, given or derived from the device's ids.
         // An address online refused was never set up: offline still tears the rest down.
         (Mode::Nat, given) => {
-            match crate::modes::nat::guest_address(given.map(String::as_str), id) {
-                Ok(g) => vec![g],
-                Err(_) if !call.command.is_up() => Vec::new(),
-                Err(e) => return Err(e),
-            }
+            let g = crate::addr::nat_guest_address(given.map(String::as_str), id.domid, id.devid);
+            lenient(g, cmd, dev, "ip")?.into_iter().collect()
         }
-        (_, Some(list)) => crate::modes::route::parse_guest_addrs(list)?,
+        (_, Some(list)) => {
+            lenient(crate::addr::parse_guest_addrs(list), cmd, dev, "ip")?.unwrap_or_default()
+        }
         (_, None) => Vec::new(),
     };
     let mac = params
         .get("mac")
-        .map(|m| crate::modes::filter::parse_mac(m))
+        .map(|m| crate::addr::parse_mac(m))
         .transpose()?;
     Ok(Hotplug {
         script: call.script,
@@ -576,6 +685,7 @@ pub fn resolve(
         vlan,
         mac,
         antispoof: true,
+        ovs_vlans,
     })
 }
 
@@ -606,6 +716,12 @@ mod tests {
         assert!(!bridge.contains(&"gatewaydev"));
         assert!(route.contains(&"gatewaydev"));
         assert!(!route.contains(&"bridge") && !route.contains(&"vlan"));
+        let ovs = backend_keys(Some(Mode::Openvswitch));
+        assert!(ovs.contains(&"bridge") && ovs.contains(&"vlan"));
+        assert!(!ovs.contains(&"gatewaydev"));
+        let nat = backend_keys(Some(Mode::Nat));
+        assert!(nat.contains(&"ip") && nat.contains(&"mac"));
+        assert!(!nat.contains(&"bridge") && !nat.contains(&"gatewaydev"));
         // `xen-vif status` shows everything.
         assert_eq!(backend_keys(None).len(), IDENTITY_KEYS.len() + PARAMS.len());
     }
@@ -754,6 +870,12 @@ mod tests {
         };
         assert_eq!(c.mode, Mode::Nat);
         let env = env_of(&[("script", "vif-openvswitch")]);
+        let Triage::Run(c) = triage(Personality::VifSetup, &args(&["online"]), &env).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(c.mode, Mode::Openvswitch);
+        let env = env_of(&[("script", "vif-custom")]);
         assert!(triage(Personality::VifSetup, &args(&["online"]), &env).is_err());
     }
 
@@ -781,6 +903,51 @@ mod tests {
         let h = resolve(&c, id, "p".into(), &env_of(&[("vif", "web0")]), &be).unwrap();
         assert_eq!(h.wanted_name.as_str(), "web0");
         assert_eq!(h.kernel_name.as_str(), "vif5.0");
+        // Its own netback name is no rename at all, and fine.
+        be.insert("vifname".to_string(), "vif5.0".to_string());
+        let h = resolve(&c, id, "p".into(), &env_of(&[]), &be).unwrap();
+        assert_eq!(h.wanted_name, h.kernel_name);
+        for fine in ["vif5", "vif5.0a", "vifx.1", "guest5.0"] {
+            be.insert("vifname".to_string(), fine.to_string());
+            assert!(
+                resolve(&c, id, "p".into(), &env_of(&[]), &be).is_ok(),
+                "{fine}"
+            );
+        }
+    }
+
+    #[test]
+    fn openvswitch_bridge_suffix_and_vlan_conflict() {
+        let id = DeviceId { domid: 5, devid: 0 };
+        let Triage::Run(c) = triage(
+            Personality::VifOpenvswitch,
+            &args(&["online"]),
+            &env_of(&[]),
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.mode, Mode::Openvswitch);
+        let mut be = BTreeMap::new();
+        be.insert("bridge".to_string(), "ovsbr0.10:20:30".to_string());
+        let h = resolve(&c, id, "p".into(), &env_of(&[]), &be).unwrap();
+        assert_eq!(h.bridge.as_ref().map(IfName::as_str), Some("ovsbr0"));
+        assert_eq!(h.ovs_vlans.tag, Some(10));
+        assert_eq!(h.ovs_vlans.trunks, vec![20, 30]);
+        be.insert("vlan".to_string(), "10".to_string());
+        let e = resolve(&c, id, "p".into(), &env_of(&[]), &be).unwrap_err();
+        assert!(e.to_string().contains("give only one"), "{e}");
+        be.insert("bridge".to_string(), "ovsbr0".to_string());
+        let h = resolve(&c, id, "p".into(), &env_of(&[]), &be).unwrap();
+        assert!(h.ovs_vlans.is_empty() && h.vlan.is_some());
+        be.insert("bridge".to_string(), "ovsbr0.x".to_string());
+        assert!(resolve(&c, id, "p".into(), &env_of(&[]), &be).is_err());
+        // Bridge mode takes a dotted name as the name of a Linux bridge.
+        let b = call(&["online"]);
+        be.remove("vlan");
+        be.insert("bridge".to_string(), "br0.10".to_string());
+        let h = resolve(&b, id, "p".into(), &env_of(&[]), &be).unwrap();
+        assert_eq!(h.bridge.as_ref().map(IfName::as_str), Some("br0.10"));
     }
 
     #[test]
@@ -798,6 +965,15 @@ mod tests {
             ("bridge", "br 0"),
             ("vlan", "x"),
             ("ip", "not-an-ip"),
+            ("vifname", "vif6.0"),
+            ("vifname", "vif5.1"),
+            ("vifname", "vif5.0-emu"),
+            ("vifname", "vif6.0-emu"),
+            ("vifname", "vif05.0"),
+            ("vifname", "all"),
+            ("vifname", "default"),
+            ("vifname", "up"),
+            ("vifname", "-x"),
         ] {
             let mut be = BTreeMap::new();
             be.insert(k.to_string(), v.to_string());

@@ -3,8 +3,10 @@
 //! Dependencies point one way: `main` → `invocation` → `modes` → `netlink`, `sysctl`,
 //! `xenstore`. `netlink` knows nothing about Xen.
 
+pub mod addr;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod deadline;
 pub mod dhcp_hosts;
 pub mod docs;
@@ -19,10 +21,14 @@ pub mod modes;
 pub mod netlink;
 pub mod network_script;
 pub mod nftables;
+pub mod output;
+pub mod ovsdb;
+pub mod ovsspec;
 pub mod plan;
 pub mod rundir;
 pub mod status;
 pub mod sysctl;
+pub mod trust;
 pub mod vlanspec;
 pub mod watchdog;
 pub mod xenstore;
@@ -77,7 +83,7 @@ pub fn main_entry() -> i32 {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     let personality = Personality::from_argv0(args.first().map_or("", String::as_str));
-    watchdog::install(personality.name());
+    watchdog::install(personality);
     match personality {
         Personality::Cli => cli::run(args),
         Personality::NetworkBridge
@@ -85,12 +91,12 @@ pub fn main_entry() -> i32 {
         | Personality::NetworkNat
         | Personality::NetworkPrebuilt => {
             let verbose = env_var("XEN_VIF_LOG").is_some_and(|v| v == "debug");
-            log::init(personality.name(), verbose, false);
+            log::init(personality.name(), verbose);
             network_script::run_personality(personality, &args[1..])
         }
         p => {
             let verbose = env_var("XEN_VIF_LOG").is_some_and(|v| v == "debug");
-            log::init(p.name(), verbose, false);
+            log::init(p.name(), verbose);
             hotplug::run_personality(p, &args[1..], &env_var)
         }
     }

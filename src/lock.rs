@@ -107,3 +107,23 @@ fn wait(mut file: File, path: &str, arg: FlockArg) -> anyhow::Result<Result<Floc
         }
     }
 }
+
+/// Held exclusively, with its pid in it, while `xen-vif daemon` runs.
+pub fn daemon_lock_path() -> PathBuf {
+    Path::new(RUN_DIR).join("daemon.pid")
+}
+
+/// The pid of the running `xen-vif daemon`, if one holds its lock (0 if it wrote none yet).
+pub fn daemon_pid() -> Option<u32> {
+    use std::io::Read;
+    let path = daemon_lock_path();
+    let file = rundir::open_existing(&path).ok()??;
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        Err((mut file, Errno::EWOULDBLOCK)) => {
+            let mut s = String::new();
+            let _ = file.read_to_string(&mut s);
+            Some(s.trim().parse().unwrap_or(0))
+        }
+        _ => None,
+    }
+}

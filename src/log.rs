@@ -33,15 +33,12 @@ static STATE: Mutex<State> = Mutex::new(State {
 });
 
 /// `verbose` (or `XEN_VIF_LOG=debug`) sends debug detail to both syslog and stderr.
-pub fn init(ident: &'static str, verbose: bool, quiet_stderr: bool) {
+pub fn init(ident: &'static str, verbose: bool) {
     let mut s = STATE.lock().unwrap_or_else(|e| e.into_inner());
     s.ident = ident;
     if verbose {
         s.syslog_level = Level::Debug;
         s.stderr_level = Level::Debug;
-    }
-    if quiet_stderr && !verbose {
-        s.stderr_level = Level::Error;
     }
 }
 

@@ -12,6 +12,7 @@ use crate::dhcp_hosts;
 use crate::log;
 use crate::netlink::{Address, LinkChange, Netlink, NetlinkError, NewLink, PortVlan, Route};
 use crate::nftables::{self, IngressChain, NatChain, Nfnetlink, Prefix};
+use crate::ovsdb::{Ovsdb, Port as OvsPort, PortConfig};
 use crate::sysctl;
 use crate::xenstore::Store;
 
@@ -179,6 +180,48 @@ pub enum Step {
         files: dhcp_hosts::Files,
         name: String,
     },
+    /// Make `name` a port of Open vSwitch bridge `bridge` with exactly `config`, replacing any
+    /// port of that name, in one OVSDB transaction; `old` is the port it replaces (undo puts
+    /// back its bridge, VLAN columns and external-ids; other columns are not kept).
+    OvsAddPort {
+        bridge: String,
+        name: String,
+        config: PortConfig,
+        old: Option<OvsPort>,
+    },
+    /// Remove Open vSwitch port `name` if it exists; `old` is what undo puts back.
+    OvsDelPort {
+        name: String,
+        old: Option<OvsPort>,
+    },
+}
+
+/// A word for a shell: single-quoted unless plainly safe.
+fn sh_word(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_.,:/=@%+-".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// `-- add-port ...` as ovs-vsctl takes it: the port's columns, then its interface's.
+fn ovs_add_port_str(bridge: &str, name: &str, c: &PortConfig) -> String {
+    let mut s = format!("-- add-port {} {}", sh_word(bridge), sh_word(name));
+    for w in c.vlan_words() {
+        s.push(' ');
+        s.push_str(&sh_word(&w));
+    }
+    if !c.external_ids.is_empty() {
+        s.push_str(&format!(" -- set interface {}", sh_word(name)));
+        let q = |v: &str| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""));
+        for (k, v) in &c.external_ids {
+            s.push(' ');
+            s.push_str(&sh_word(&format!("external-ids:{}={}", q(k), q(v))));
+        }
+    }
+    s
 }
 
 /// A kernel without what masquerading needs.
@@ -398,6 +441,53 @@ impl fmt::Display for Step {
                     .collect();
                 write!(f, "{}", words.join("; "))
             }
+            Step::OvsAddPort {
+                bridge,
+                name,
+                config,
+                ..
+            } => write!(
+                f,
+                "ovs-vsctl -- --if-exists del-port {} {}",
+                sh_word(name),
+                ovs_add_port_str(bridge, name, config)
+            ),
+            Step::OvsDelPort { name, .. } => {
+                write!(f, "ovs-vsctl --if-exists del-port {}", sh_word(name))
+            }
+        }
+    }
+}
+
+/// "Already the way teardown wants it": the kernel object is gone, or the sysctl file went
+/// with its device (a vanished vif takes /proc/sys/net/*/conf/<vif>/ along).
+fn is_gone(e: &anyhow::Error) -> bool {
+    crate::netlink::is_errno(e, GONE)
+        || e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+        })
+}
+
+impl Step {
+    /// The step in one line, for logs and error messages (`Display` is what `--dry-run`
+    /// prints; for a filter chain that is the whole chain).
+    pub fn label(&self) -> String {
+        match self {
+            Step::Filter { chain, .. } => format!(
+                "nft add chain netdev {} {} on {} ({} rules)",
+                chain.table,
+                chain.name,
+                chain.device,
+                chain.rules.len()
+            ),
+            Step::Masquerade { chain, .. } => format!(
+                "nft add chain ip {} {} (postrouting, {} masquerade rules)",
+                chain.table,
+                chain.name,
+                chain.rules.len()
+            ),
+            s => s.to_string(),
         }
     }
 }
@@ -754,15 +844,94 @@ impl Step {
                 }
                 None
             }
+            Step::OvsAddPort { .. } | Step::OvsDelPort { .. } => {
+                let mut db = Ovsdb::connect()?;
+                let (next_cfg, inverse) = self.commit_ovs(&mut db)?;
+                match (next_cfg.map(|cfg| db.wait_applied(cfg)), self) {
+                    (None | Some(Ok(())), _) => {}
+                    // A port that is out of the database is gone for every later reader; the
+                    // switch catches up when it answers again.
+                    (Some(Err(e)), Step::OvsDelPort { .. }) => log::warn(&format!("{self}: {e:#}")),
+                    // Stored but never applied: take it out of the database again (without
+                    // waiting on the switch that did not answer), so nothing is left half
+                    // done; the run's cleanup time pays for it.
+                    (Some(Err(e)), _) => {
+                        crate::deadline::enter_cleanup();
+                        if let Some(undo) = &inverse {
+                            if let Err(ue) = undo.commit_ovs(&mut db) {
+                                return Err(e.context(format!("and taking it back failed: {ue:#}")));
+                            }
+                        }
+                        return Err(e);
+                    }
+                }
+                inverse
+            }
         })
     }
 }
 
-/// Print the plan instead of applying it.
-pub fn print(steps: &[Step]) {
-    for s in steps {
-        println!("{s}");
+impl Step {
+    /// Commit an Open vSwitch step to the database; returns the configuration number that
+    /// ovs-vswitchd is to reach (None: nothing changed) and the step that undoes it.
+    fn commit_ovs(&self, db: &mut Ovsdb) -> Result<(Option<i64>, Option<Step>)> {
+        let comment = format!("xen-vif: {self}");
+        match self {
+            Step::OvsAddPort {
+                bridge,
+                name,
+                config,
+                old,
+            } => {
+                let cfg = db.replace_port(bridge, name, config, &comment)?;
+                let now = OvsPort {
+                    name: name.clone(),
+                    bridge: Some(bridge.clone()),
+                    config: config.clone(),
+                };
+                let inverse = match old {
+                    Some(OvsPort {
+                        bridge: Some(b),
+                        config: c,
+                        ..
+                    }) => Step::OvsAddPort {
+                        bridge: b.clone(),
+                        name: name.clone(),
+                        config: c.clone(),
+                        old: Some(now),
+                    },
+                    _ => Step::OvsDelPort {
+                        name: name.clone(),
+                        old: Some(now),
+                    },
+                };
+                Ok((Some(cfg), Some(inverse)))
+            }
+            Step::OvsDelPort { name, old } => {
+                let cfg = db.del_port(name, &comment)?;
+                let inverse = old.as_ref().and_then(|p| {
+                    p.bridge.as_ref().map(|b| Step::OvsAddPort {
+                        bridge: b.clone(),
+                        name: name.clone(),
+                        config: p.config.clone(),
+                        old: None,
+                    })
+                });
+                Ok((cfg, inverse))
+            }
+            _ => Err(anyhow!("{self} is no Open vSwitch step")),
+        }
     }
+}
+
+/// The plan as `--dry-run` shows it: one command per line.
+pub fn render(steps: &[Step]) -> String {
+    steps.iter().map(|s| format!("{s}\n")).collect()
+}
+
+/// Print the plan instead of applying it (nothing has changed: a failed write ends the run).
+pub fn print(steps: &[Step]) {
+    crate::output::print_or_exit(render(steps).as_bytes());
 }
 
 /// What a successful `apply` changed, kept so a later failure of the same run (a hook, the
@@ -773,6 +942,8 @@ pub struct Applied(Vec<Step>);
 impl Applied {
     /// Undo this run's changes, newest first; returns `e` with any undo failure added, so
     /// nothing is hidden.
+    /// What is already gone (a link that vanished, and its addresses and routes with it) counts
+    /// as undone. The cause comes first in the message: it is what the administrator must fix.
     pub fn undo(self, nl: &mut Netlink, store: &dyn Store, e: anyhow::Error) -> anyhow::Error {
         // The failure may be the budget running out: the undo gets its own short extension.
         crate::deadline::enter_cleanup();
@@ -780,17 +951,29 @@ impl Applied {
         for u in self.0.iter().rev() {
             match u.apply(nl, store) {
                 Ok(_) => log::info(&format!("undo: {u}")),
-                Err(ue) => failed_undo.push(format!("{u}: {ue:#}")),
+                Err(ue) if is_gone(&ue) => {
+                    log::debug(&format!("undo: {}: already gone", u.label()))
+                }
+                Err(ue) => failed_undo.push(format!("{}: {ue:#}", u.label())),
             }
         }
-        if failed_undo.is_empty() {
-            e
-        } else {
-            e.context(format!(
-                "and undoing this run's changes failed too: {}",
-                failed_undo.join("; ")
-            ))
-        }
+        with_undo_failures(e, &failed_undo)
+    }
+}
+
+/// The failure `e`, then what could not be undone: the cause first, as it is what to fix.
+fn with_undo_failures(e: anyhow::Error, failed_undo: &[String]) -> anyhow::Error {
+    if failed_undo.is_empty() {
+        return e;
+    }
+    let msg = format!(
+        "{e:#}; and undoing this run's changes failed too: {}",
+        failed_undo.join("; ")
+    );
+    // Keep a missing kernel feature recognisable to callers that say it plainly.
+    match e.downcast_ref::<Unsupported>() {
+        Some(u) => anyhow::Error::new(Unsupported(u.0)).context(msg),
+        None => anyhow!(msg),
     }
 }
 
@@ -802,13 +985,25 @@ pub fn apply(nl: &mut Netlink, store: &dyn Store, steps: &[Step]) -> Result<Appl
         log::debug(&format!("{step}"));
         match step.apply(nl, store) {
             Ok(inverse) => {
-                log::info(&format!("{step}"));
+                log::info(&step.label());
                 done.0.extend(inverse);
             }
-            Err(e) => return Err(done.undo(nl, store, e.context(step.to_string()))),
+            Err(e) => return Err(done.undo(nl, store, e.context(step.label()))),
         }
     }
     Ok(done)
+}
+
+/// Apply the steps in order and stop at the first failure, undoing nothing: for a caller whose
+/// undo authority is elsewhere (the network scripts' state file, which `stop` restores from).
+/// The error names the failed step.
+pub fn apply_until_failure(nl: &mut Netlink, store: &dyn Store, steps: &[Step]) -> Result<()> {
+    for step in steps {
+        log::debug(&format!("{step}"));
+        step.apply(nl, store).with_context(|| step.to_string())?;
+        log::info(&format!("{step}"));
+    }
+    Ok(())
 }
 
 /// Apply every step, treating "already gone" as done, and report every failure together.
@@ -816,16 +1011,44 @@ pub fn teardown(nl: &mut Netlink, store: &dyn Store, steps: &[Step]) -> Result<(
     let mut errors = Vec::new();
     for step in steps {
         match step.apply(nl, store) {
-            Ok(_) => log::info(&format!("{step}")),
-            Err(e) if crate::netlink::is_errno(&e, GONE) => {
-                log::debug(&format!("{step}: already gone"))
-            }
-            Err(e) => errors.push(format!("{step}: {e:#}")),
+            Ok(_) => log::info(&step.label()),
+            Err(e) if is_gone(&e) => log::debug(&format!("{}: already gone", step.label())),
+            Err(e) => errors.push(format!("{}: {e:#}", step.label())),
         }
     }
     if errors.is_empty() {
         Ok(())
     } else {
         Err(anyhow!(errors.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cause_comes_before_what_could_not_be_undone() {
+        let e = anyhow!("Operation not supported (EOPNOTSUPP)")
+            .context("ip link set vif5.0 master xenbr0");
+        let e = with_undo_failures(
+            e,
+            &["ip link set vif5.0 name vif5.0: Device or resource busy (EBUSY)".into()],
+        );
+        assert_eq!(
+            format!("{e:#}"),
+            "ip link set vif5.0 master xenbr0: Operation not supported (EOPNOTSUPP); and undoing \
+             this run's changes failed too: ip link set vif5.0 name vif5.0: Device or resource \
+             busy (EBUSY)"
+        );
+        let e = with_undo_failures(anyhow!("cause"), &[]);
+        assert_eq!(format!("{e:#}"), "cause");
+        let e = anyhow::Error::new(Unsupported(
+            "kernel has no dummy link support (CONFIG_DUMMY)",
+        ))
+        .context("ip link add dummy0 type dummy");
+        let e = with_undo_failures(e, &["x: y".into()]);
+        assert!(e.downcast_ref::<Unsupported>().is_some());
+        assert!(format!("{e:#}").starts_with("ip link add dummy0 type dummy: kernel has no dummy"));
     }
 }

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 
 use crate::config;
-use crate::hotplug::plan_for;
 use crate::invocation::{self, Call, Command, DeviceId, Hotplug, Mode, TypeIf, Words};
 use crate::modes::{filter, find_device};
 use crate::netlink::Netlink;
@@ -14,16 +13,6 @@ use crate::plan::Step;
 use crate::xenstore::{self, Store, XenStore};
 
 const BACKEND_DIR: &str = "backend/vif";
-
-/// The mode the backend's `script` key names (bridge when unset).
-pub fn backend_mode(backend: &str) -> Result<Mode> {
-    let store = XenStore::open()?;
-    let script = store
-        .read(&format!("{backend}/script"))
-        .with_context(|| format!("read {backend}/script"))?
-        .unwrap_or_default();
-    Mode::from_script(&script)
-}
 
 #[derive(Debug, Default)]
 pub struct VifStatus {
@@ -39,6 +28,8 @@ pub struct VifStatus {
     /// The anti-spoofing filter: `on`, `missing`, `stale`, `off` (configuration), `-` (nothing
     /// to filter).
     pub filter: String,
+    /// Open vSwitch mode: the port's VLAN columns (`tag=10 trunks=20,30`), "-" without any.
+    pub ovs_port: Option<String>,
     pub differences: Vec<String>,
 }
 
@@ -54,14 +45,55 @@ fn ids(store: &dyn Store, dir: &str) -> Result<Vec<u32>> {
     Ok(v)
 }
 
+/// Every vif's row. One backend that cannot be read or makes no sense (a value that is not
+/// UTF-8, a bad key) is a row saying so; the others are still shown.
 pub fn collect(store: &dyn Store, nl: &mut Netlink) -> Result<Vec<VifStatus>> {
     let mut out = Vec::new();
     for domid in ids(store, BACKEND_DIR)? {
-        for devid in ids(store, &format!("{BACKEND_DIR}/{domid}"))? {
-            out.push(one(store, nl, DeviceId { domid, devid })?);
+        let devids = match ids(store, &format!("{BACKEND_DIR}/{domid}")) {
+            Ok(d) => d,
+            Err(e) => {
+                crate::log::error(&format!("status: domain {domid}: {e:#}"));
+                continue;
+            }
+        };
+        for devid in devids {
+            let id = DeviceId { domid, devid };
+            out.push(one(store, nl, id).unwrap_or_else(|e| bad(id, e)));
         }
     }
     Ok(out)
+}
+
+/// The row of a backend that could not be looked at.
+fn bad(id: DeviceId, e: anyhow::Error) -> VifStatus {
+    VifStatus {
+        domid: id.domid,
+        devid: id.devid,
+        device: id.kernel_name(TypeIf::Vif),
+        mode: "-".into(),
+        state: "bad".into(),
+        differences: vec![format!("cannot read the backend: {e:#}")],
+        ..Default::default()
+    }
+}
+
+/// `s` with control characters escaped (`\u{1b}`): values from xenstore and link names from the
+/// kernel must not drive the administrator's terminal.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 fn one(store: &dyn Store, nl: &mut Netlink, id: DeviceId) -> Result<VifStatus> {
@@ -87,12 +119,7 @@ fn one(store: &dyn Store, nl: &mut Netlink, id: DeviceId) -> Result<VifStatus> {
             return Ok(st);
         }
     };
-    st.mode = match mode {
-        Mode::Bridge => "bridge",
-        Mode::Route => "route",
-        Mode::Nat => "nat",
-    }
-    .into();
+    st.mode = mode.to_string();
     let call = Call {
         script: mode.script(),
         mode,
@@ -119,19 +146,33 @@ fn one(store: &dyn Store, nl: &mut Netlink, id: DeviceId) -> Result<VifStatus> {
         }
     }
     st.filter = filter_state(&hp)?;
-    match plan_for(nl, &hp) {
+    if mode == Mode::Openvswitch {
+        match crate::ovsdb::Ovsdb::connect().and_then(|mut db| db.port(&st.device)) {
+            Ok(Some(port)) => {
+                st.bridge = port.bridge;
+                let words = port.config.vlan_words();
+                st.ovs_port = Some(if words.is_empty() {
+                    "-".into()
+                } else {
+                    words.join(" ")
+                });
+            }
+            Ok(None) => st
+                .differences
+                .push(format!("no Open vSwitch port {}", st.device)),
+            Err(e) => st.differences.push(format!("{e:#}")),
+        }
+    }
+    match crate::modes::plan(nl, store, &hp) {
         Ok(steps) => st.differences.extend(
             steps
                 .iter()
                 .filter(|s| !matches!(s, Step::XsWrite { .. }))
                 .map(|s| match s {
                     // The whole chain is many lines; `add D N --dry-run` prints it.
-                    Step::Filter { chain, .. } => format!(
-                        "needs: nft chain netdev {} {} on {} ({} rules; `xen-vif add {} {} --dry-run` shows them)",
-                        chain.table,
-                        chain.name,
-                        chain.device,
-                        chain.rules.len(),
+                    Step::Filter { .. } => format!(
+                        "needs: {} (`xen-vif add {} {} --dry-run` shows them)",
+                        s.label(),
                         id.domid,
                         id.devid
                     ),
@@ -172,7 +213,7 @@ fn json_str(s: &str) -> String {
             '"' => o.push_str("\\\""),
             '\\' => o.push_str("\\\\"),
             '\n' => o.push_str("\\n"),
-            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c if c.is_control() => o.push_str(&format!("\\u{:04x}", c as u32)),
             c => o.push(c),
         }
     }
@@ -203,6 +244,7 @@ pub fn to_json(list: &[VifStatus]) -> String {
             m.insert("hotplug_status", json_str(&s.hotplug_status));
             m.insert("hotplug_error", opt(&s.hotplug_error, true));
             m.insert("filter", json_str(&s.filter));
+            m.insert("ovs_port", opt(&s.ovs_port, true));
             m.insert(
                 "differences",
                 format!(
@@ -228,37 +270,85 @@ pub fn run(json: bool) -> Result<()> {
     let store = XenStore::open()?;
     let mut nl = Netlink::open().context("open rtnetlink")?;
     let list = collect(&store, &mut nl)?;
-    if json {
-        println!("{}", to_json(&list));
-        return Ok(());
-    }
-    println!(
+    let text = if json {
+        format!("{}\n", to_json(&list))
+    } else {
+        table(&list)
+    };
+    crate::output::print(text.as_bytes())?;
+    Ok(())
+}
+
+fn table(list: &[VifStatus]) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(
+        o,
         "{:<6} {:<6} {:<15} {:<7} {:<15} {:<6} {:<8} {:<8} HOTPLUG",
         "DOMID", "DEVID", "DEVICE", "MODE", "BRIDGE", "MTU", "STATE", "FILTER"
     );
-    for s in &list {
-        println!(
+    for s in list {
+        let _ = writeln!(
+            o,
             "{:<6} {:<6} {:<15} {:<7} {:<15} {:<6} {:<8} {:<8} {}",
             s.domid,
             s.devid,
-            s.device,
-            s.mode,
-            s.bridge.as_deref().unwrap_or("-"),
+            printable(&s.device),
+            printable(&s.mode),
+            printable(s.bridge.as_deref().unwrap_or("-")),
             s.mtu.map_or("-".into(), |m| m.to_string()),
-            s.state,
-            s.filter,
+            printable(&s.state),
+            printable(&s.filter),
             if s.hotplug_status.is_empty() {
-                "-"
+                "-".into()
             } else {
-                &s.hotplug_status
+                printable(&s.hotplug_status)
             }
         );
         if let Some(e) = &s.hotplug_error {
-            println!("    hotplug-error: {e}");
+            let _ = writeln!(o, "    hotplug-error: {}", printable(e));
+        }
+        if let Some(p) = &s.ovs_port {
+            println!("    ovs port: {p}");
         }
         for d in &s.differences {
-            println!("    {d}");
+            let _ = writeln!(o, "    {}", printable(d));
         }
     }
-    Ok(())
+    match crate::lock::daemon_pid() {
+        None => {
+            let _ = writeln!(o, "daemon: not running");
+        }
+        Some(pid) => {
+            let handled = crate::daemon::handled();
+            let _ = writeln!(
+                o,
+                "daemon: running (pid {pid}), {} vifs handled",
+                handled.len()
+            );
+            for h in handled {
+                let _ = writeln!(
+                    o,
+                    "    {} {} {}",
+                    printable(&h.device),
+                    printable(&h.action),
+                    printable(&h.result)
+                );
+            }
+        }
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(printable("plain text"), "plain text");
+        assert_eq!(printable("a\x1b[2Jb\nc\u{9b}"), "a\\u{1b}[2Jb\\nc\\u{9b}");
+        assert_eq!(json_str("a\x1b\u{9b}\"\n"), "\"a\\u001b\\u009b\\\"\\n\"");
+    }
 }

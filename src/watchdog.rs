@@ -7,6 +7,8 @@ use std::io::Write;
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
+use crate::invocation::Personality;
+
 /// Seconds before the backstop fires: after the deadline and its clean-up time, before libxl's
 /// kill.
 pub const DEADLINE_SECS: u32 = 35;
@@ -20,7 +22,7 @@ extern "C" fn on_alarm(_: nix::libc::c_int) {
     }
 }
 
-pub fn install(ident: &'static str) {
+pub fn install(personality: Personality) {
     let action = SigAction::new(
         SigHandler::Handler(on_alarm),
         SaFlags::empty(),
@@ -34,11 +36,33 @@ pub fn install(ident: &'static str) {
     let _ = alarm.thread_unblock();
     crate::deadline::start();
     nix::unistd::alarm::set(DEADLINE_SECS);
+    let ident = personality.name();
     std::panic::set_hook(Box::new(move |info| {
-        let msg = format!("{ident}: internal error: {info}");
+        let payload = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        // A `println!` whose write failed: what `output` would have done, not a bug report.
+        if let Some((code, why)) = crate::output::failed_print(payload) {
+            if code != 0 {
+                crate::log::error(&why);
+            }
+            // SAFETY: _exit(2) ends the process at once; nothing is left to unwind, and the
+            // stdout buffer that just failed must not be flushed again.
+            unsafe { nix::libc::_exit(code) };
+        }
+        // One line, as every report (the panic message spans lines).
+        let msg = crate::hotplug::one_line(format!("{ident}: internal error: {info}"));
         let _ = writeln!(std::io::stderr(), "{msg}");
         crate::log::error(&msg);
-        // libxl reads hotplug-error; a panic must still tell it something true.
+        // libxl reads hotplug-error; a panic must still tell it something true. Only a vif
+        // hotplug reports there: the command line and the network scripts have no backend
+        // (an administrator's XENBUS_PATH in their shell is not one).
+        if !VIF_HOTPLUG.contains(&personality) {
+            return;
+        }
         if let Some(backend) = std::env::var("XENBUS_PATH")
             .ok()
             .filter(|p| crate::invocation::parse_backend_path(p).is_ok())
@@ -51,3 +75,10 @@ pub fn install(ident: &'static str) {
         }
     }));
 }
+
+/// The personalities libxl or udev run for a backend, which report in its `hotplug-error`.
+const VIF_HOTPLUG: [Personality; 3] = [
+    Personality::VifBridge,
+    Personality::VifRoute,
+    Personality::VifSetup,
+];

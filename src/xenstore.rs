@@ -29,6 +29,9 @@ pub const SOCKET_PATH: &str = "/run/xenstored/socket";
 pub const XENBUS_DEVICE_PATH: &str = "/dev/xen/xenbus";
 /// The largest payload either side may send (XENSTORE_PAYLOAD_MAX).
 pub const PAYLOAD_MAX: usize = 4096;
+/// A message that has begun to arrive must be complete within this (a resident process's wait
+/// for events has no run deadline to draw on).
+const MESSAGE_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The message types xen-vif sends or must recognise (xs_wire.h `enum xsd_sockmsg_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +110,14 @@ pub trait Store {
     fn write(&self, path: &str, value: &str) -> io::Result<()>;
     /// `Ok(None)` when the directory does not exist.
     fn directory(&self, path: &str) -> io::Result<Option<Vec<String>>>;
+    /// The domain that owns node `path`; `Ok(None)` when there is no such node. A store that
+    /// knows no owners says so rather than guess.
+    fn owner(&self, _path: &str) -> io::Result<Option<u32>> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this store does not know node owners",
+        ))
+    }
 }
 
 /// A node's permissions as xenstored lists them: the first entry names the owner.
@@ -399,6 +410,34 @@ impl XenStore {
         self.transact(Op::Unwatch, &[path, token], true).map(drop)
     }
 
+    /// The next watch event if one arrives within `idle`, else `Ok(None)` with the connection
+    /// still usable: a resident process's idle wait. Timing out while nothing has arrived
+    /// leaves the stream in step (no byte of a message was read); once a message has begun, it
+    /// is read under a budget of its own.
+    pub fn wait_event(&self, idle: std::time::Duration) -> io::Result<Option<WatchEvent>> {
+        {
+            let mut conn = self.conn.borrow_mut();
+            if let Some(e) = conn.events.pop_front() {
+                return Ok(Some(e));
+            }
+            if conn.broken {
+                return Err(closed());
+            }
+            let mut fds = [PollFd::new(conn.fd.as_fd(), PollFlags::POLLIN)];
+            let ms = i32::try_from(idle.as_millis()).unwrap_or(i32::MAX);
+            match poll(
+                &mut fds,
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+            ) {
+                Ok(0) | Err(Errno::EINTR) => return Ok(None),
+                Ok(_) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let _budget = deadline::Deadline::after(MESSAGE_BUDGET).enter();
+        self.next_event().map(Some)
+    }
+
     /// The next watch event, waiting for one until this thread's deadline.
     pub fn next_event(&self) -> io::Result<WatchEvent> {
         let mut conn = self.conn.borrow_mut();
@@ -449,6 +488,10 @@ impl Store for XenStore {
         absent(self.transact(Op::Directory, &[path], true))?
             .map(|p| payload_list(&p))
             .transpose()
+    }
+
+    fn owner(&self, path: &str) -> io::Result<Option<u32>> {
+        XenStore::owner(self, path)
     }
 }
 

@@ -125,6 +125,38 @@ fn no_log_directory_no_log_and_no_failure() {
     assert_ok(&sb.offline("vif-bridge", 5, 0));
 }
 
+/// /var/log/xen writable by others: a symlink there of another user's must not make root
+/// append to the file it points at. The hotplug itself still succeeds (the log never fails it).
+#[test]
+fn a_log_directory_others_can_write_is_not_written() {
+    let Some(sb) = guest("logtrust", &[]) else {
+        return;
+    };
+    let dir = sb.log_dir().join("xen");
+    fs::create_dir(&dir).unwrap();
+    let victim = sb.path("victim");
+    fs::write(&victim, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join("xen-hotplug.log")).unwrap();
+    chown(&dir.join("xen-hotplug.log"), NOBODY);
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+    let o = sb.online("vif-bridge", 5, 0);
+    assert_ok(&o);
+    assert!(
+        stderr(&o).contains("not logging to /var/log/xen/xen-hotplug.log"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+    // The directory closed again, the other user's symlink still there: still not followed.
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    assert_ok(&sb.offline("vif-bridge", 5, 0));
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+    // Root's own log file: written.
+    fs::remove_file(dir.join("xen-hotplug.log")).unwrap();
+    assert_ok(&sb.online("vif-bridge", 5, 0));
+    assert_eq!(log_lines(&sb).len(), 1);
+}
+
 #[test]
 fn hooks_run_after_the_change_with_the_stock_variables() {
     let Some(sb) = guest("hooks", &[("ip", "10.0.0.5 10.0.1.0/24")]) else {
@@ -254,6 +286,85 @@ fn a_failing_hook_fails_online_before_connected() {
     );
 }
 
+/// Whether any process other than a zombie is in process group `pgid`.
+fn group_alive(pgid: i32) -> bool {
+    fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
+            return false;
+        };
+        // pid (comm) state ppid pgrp ...: comm may hold spaces, so split after the last ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f.len() > 2 && f[0] != "Z" && f[2] == pgid.to_string()
+    })
+}
+
+#[test]
+fn a_hook_past_its_time_is_killed_with_its_children() {
+    let Some(sb) = guest("hookslow", &[]) else {
+        return;
+    };
+    let pgid_file = sb.path("hook-pgid");
+    let child_file = sb.path("hook-child");
+    write(
+        &sb.etc_dir().join("xen/scripts/vif-post.d/10-slow.hook"),
+        &format!(
+            "sleep 1000 &\necho $! > {}\necho $$ > {}\nsleep 1000\n",
+            child_file.display(),
+            pgid_file.display()
+        ),
+        0o755,
+    );
+    let started = std::time::Instant::now();
+    let o = sb.online("vif-bridge", 5, 0);
+    let took = started.elapsed();
+    assert_fails(&o);
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+    let error = sb.xs.read(&format!("{BE}/hotplug-error")).unwrap();
+    assert!(
+        error.ends_with(
+            "hook /etc/xen/scripts/vif-post.d/10-slow.hook did not finish within 15 s; \
+             killed with its process group"
+        ),
+        "{error}"
+    );
+    assert_eq!(
+        sb.xs.read(&format!("{BE}/hotplug-status")).as_deref(),
+        Some("error")
+    );
+    assert_eq!(sb.master("vif5.0"), None);
+    let pgid: i32 = fs::read_to_string(&pgid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let child: i32 = fs::read_to_string(&child_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The hook's shell leads its own group (not xen-vif's), and its background child is in it.
+    assert_ne!(child, pgid);
+    // The killed child is reparented and reaped by init: give that a moment.
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        !group_alive(pgid)
+    });
+    assert!(
+        gone,
+        "a process of the hook's group {pgid} is still running"
+    );
+    // And the background child itself (in whatever group) is dead.
+    let state = fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+    let state = state.rsplit_once(')').map_or("", |(_, r)| r.trim_start());
+    assert!(
+        state.is_empty() || state.starts_with('Z'),
+        "{child}: {state}"
+    );
+}
+
 /// The process-creating syscalls `script online` makes, seen by strace.
 fn forks(sb: &Sandbox, script: &str) -> Vec<String> {
     let trace = sb.path("strace.out");
@@ -355,8 +466,8 @@ fn a_bad_configuration_fails_online_and_still_lets_offline_clean_up() {
     assert_eq!(
         error,
         "vif-bridge online vif5.0: configuration /etc/xen/xen-vif.toml: line 2: unknown key \
-         \"moed\" (known: mode, gatewaydev, log_file, hook_dir, antispoof, nat_dhcp_hosts, \
-         nat_dhcp_options, nat_dhcp_pid_file)"
+         \"moed\" (known: mode, gatewaydev, log_file, hook_dir, network_script, antispoof, \
+         nat_dhcp_hosts, nat_dhcp_options, nat_dhcp_pid_file)"
     );
     let o = sb.offline("vif-bridge", 5, 0);
     assert_ok(&o);
@@ -398,6 +509,163 @@ fn check_config_prints_the_settings_or_the_error() {
         stdout(&o).contains("gatewaydev = dummy0\n"),
         "{}",
         stdout(&o)
+    );
+}
+
+/// A hook that leaves a mark when it runs (it must not, in the attacks below).
+fn marking_hook(path: &Path, mark: &Path, mode: u32) {
+    write(path, &format!("touch {}\n", mark.display()), mode);
+}
+
+const NOBODY: u32 = 65534;
+
+fn chown(path: &Path, uid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), None).unwrap();
+}
+
+/// The state of a failed online: hotplug-status error, `why` in hotplug-error, and the vif back
+/// off the bridge (the run's change undone).
+#[track_caller]
+fn refused(sb: &Sandbox, o: &std::process::Output, why: &str) {
+    assert_fails(o);
+    assert_eq!(
+        sb.xs.read(&format!("{BE}/hotplug-status")).as_deref(),
+        Some("error")
+    );
+    let error = sb.xs.read(&format!("{BE}/hotplug-error")).unwrap();
+    assert!(error.contains(why), "{error}");
+    assert!(!error.contains('\n'), "{error:?}");
+    assert_eq!(sb.master("vif5.0"), None);
+}
+
+#[test]
+fn a_hook_owned_by_an_ordinary_user_is_not_run() {
+    let Some(sb) = guest("hookowner", &[]) else {
+        return;
+    };
+    let hook = sb.etc_dir().join("xen/scripts/vif-post.d/50-user.hook");
+    let mark = sb.path("hook-ran");
+    marking_hook(&hook, &mark, 0o755);
+    chown(&hook, NOBODY);
+    let o = sb.online("vif-bridge", 5, 0);
+    refused(
+        &sb,
+        &o,
+        "hook /etc/xen/scripts/vif-post.d/50-user.hook is owned by uid 65534, not root; \
+         refused: only root may be able to write it or a directory above it",
+    );
+    assert!(!mark.exists(), "the hook ran");
+    // Offline fails closed too (its teardown is done; the hook is not run).
+    assert_fails(&sb.offline("vif-bridge", 5, 0));
+    assert!(!mark.exists(), "the hook ran");
+    // Root's again: it runs.
+    chown(&hook, 0);
+    assert_ok(&sb.online("vif-bridge", 5, 0));
+    assert!(mark.exists());
+}
+
+#[test]
+fn a_hook_in_a_directory_others_can_write_is_not_run() {
+    let Some(sb) = guest("hookdir", &[]) else {
+        return;
+    };
+    let dir = sb.etc_dir().join("xen/scripts/vif-post.d");
+    let mark = sb.path("hook-ran");
+    marking_hook(&dir.join("50-root.hook"), &mark, 0o755);
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+    let o = sb.online("vif-bridge", 5, 0);
+    refused(
+        &sb,
+        &o,
+        "hook /etc/xen/scripts/vif-post.d/50-root.hook: /etc/xen/scripts/vif-post.d is \
+         writable by group or others (mode 777)",
+    );
+    assert!(!mark.exists(), "the hook ran");
+    // A symlink, root's, in a trusted directory, to a hook in a user's directory.
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::remove_file(dir.join("50-root.hook")).unwrap();
+    let user_dir = sb.path("home-user");
+    marking_hook(&user_dir.join("x.hook"), &mark, 0o755);
+    chown(&user_dir, NOBODY);
+    std::os::unix::fs::symlink(user_dir.join("x.hook"), dir.join("60-link.hook")).unwrap();
+    let o = sb.online("vif-bridge", 5, 0);
+    refused(
+        &sb,
+        &o,
+        &format!(
+            "hook /etc/xen/scripts/vif-post.d/60-link.hook resolves to {}/x.hook, and {} is owned by uid 65534, not root",
+            user_dir.display(),
+            user_dir.display()
+        ),
+    );
+    assert!(!mark.exists(), "the hook ran");
+}
+
+#[test]
+fn a_configuration_others_can_write_is_a_bad_configuration() {
+    let Some(sb) = guest("cfgtrust", &[]) else {
+        return;
+    };
+    assert_ok(&sb.online("vif-bridge", 5, 0));
+    // The attack: a world-writable xen-vif.toml pointing hook_dir at a user's directory.
+    let user_dir = sb.path("home-user/hooks");
+    let mark = sb.path("hook-ran");
+    marking_hook(&user_dir.join("50-evil.hook"), &mark, 0o755);
+    chown(&user_dir, NOBODY);
+    let cfg = sb.etc_dir().join("xen/xen-vif.toml");
+    write(
+        &cfg,
+        &format!("hook_dir = \"{}\"\n", user_dir.display()),
+        0o666,
+    );
+    let o = sb.online("vif-bridge", 5, 0);
+    assert_fails(&o);
+    let error = sb.xs.read(&format!("{BE}/hotplug-error")).unwrap();
+    assert_eq!(
+        error,
+        "vif-bridge online vif5.0: configuration /etc/xen/xen-vif.toml is writable by group \
+         or others (mode 666); refused: only root may be able to write it or a directory above it"
+    );
+    assert!(!mark.exists(), "the hook ran");
+    // Offline tears down with the stock defaults (no hook from the file) and logs why.
+    let o = sb.offline("vif-bridge", 5, 0);
+    assert_ok(&o);
+    assert!(
+        stderr(&o).contains("is writable by group or others"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(sb.master("vif5.0"), None);
+    assert!(!mark.exists(), "the hook ran");
+    // check-config says so.
+    let o = sb.run("xen-vif", &["check-config"], &[]);
+    assert_fails(&o);
+    assert!(
+        stderr(&o).contains("configuration /etc/xen/xen-vif.toml is writable by group or others"),
+        "{}",
+        stderr(&o)
+    );
+    // The file fixed, its hook_dir still a user's: the hook is refused, not run.
+    fs::set_permissions(&cfg, fs::Permissions::from_mode(0o644)).unwrap();
+    let o = sb.online("vif-bridge", 5, 0);
+    refused(
+        &sb,
+        &o,
+        &format!(
+            "hook {}/50-evil.hook: {} is owned by uid 65534, not root",
+            user_dir.display(),
+            user_dir.display()
+        ),
+    );
+    assert!(!mark.exists(), "the hook ran");
+    // A configuration of another user's, mode 0644: refused as well.
+    chown(&cfg, NOBODY);
+    let o = sb.run("xen-vif", &["check-config"], &[]);
+    assert_fails(&o);
+    assert!(
+        stderr(&o).contains("is owned by uid 65534, not root"),
+        "{}",
+        stderr(&o)
     );
 }
 

@@ -7,19 +7,8 @@ use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 use support::*;
-use test_xenstored::{Fault, FaultAction};
 
 const BE: &str = "/local/domain/0/backend/vif/5/0";
-
-fn fault(sb: &Sandbox, op: &str, prefix: &str, action: FaultAction) {
-    sb.xs.clear_faults();
-    sb.xs.inject(Fault {
-        op: Some(op.into()),
-        path_prefix: prefix.into(),
-        action,
-        times: None,
-    });
-}
 
 /// libxl's environment, plus a budget shorter than the default (it can only shorten it), so
 /// these tests need not wait 28 s each.
@@ -36,12 +25,7 @@ fn a_trickling_xenstored_is_bounded_by_the_runs_budget() {
     };
     let before = sb.snapshot();
     // One byte every 300 ms: no single read ever waits long, but a reply takes ~10 s.
-    fault(
-        &sb,
-        "READ",
-        BE,
-        FaultAction::Trickle(Duration::from_millis(300)),
-    );
+    sb.fault("READ", BE, FaultAction::Trickle(Duration::from_millis(300)));
     let start = Instant::now();
     let o = sb.run(
         "vif-bridge",
@@ -77,8 +61,7 @@ fn a_budget_spent_midway_undoes_the_change_and_reports() {
     };
     let before = sb.snapshot();
     // The frontend MTU write comes after the port is on the bridge.
-    fault(
-        &sb,
+    sb.fault(
         "WRITE",
         "/local/domain/5/device",
         FaultAction::Trickle(Duration::from_millis(300)),
@@ -110,7 +93,7 @@ fn a_hung_xenstored_with_sigalrm_blocked_still_ends_in_time() {
     let Some(sb) = guest_on_xenbr0("sigmask", &[]) else {
         return;
     };
-    fault(&sb, "READ", BE, FaultAction::Hang);
+    sb.fault("READ", BE, FaultAction::Hang);
     let mut cmd = sb.script_command(
         &[],
         "vif-bridge",

@@ -138,6 +138,150 @@ fn vifname_collision_is_refused_before_any_change() {
     assert!(sb.is_up("taken0"));
 }
 
+/// The squatting attack: domain 5 asks for `vifname=vif6.0`, netback's name of domain 6's
+/// device. Refused before any change.
+#[test]
+fn a_vifname_of_another_guests_device_is_refused() {
+    let Some(sb) = guest("squat", &[("vifname", "vif6.0")]) else {
+        return;
+    };
+    let before = sb.snapshot();
+    let o = sb.online("vif-bridge", 5, 0);
+    assert_fails(&o);
+    assert_eq!(before, sb.snapshot());
+    assert_eq!(hotplug_status(&sb).as_deref(), Some("error"));
+    let err = sb.xs.read(&format!("{BE}/hotplug-error")).unwrap();
+    assert_eq!(
+        err,
+        "vif-bridge online vif5.0: vifname \"vif6.0\" is netback's name form (vifD.N) for \
+         another device; choose a name that is not"
+    );
+    for bad in ["vif6.0-emu", "vif5.0-emu", "all", "default", "up", "-v"] {
+        sb.backend(5, 0, &[("bridge", "xenbr0"), ("vifname", bad)]);
+        assert_fails(&sb.online("vif-bridge", 5, 0));
+        assert_eq!(before, sb.snapshot(), "{bad}");
+    }
+}
+
+/// The same attack left over from before the check (or made by hand): domain 5's device
+/// renamed to vif6.0, carrying xen-vif's alias for vif5.0. Domain 6's hotplug must not take it
+/// for its own: its offline does nothing to it, its online fails naming the owner.
+#[test]
+fn another_guests_device_under_our_name_is_left_alone() {
+    let Some(sb) = Sandbox::new("squatted") else {
+        return;
+    };
+    sb.bridge("xenbr0");
+    sb.bridge("xenbr1");
+    sb.netback_vif("vif6.0", "g5.0");
+    let o = sb.sh("ip link set vif6.0 alias 'xen-vif vif5.0' && \
+                   ip link property add dev vif6.0 altname vif5.0 && \
+                   ip link set vif6.0 master xenbr0 up");
+    assert!(o.status.success(), "{}", stderr(&o));
+    sb.backend(5, 0, &[("bridge", "xenbr0")]);
+    sb.backend(6, 0, &[("bridge", "xenbr1")]);
+    let before = sb.snapshot();
+    // Domain 6's offline (libxl always runs it): domain 5's device stays up on xenbr0.
+    assert_ok(&sb.offline("vif-bridge", 6, 0));
+    assert_eq!(before, sb.snapshot());
+    // Domain 6's online: refused, domain 5's device not moved to xenbr1.
+    let o = sb.online("vif-bridge", 6, 0);
+    assert_fails(&o);
+    assert_eq!(before, sb.snapshot());
+    let err = sb
+        .xs
+        .read("/local/domain/0/backend/vif/6/0/hotplug-status")
+        .unwrap();
+    assert_eq!(err, "error");
+    let err = sb
+        .xs
+        .read("/local/domain/0/backend/vif/6/0/hotplug-error")
+        .unwrap();
+    assert_eq!(
+        err,
+        "vif-bridge online vif6.0: device vif6.0 is another backend's: vif6.0 carries the \
+         alias \"xen-vif vif5.0\""
+    );
+    // Domain 5's own offline finds it (by its altname) and takes it off the bridge.
+    assert_ok(&sb.offline("vif-bridge", 5, 0));
+    assert_eq!(sb.master("vif6.0"), None);
+}
+
+/// Keys offline does not need went bad after online (a bad value, a value not UTF-8): offline
+/// still takes the device off the bridge and down, and says what it ignored.
+#[test]
+fn offline_tears_down_when_unneeded_keys_went_bad() {
+    let Some(sb) = guest("offbadkeys", &[("vifname", "web0"), ("mtu", "1400")]) else {
+        return;
+    };
+    assert_ok(&sb.online("vif-bridge", 5, 0));
+    assert_eq!(sb.master("web0").as_deref(), Some("xenbr0"));
+    for (key, value) in [
+        ("mtu", "junk"),
+        ("vlan", "x"),
+        ("ip", "not-an-ip"),
+        ("vifname", "vif6.0"),
+    ] {
+        sb.xs.write(&format!("{BE}/{key}"), value);
+    }
+    let o = sb.offline("vif-bridge", 5, 0);
+    assert_ok(&o);
+    assert!(
+        stderr(&o).contains("ignoring mtu for offline"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("ignoring vifname for offline"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(sb.master("web0"), None);
+    assert!(!sb.is_up("web0"));
+    // Online again refuses the bad keys (and changes nothing).
+    let before = sb.snapshot();
+    assert_fails(&sb.online("vif-bridge", 5, 0));
+    assert_eq!(before, sb.snapshot());
+    // A value that is not UTF-8.
+    sb.backend(5, 0, &[("bridge", "xenbr0"), ("vifname", "web0")]);
+    for key in ["mtu", "vlan", "ip"] {
+        sb.xs.rm(&format!("{BE}/{key}"));
+    }
+    assert_ok(&sb.online("vif-bridge", 5, 0));
+    sb.xs.write_bytes(&format!("{BE}/mtu"), b"\xff\xfe");
+    let o = sb.offline("vif-bridge", 5, 0);
+    assert_ok(&o);
+    assert!(
+        stderr(&o).contains("ignoring backend/vif/5/0/mtu for offline: invalid utf-8"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(sb.master("web0"), None);
+    assert!(!sb.is_up("web0"));
+}
+
+/// A failure after the vif vanished (here: a hook that deletes it, then fails): undoing this
+/// run's changes to a link that is gone counts as done, and the message is the cause alone.
+#[test]
+fn undo_of_a_vanished_vif_is_done_and_the_cause_is_the_message() {
+    let Some(sb) = guest("undogone", &[("mtu", "1400")]) else {
+        return;
+    };
+    let hook = sb.etc_dir().join("xen/scripts/vif-post.d/10-vanish.hook");
+    std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
+    std::fs::write(&hook, "ip link del \"$dev\"\nexit 7\n").unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let o = sb.online("vif-bridge", 5, 0);
+    assert_fails(&o);
+    assert!(sb.link("vif5.0").is_none());
+    assert_eq!(
+        sb.xs.read(&format!("{BE}/hotplug-error")).unwrap(),
+        "vif-bridge online vif5.0: hook /etc/xen/scripts/vif-post.d/10-vanish.hook failed \
+         (exit status: 7)"
+    );
+    assert_eq!(hotplug_status(&sb).as_deref(), Some("error"));
+}
+
 #[test]
 fn bridge_auto_detected_when_the_host_has_one() {
     let Some(sb) = Sandbox::new("auto") else {

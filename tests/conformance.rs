@@ -1,5 +1,5 @@
 //! Differential conformance: Debian's own Xen hotplug scripts (package xen-utils-common:
-//! vif-bridge, vif-route, vif-setup) and xen-vif run on identical fixtures in twin network
+//! vif-bridge, vif-route, vif-openvswitch, vif-setup) and xen-vif run on identical fixtures in twin network
 //! namespaces, and their results are compared. Every difference must be listed, with its reason,
 //! in `tests/known-differences`: an unlisted difference fails, and so does a listed one that no
 //! longer occurs.
@@ -298,8 +298,85 @@ fn tap_add_remove(script: &'static str, netdev: &str) -> Vec<Call> {
     ]
 }
 
+const VM: &str = "/vm/5b1e0e4c-8c1f-4d0b-9b4e-000000000005";
+
+/// A guest on Open vSwitch bridge ovsbr0 (started by the twin for script vif-openvswitch),
+/// with the VM's name and uuid where libxl writes them.
+fn switched(
+    name: &'static str,
+    bridge: &'static str,
+    keys: &[(&'static str, &'static str)],
+    calls: Vec<Call>,
+) -> Scenario {
+    let mut all = vec![
+        ("bridge", bridge),
+        ("/local/domain/5/vm", VM),
+        ("/vm/5b1e0e4c-8c1f-4d0b-9b4e-000000000005/name", "guest5"),
+        (
+            "/vm/5b1e0e4c-8c1f-4d0b-9b4e-000000000005/uuid",
+            "5b1e0e4c-8c1f-4d0b-9b4e-000000000005",
+        ),
+    ];
+    all.extend_from_slice(keys);
+    Scenario {
+        name,
+        hook: false,
+        host: vif(),
+        script: "vif-openvswitch",
+        keys: all,
+        calls,
+    }
+}
+
+fn ovs_call(label: &'static str, command: &'static str) -> Call {
+    libxl(label, "vif-openvswitch", &[command, "type_if=vif"], "")
+}
+
 fn scenarios() -> Vec<Scenario> {
     vec![
+        switched(
+            "ovs",
+            "ovsbr0.10:20:30",
+            &[],
+            vec![
+                ovs_call("online", "online"),
+                ovs_call("online-again", "online"),
+                ovs_call("offline", "offline"),
+            ],
+        ),
+        switched(
+            "ovs-untagged",
+            "ovsbr0",
+            &[],
+            vec![ovs_call("online", "online"), ovs_call("offline", "offline")],
+        ),
+        switched(
+            "ovs-mtu-key",
+            "ovsbr0.10",
+            &[("mtu", "1400")],
+            vec![ovs_call("online", "online"), ovs_call("offline", "offline")],
+        ),
+        switched(
+            "ovs-missing-bridge",
+            "nosuch.10",
+            &[],
+            vec![ovs_call("online", "online")],
+        ),
+        switched(
+            "ovs-bad-syntax",
+            "ovsbr0.x",
+            &[],
+            vec![ovs_call("online", "online")],
+        ),
+        switched(
+            "ovs-vanished",
+            "ovsbr0.10",
+            &[],
+            vec![
+                ovs_call("online", "online"),
+                before(ovs_call("offline", "offline"), &["link del vif5.0"]),
+            ],
+        ),
         bridged("bridge", &[], on_off()),
         bridged("bridge-mtu-key", &[("mtu", "1400")], on_off()),
         Scenario {
@@ -673,7 +750,13 @@ fn etc_layer(sb: &Sandbox, stock: &Path, side: Side, hook: bool) -> PathBuf {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
     }
     if side == Side::XenVif {
-        for name in ["vif-bridge", "vif-route", "vif-nat", "vif-setup"] {
+        for name in [
+            "vif-bridge",
+            "vif-route",
+            "vif-nat",
+            "vif-openvswitch",
+            "vif-setup",
+        ] {
             let _ = fs::remove_file(scripts.join(name));
             std::os::unix::fs::symlink(binary(), scripts.join(name)).unwrap();
         }
@@ -702,6 +785,8 @@ exec "$@""#;
 const HARNESS_FAILED: i32 = 97;
 
 struct Twin {
+    /// Open vSwitch, for vif-openvswitch (dropped before the sandbox).
+    ovs: Option<support::ovs::Ovs>,
     sb: Sandbox,
     layer: PathBuf,
 }
@@ -716,6 +801,22 @@ impl Twin {
         for c in &sc.host {
             sb.ip(c);
         }
+        let ovs = (sc.script == "vif-openvswitch").then(|| {
+            let ovs = support::ovs::Ovs::start(&sb).expect("Open vSwitch (checked before)");
+            // A fixed MAC, as for the Linux bridges.
+            ovs.vsctl(&[
+                "add-br",
+                "ovsbr0",
+                "--",
+                "set",
+                "bridge",
+                "ovsbr0",
+                "datapath_type=netdev",
+                "other-config:hwaddr=02:00:00:00:b0:00",
+            ]);
+            sb.ip("link set ovsbr0 up");
+            ovs
+        });
         let mut keys: Vec<(String, String)> = vec![
             ("frontend".into(), FE.into()),
             ("frontend-id".into(), "5".into()),
@@ -745,7 +846,7 @@ impl Twin {
         }
         sb.xs.write(&format!("{FE}/backend-id"), "0");
         sb.xs.write(&format!("{FE}/mac"), "00:16:3e:00:00:05");
-        Twin { sb, layer }
+        Twin { ovs, sb, layer }
     }
 
     fn run(&self, call: &Call) -> Output {
@@ -763,6 +864,7 @@ impl Twin {
             )
             .env("XENSTORED_PATH", self.sb.xs.socket())
             .envs(call.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.ovs.iter().flat_map(|o| o.env()))
             .current_dir("/")
             .stdin(Stdio::null())
             .output()
@@ -795,6 +897,9 @@ fn run_side(sc: &Scenario, stock: &Path, side: Side, tag: &str) -> (Observed, St
         let out = twin.run(call);
         let _ = write!(errors, "[{}] {}", call.label, stderr(&out));
         let mut seen = observe(&twin.sb, &out);
+        if let Some(ovs) = &twin.ovs {
+            ovs_rows(ovs, &mut seen);
+        }
         if let Ok(text) = fs::read_to_string(twin.sb.path(HOOK_OUT)) {
             fs::remove_file(twin.sb.path(HOOK_OUT)).unwrap();
             for line in text.lines() {
@@ -860,10 +965,32 @@ fn observe(sb: &Sandbox, out: &Output) -> BTreeMap<String, String> {
     m
 }
 
+/// The OVSDB rows of every port on ovsbr0: VLAN columns, the interface's external-ids, and
+/// whether ovs-vswitchd took it (an OpenFlow port number).
+fn ovs_rows(ovs: &support::ovs::Ovs, m: &mut BTreeMap<String, String>) {
+    let ports = ovs.ports("ovsbr0");
+    m.insert("ovs ports ovsbr0".into(), ports.join(","));
+    for p in &ports {
+        for col in ["tag", "trunks", "vlan_mode"] {
+            let v = ovs.get("port", p, col).unwrap_or_default();
+            m.insert(format!("ovs port {p} {col}"), v);
+        }
+        let ids = ovs.get("interface", p, "external_ids").unwrap_or_default();
+        m.insert(format!("ovs interface {p} external_ids"), ids);
+        let ofport = ovs.get("interface", p, "ofport").unwrap_or_default();
+        let taken = ofport.parse::<i64>().is_ok_and(|n| n > 0);
+        m.insert(format!("ovs interface {p} ofport>0"), taken.to_string());
+    }
+}
+
 fn links(sb: &Sandbox, m: &mut BTreeMap<String, String>) {
     let v: Value = serde_json::from_str(&sb.ip("-j -d link show")).unwrap();
     for l in v.as_array().unwrap() {
         let name = l["ifname"].as_str().unwrap();
+        // The userspace datapath's own device: a random MAC, never touched by a script.
+        if name == "ovs-netdev" {
+            continue;
+        }
         let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
         // Carrier follows the peer and the bridge's port states: the kernel's doing.
         let flags: Vec<String> = l["flags"]
@@ -1167,6 +1294,9 @@ fn prerequisites() -> Option<PathBuf> {
         "logger",
         "mount",
         "bash",
+        "ovs-vsctl",
+        "ovsdb-server",
+        "ovs-vswitchd",
     ] {
         if !require(
             have_tool(tool),

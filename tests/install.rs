@@ -272,3 +272,62 @@ fn a_foreign_file_in_the_way_stops_the_install() {
     );
     fs::remove_dir_all(&root).unwrap();
 }
+
+/// The units install.sh puts in place, checked by systemd itself against the installed tree
+/// (the executables they name must exist there); the host's own units are copied in so the
+/// targets they refer to resolve.
+#[test]
+fn the_systemd_units_verify_against_the_installed_tree() {
+    let have = Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        assert!(!ci, "prerequisite missing in CI: systemd-analyze (systemd)");
+        eprintln!("SKIPPED (not in CI): systemd-analyze");
+        return;
+    }
+    let root = xen_root("units");
+    install(&root);
+    let units = ["xen-vif.service", "xen-vif-network.service"];
+    for u in units {
+        let installed = fs::read(root.join("etc/systemd/system").join(u)).unwrap();
+        assert_eq!(installed, fs::read(repo().join("systemd").join(u)).unwrap());
+    }
+    fs::create_dir_all(root.join("lib/systemd")).unwrap();
+    let st = Command::new("cp")
+        .args(["-a", "/lib/systemd/system"])
+        .arg(root.join("lib/systemd"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let verify = |root: &Path| {
+        Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(format!("--root={}", root.display()))
+            .arg("--man=no")
+            .args(units.map(|u| format!("/etc/systemd/system/{u}")))
+            .output()
+            .unwrap()
+    };
+    let o = verify(&root);
+    ok(&o);
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // The check has teeth: without the binary the units are refused.
+    fs::remove_file(root.join("usr/sbin/xen-vif")).unwrap();
+    let o = verify(&root);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("/usr/sbin/xen-vif is not executable"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // The man page the units name is installed.
+    assert!(root.join("usr/share/man/man8/xen-vif.8.gz").is_file());
+    fs::remove_dir_all(&root).unwrap();
+}

@@ -150,6 +150,8 @@ fn a_vif_attached_by_vif_bridge_reaches_the_switch() {
     // The guest: netback's vif5.0 here, the guest's end in its own namespace.
     let guest = sb.netns("guest");
     sb.veth_to("vif5.0", &guest, "geth0");
+    // The backend's MAC (the anti-spoofing filter holds the guest to it).
+    guest.ip("link set geth0 address 00:16:3e:00:00:01");
     guest.ip("addr add 10.0.0.5/24 dev geth0");
     sb.backend(5, 0, &[("bridge", "eth0")]);
     assert_ok(&sb.online("vif-bridge", 5, 0));
@@ -631,4 +633,51 @@ fn trunk_plans_and_refusals() {
         assert_eq!(stderr(&o).lines().count(), 1, "{bad:?}: {}", stderr(&o));
     }
     assert!(sb.state_files().is_empty());
+}
+
+/// What xen-vif-network.service runs at boot and shutdown: the script named by
+/// `network_script` in /etc/xen/xen-vif.toml; without the key, nothing.
+#[test]
+fn the_host_network_from_the_configuration_file() {
+    let Some((sb, _sw)) = host("conf") else {
+        return;
+    };
+    let before = sb.snapshot();
+    let o = sb.run("xen-vif", &["network", "host", "start"], &[]);
+    assert_ok(&o);
+    assert_eq!(before, sb.snapshot(), "no key: nothing changes");
+    fs::create_dir_all(sb.etc_dir().join("xen")).unwrap();
+    fs::write(
+        sb.etc_dir().join("xen/xen-vif.toml"),
+        "# was (network-script 'network-bridge netdev=eth0')\n\
+         network_script = \"network-bridge netdev=eth0\"\n",
+    )
+    .unwrap();
+    let o = sb.run("xen-vif", &["check-config"], &[]);
+    assert_ok(&o);
+    assert!(stdout(&o).contains("network_script = network-bridge netdev=eth0\n"));
+    assert_ok(&sb.run("xen-vif", &["network", "host", "start"], &[]));
+    assert_eq!(kind(&sb, "eth0").as_deref(), Some("bridge"));
+    assert_eq!(sb.master("peth0").as_deref(), Some("eth0"));
+    assert!(sb.ping("10.0.0.1"));
+    let o = sb.run("xen-vif", &["network", "host", "status"], &[]);
+    assert_ok(&o);
+    assert_ok(&sb.run("xen-vif", &["network", "host", "stop"], &[]));
+    assert_eq!(before, sb.snapshot());
+    // A bad value fails start with the line named, and check-config says the same.
+    fs::write(
+        sb.etc_dir().join("xen/xen-vif.toml"),
+        "network_script = \"network-bridge eth0\"\n",
+    )
+    .unwrap();
+    for args in [&["network", "host", "start"][..], &["check-config"]] {
+        let o = sb.run("xen-vif", args, &[]);
+        assert_fails(&o);
+        assert!(
+            stderr(&o).contains("line 1: network_script: \"eth0\" is not key=value"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    assert_eq!(before, sb.snapshot());
 }

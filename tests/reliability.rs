@@ -226,16 +226,6 @@ fn the_vif_vanishing_midway() {
     }
 }
 
-fn fault(sb: &Sandbox, op: &str, prefix: &str, action: FaultAction) {
-    sb.xs.clear_faults();
-    sb.xs.inject(Fault {
-        op: Some(op.into()),
-        path_prefix: prefix.into(),
-        action,
-        times: None,
-    });
-}
-
 #[test]
 fn xenstore_errors_are_clear_and_bounded() {
     let Some(sb) = guest_on_xenbr0("xsfault", &[]) else {
@@ -250,7 +240,7 @@ fn xenstore_errors_are_clear_and_bounded() {
         ("WRITE", "/local/domain/5/device", "EACCES"),
         ("WRITE", &format!("{BE}/hotplug-status"), "EAGAIN"),
     ] {
-        fault(&sb, op, prefix, FaultAction::Error(err.into()));
+        sb.fault(op, prefix, FaultAction::Error(err.into()));
         let o = sb.online("vif-bridge", 5, 0);
         if op == "READ" && err == "ENOENT" {
             // A key read as missing after the listing named it: treated as unset, so online works.
@@ -276,7 +266,7 @@ fn a_hung_xenstored_gives_a_clear_error_well_before_libxl_kills() {
     let Some(sb) = guest_on_xenbr0("xshang", &[]) else {
         return;
     };
-    fault(&sb, "READ", BE, FaultAction::Hang);
+    sb.fault("READ", BE, FaultAction::Hang);
     let start = Instant::now();
     let o = sb.online("vif-bridge", 5, 0);
     let took = start.elapsed();
@@ -291,7 +281,7 @@ fn xenstored_closing_the_connection_is_a_clear_error() {
     let Some(sb) = guest_on_xenbr0("xsclose", &[]) else {
         return;
     };
-    fault(&sb, "READ", BE, FaultAction::Close);
+    sb.fault("READ", BE, FaultAction::Close);
     let o = sb.online("vif-bridge", 5, 0);
     assert_fails(&o);
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));

@@ -45,6 +45,9 @@ fn guest(r: &Routed, domid: u32, v4: &str, v6: Option<&str>, ip_key: &str) -> Ne
     let vif = format!("vif{domid}.0");
     let g = Netns::new(&r.sb, &format!("g{domid}"));
     r.sb.netback_vif(&vif, "eth0");
+    // The guest's NIC has the backend's MAC, which the anti-spoofing filter holds it to.
+    let mac = format!("00:16:3e:00:00:{domid:02x}");
+    r.sb.ip(&format!("link set eth0 address {mac}"));
     r.sb.move_to("eth0", &g);
     g.ip("link set eth0 up");
     g.ip(&format!("addr add {v4}/29 dev eth0"));
@@ -63,6 +66,7 @@ fn guest(r: &Routed, domid: u32, v4: &str, v6: Option<&str>, ip_key: &str) -> Ne
             ("script", "/etc/xen/scripts/vif-route"),
             ("ip", ip_key),
             ("gatewaydev", "gw0"),
+            ("mac", &mac),
         ],
     );
     g
@@ -212,6 +216,102 @@ fn tap_and_vif_of_one_guest_do_not_collide() {
     let routes = r.sb.ip("route show 10.9.0.2");
     assert!(!routes.contains("vif5.0-emu"), "{routes}");
     assert!(routes.contains("dev vif5.0 "), "{routes}");
+}
+
+/// Two guests given the same IPv6 address: the second's online fails; its offline (which libxl
+/// always runs) and the first guest's tap `remove` leave the proxy NDP entry the first guest's
+/// vif still needs.
+#[test]
+fn a_shared_address_keeps_the_proxy_entry_the_other_guest_needs() {
+    let Some(r) = routed("route-shared") else {
+        return;
+    };
+    let _a = guest(
+        &r,
+        5,
+        "10.9.0.2",
+        Some("2001:db8:9::2"),
+        "10.9.0.2 2001:db8:9::2",
+    );
+    online(&r, 5);
+    let proxy = || r.sb.ip("neigh show proxy");
+    assert!(proxy().contains("2001:db8:9::2 dev gw0"), "{}", proxy());
+    let before = r.sb.snapshot();
+    // Domain 6 is given the same IPv6 address.
+    let _b = guest(
+        &r,
+        6,
+        "10.9.0.3",
+        Some("2001:db8:9::2"),
+        "10.9.0.3 2001:db8:9::2",
+    );
+    let mut env = r.sb.libxl_env("vif-route", 6, 0);
+    env.retain(|(k, _)| k != "netdev");
+    env.push(("netdev".into(), "gw0".into()));
+    let o = r.sb.run("vif-route", &["online", "type_if=vif"], &env);
+    assert_fails(&o);
+    let err =
+        r.sb.xs
+            .read("/local/domain/0/backend/vif/6/0/hotplug-error")
+            .unwrap();
+    assert_eq!(
+        err,
+        "vif-route online vif6.0: ip entry 2001:db8:9::2/128 is already routed to vif5.0 \
+         (another guest's address?)"
+    );
+    assert_eq!(before, without(&r.sb.snapshot(), "vif6.0"));
+    // Its offline: domain 5's proxy entry and routes stay.
+    assert_ok(&r.sb.run("vif-route", &["offline", "type_if=vif"], &env));
+    assert!(proxy().contains("2001:db8:9::2 dev gw0"), "{}", proxy());
+    assert_eq!(before, without(&r.sb.snapshot(), "vif6.0"));
+    // Domain 5's emulated NIC comes and goes: its vif still needs the entry.
+    r.sb.netback_vif("vif5.0-emu", "t5.0");
+    let mut tap = r.sb.libxl_env("vif-route", 5, 0);
+    tap.retain(|(k, _)| k != "netdev");
+    tap.push(("netdev".into(), "gw0".into()));
+    tap.push(("INTERFACE".into(), "vif5.0-emu".into()));
+    assert_ok(&r.sb.run("vif-route", &["add", "type_if=tap"], &tap));
+    assert_ok(&r.sb.run("vif-route", &["remove", "type_if=tap"], &tap));
+    assert!(proxy().contains("2001:db8:9::2 dev gw0"), "{}", proxy());
+    r.sb.ip("link del vif5.0-emu");
+    assert_eq!(before, without(&r.sb.snapshot(), "vif6.0"));
+    // The world still reaches domain 5 over IPv6 (proxy NDP on gw0).
+    assert!(r.world.ping("2001:db8:9::2"), "world → guest over IPv6");
+    // Domain 5's own offline takes the entry away: nobody needs it any more.
+    offline(&r, 5);
+    assert!(!proxy().contains("2001:db8:9::2"), "{}", proxy());
+}
+
+/// The `ip` key went bad after online: offline finds the guest's routes on the vif in the
+/// kernel, and removes them and the proxy NDP entry all the same.
+#[test]
+fn offline_with_a_bad_ip_key_finds_the_routes_in_the_kernel() {
+    let Some(r) = routed("route-badip") else {
+        return;
+    };
+    let _g = guest(
+        &r,
+        5,
+        "10.9.0.2",
+        Some("2001:db8:9::2"),
+        "10.9.0.2 2001:db8:9::2",
+    );
+    let before = r.sb.snapshot();
+    online(&r, 5);
+    assert!(
+        r.sb.ip("neigh show proxy")
+            .contains("2001:db8:9::2 dev gw0")
+    );
+    r.sb.xs.write(&format!("{BE}/ip"), "10.9.0.2 junk");
+    offline(&r, 5);
+    assert!(r.sb.ip("route show dev vif5.0").trim().is_empty());
+    assert!(
+        r.sb.ip("-6 route show dev vif5.0")
+            .lines()
+            .all(|l| l.starts_with("fe80"))
+    );
+    assert!(!r.sb.ip("neigh show proxy").contains("2001:db8:9::2"));
+    assert_eq!(before, r.sb.snapshot());
 }
 
 #[test]

@@ -78,25 +78,21 @@ pub fn vlan_steps(link: &Link, current: &[PortVlan], wanted: &[PortVlan]) -> Vec
     steps
 }
 
-pub fn online(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
-    let link = require_device(nl, hp)?;
-    let bridge = resolve_bridge(nl, hp)?;
-    if bridge.index == link.index {
-        bail!("{} cannot be a port of itself", bridge.name);
-    }
-    if hp.vlan.is_some() && bridge.vlan_filtering != Some(true) {
-        bail!(
-            "vlan is set but bridge {} does not filter VLANs (xen-vif never switches filtering on for a bridge it did not build)",
-            bridge.name
-        );
-    }
-    let mtu = hp.mtu.unwrap_or(bridge.mtu);
+/// What a vif needs before it joins a switch (a Linux bridge or Open vSwitch): its name, the
+/// port MAC, no addresses, the MTU `mtu`. Returns the steps and whether they take the link
+/// down, so the caller brings it up again.
+pub fn prepare_port(
+    nl: &mut Netlink,
+    hp: &Hotplug,
+    link: &Link,
+    mtu: u32,
+) -> Result<(Vec<Step>, bool)> {
     let set_mac = link.mac != PORT_MAC;
     // Changing a netback device's MAC needs the link down (as renaming does); otherwise a
     // second online leaves a working port alone.
-    let (mut steps, needs_down) = down_and_rename(nl, hp, &link, set_mac)?;
-    // The filter first, while the port is down and before it joins the bridge.
-    steps.extend(filter::online(nl, hp, &link)?);
+    let (mut steps, needs_down) = down_and_rename(nl, hp, link, set_mac)?;
+    // The filter first, while the port is down and before it joins the bridge (or switch).
+    steps.extend(filter::online(nl, hp, link)?);
     let name = hp.wanted_name.to_string();
     if set_mac {
         steps.push(Step::SetMac {
@@ -119,11 +115,29 @@ pub fn online(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
     if link.mtu != mtu {
         steps.push(Step::SetMtu {
             index: link.index,
-            name: name.clone(),
+            name,
             mtu,
             old: link.mtu,
         });
     }
+    Ok((steps, needs_down))
+}
+
+pub fn online(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
+    let link = require_device(nl, hp)?;
+    let bridge = resolve_bridge(nl, hp)?;
+    if bridge.index == link.index {
+        bail!("{} cannot be a port of itself", bridge.name);
+    }
+    if hp.vlan.is_some() && bridge.vlan_filtering != Some(true) {
+        bail!(
+            "vlan is set but bridge {} does not filter VLANs (xen-vif never switches filtering on for a bridge it did not build)",
+            bridge.name
+        );
+    }
+    let mtu = hp.mtu.unwrap_or(bridge.mtu);
+    let (mut steps, needs_down) = prepare_port(nl, hp, &link, mtu)?;
+    let name = hp.wanted_name.to_string();
     let enslaved = link.master == Some(bridge.index);
     if !enslaved {
         steps.push(Step::SetMaster {

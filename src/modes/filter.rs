@@ -11,9 +11,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::Result;
 
+use crate::addr::GuestAddr;
 use crate::ifname::IfName;
 use crate::invocation::{Hotplug, Mode};
-use crate::modes::route::GuestAddr;
 use crate::netlink::{Link, Netlink};
 use crate::nftables::{
     ChainState, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMPV6, IPPROTO_UDP, IngressChain, Mac,
@@ -180,26 +180,6 @@ pub fn fingerprint(chain: &IngressChain) -> String {
     crate::nftables::fingerprint("xen-vif", &chain.to_string())
 }
 
-/// Parse the backend's `mac` (`00:16:3e:..`): a unicast Ethernet address.
-pub fn parse_mac(s: &str) -> Result<Mac> {
-    let bad = || anyhow::anyhow!("mac {s:?} is not a unicast Ethernet address");
-    let parts: Vec<&str> = s.trim().split(':').collect();
-    if parts.len() != 6 {
-        return Err(bad());
-    }
-    let mut mac = [0u8; 6];
-    for (i, p) in parts.iter().enumerate() {
-        if p.is_empty() || p.len() > 2 {
-            return Err(bad());
-        }
-        mac[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
-    }
-    if mac[0] & 1 != 0 || mac == [0; 6] {
-        return Err(bad());
-    }
-    Ok(mac)
-}
-
 /// What the kernel has for this vif's filter.
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
@@ -348,4 +328,117 @@ pub fn offline(nl: &mut Netlink, hp: &Hotplug, link: Option<&Link>) -> Result<Ve
         });
     }
     Ok(steps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addr::parse_guest_addrs;
+
+    const MAC: Mac = [0x00, 0x16, 0x3e, 0x00, 0x00, 0x05];
+
+    fn text(mac: Option<Mac>, ip: &str) -> Option<String> {
+        let ip = parse_guest_addrs(ip).unwrap();
+        ruleset("vif5.0", "web0", mac, &ip).map(|c| c.to_string())
+    }
+
+    #[test]
+    fn nothing_known_nothing_filtered() {
+        assert_eq!(text(None, ""), None);
+    }
+
+    #[test]
+    fn mac_only_without_ip() {
+        assert_eq!(
+            text(Some(MAC), "").unwrap(),
+            "table netdev xen-vif {
+\tchain vif5.0 {
+\t\ttype filter hook ingress device \"web0\" priority -500; policy accept;
+\t\tether saddr != 00:16:3e:00:00:05 drop
+\t}
+}"
+        );
+    }
+
+    #[test]
+    fn golden_ipv4_and_ipv6() {
+        let want = "table netdev xen-vif {
+\tchain vif5.0 {
+\t\ttype filter hook ingress device \"web0\" priority -500; policy accept;
+\t\tether saddr != 00:16:3e:00:00:05 drop
+\t\tether type arp arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp saddr ether 00:16:3e:00:00:05 arp saddr ip 0.0.0.0 accept
+\t\tether type arp arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp saddr ether 00:16:3e:00:00:05 arp saddr ip 10.0.0.5 accept
+\t\tether type arp arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp saddr ether 00:16:3e:00:00:05 arp saddr ip 10.0.1.0/24 accept
+\t\tether type arp drop
+\t\tether type ip ip saddr 10.0.0.5 accept
+\t\tether type ip ip saddr 10.0.1.0/24 accept
+\t\tether type ip ip saddr 0.0.0.0 ip daddr 255.255.255.255 meta l4proto udp th sport 68 th dport 67 accept
+\t\tether type ip drop
+\t\tether type ip6 meta l4proto ipv6-icmp icmpv6 type nd-router-advert drop
+\t\tether type ip6 meta l4proto ipv6-icmp icmpv6 type nd-redirect drop
+\t\tether type ip6 ip6 saddr :: meta l4proto ipv6-icmp icmpv6 type nd-neighbor-solicit icmpv6 taddr 2001:db8::5 accept
+\t\tether type ip6 ip6 saddr :: meta l4proto ipv6-icmp icmpv6 type nd-neighbor-solicit icmpv6 taddr fe80::/64 accept
+\t\tether type ip6 ip6 saddr :: meta l4proto ipv6-icmp icmpv6 type nd-router-solicit accept
+\t\tether type ip6 ip6 saddr :: meta l4proto ipv6-icmp icmpv6 type mld-listener-report accept
+\t\tether type ip6 ip6 saddr :: meta l4proto ipv6-icmp icmpv6 type mld2-listener-report accept
+\t\tether type ip6 ip6 saddr 2001:db8::5 meta l4proto ipv6-icmp icmpv6 type nd-neighbor-advert icmpv6 taddr 2001:db8::5 accept
+\t\tether type ip6 ip6 saddr fe80::/64 meta l4proto ipv6-icmp icmpv6 type nd-neighbor-advert icmpv6 taddr 2001:db8::5 accept
+\t\tether type ip6 ip6 saddr fe80::/64 meta l4proto ipv6-icmp icmpv6 type nd-neighbor-advert icmpv6 taddr fe80::/64 accept
+\t\tether type ip6 meta l4proto ipv6-icmp icmpv6 type nd-neighbor-advert drop
+\t\tether type ip6 ip6 saddr 2001:db8::5 accept
+\t\tether type ip6 ip6 saddr fe80::/64 accept
+\t\tether type ip6 drop
+\t\tdrop
+\t}
+}";
+        assert_eq!(
+            text(Some(MAC), "10.0.0.5 10.0.1.0/24 2001:db8::5").unwrap(),
+            want
+        );
+    }
+
+    #[test]
+    fn ipv4_only_guests_keep_link_local_ipv6() {
+        let t = text(Some(MAC), "10.0.0.5").unwrap();
+        assert!(t.contains("ether type ip6 ip6 saddr fe80::/64 accept\n"));
+        assert!(!t.contains("2001:"));
+    }
+
+    #[test]
+    fn plan_is_empty_when_the_kernel_has_the_chain() {
+        let ip = parse_guest_addrs("10.0.0.5").unwrap();
+        let want = ruleset("vif5.0", "vif5.0", Some(MAC), &ip).unwrap();
+        let same = Observed {
+            chain: Some(ChainState {
+                devices: vec!["vif5.0".into()],
+                comment: Some(fingerprint(&want)),
+                rules: want.rules.len(),
+            }),
+        };
+        assert!(plan(&same, "vif5.0", Some(&want)).is_empty());
+        // Another device, a rule less, another fingerprint: replaced in one step.
+        for change in [
+            |c: &mut ChainState| c.devices = vec!["web0".into()],
+            |c: &mut ChainState| c.rules -= 1,
+            |c: &mut ChainState| c.comment = Some("xen-vif 0".into()),
+        ] {
+            let mut o = same.clone();
+            change(o.chain.as_mut().unwrap());
+            match plan(&o, "vif5.0", Some(&want)).as_slice() {
+                [Step::Filter { exists: true, .. }] => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(matches!(
+            plan(&Observed::default(), "vif5.0", Some(&want)).as_slice(),
+            [Step::Filter { exists: false, .. }]
+        ));
+        assert_eq!(
+            plan(&same, "vif5.0", None),
+            vec![Step::Unfilter {
+                table: TABLE.into(),
+                chain: "vif5.0".into()
+            }]
+        );
+    }
 }

@@ -4,19 +4,44 @@
 pub mod bridge;
 pub mod filter;
 pub mod nat;
+pub mod openvswitch;
 pub mod route;
 
 use anyhow::{Result, bail};
 
-use crate::invocation::{Hotplug, TypeIf};
+use crate::invocation::{Hotplug, Mode, TypeIf};
+use crate::log;
 use crate::netlink::{Link, Netlink};
 use crate::plan::Step;
+use crate::xenstore::Store;
+
+/// Plan the change `hp` asks for, in its mode.
+pub fn plan(nl: &mut Netlink, store: &dyn Store, hp: &Hotplug) -> Result<Vec<Step>> {
+    match (hp.mode, hp.command.is_up()) {
+        (Mode::Bridge, true) => bridge::online(nl, hp),
+        (Mode::Bridge, false) => bridge::offline(nl, hp),
+        (Mode::Route, true) => route::online(nl, hp),
+        (Mode::Route, false) => route::offline(nl, hp),
+        (Mode::Nat, true) => nat::online(nl, hp),
+        (Mode::Nat, false) => nat::offline(nl, hp),
+        (Mode::Openvswitch, true) => openvswitch::online(nl, store, hp),
+        (Mode::Openvswitch, false) => openvswitch::offline(nl, hp),
+    }
+}
 
 /// Find this backend's device: by netback's name (which after our rename is the device's
-/// alternative name), or by its `vifname` when the device there provably is this backend's.
+/// alternative name), unless what has that name provably is another backend's; or by its
+/// `vifname` when the device there provably is this backend's. Online and offline act only on
+/// what this returns.
 pub fn find_device(nl: &mut Netlink, hp: &Hotplug) -> Result<Option<Link>> {
     if let Some(l) = nl.link_by_name(hp.kernel_name.as_str())? {
-        return Ok(Some(l));
+        match another_backends(&l, hp) {
+            None => return Ok(Some(l)),
+            Some(why) => log::debug(&format!(
+                "{} is not this backend's device: {why}",
+                hp.kernel_name
+            )),
+        }
     }
     if hp.wanted_name != hp.kernel_name {
         if let Some(l) = nl.link_by_name(hp.wanted_name.as_str())? {
@@ -30,8 +55,10 @@ pub fn find_device(nl: &mut Netlink, hp: &Hotplug) -> Result<Option<Link>> {
 
 /// The alias a device renamed by xen-vif carries: `xen-vif vif5.0`.
 fn owner_alias(hp: &Hotplug) -> String {
-    format!("xen-vif {}", hp.kernel_name)
+    format!("{ALIAS_PREFIX}{}", hp.kernel_name)
 }
+
+const ALIAS_PREFIX: &str = "xen-vif ";
 
 /// Netback's devices hang off the xenbus device `vif-D-N`; a device we renamed carries our
 /// alias (set in the same message as the new name) and netback's name as an alternative name.
@@ -44,12 +71,37 @@ fn is_this_backends(l: &Link, hp: &Hotplug) -> bool {
             && l.parent_dev.as_deref() == Some(&format!("vif-{}-{}", hp.id.domid, hp.id.devid)))
 }
 
-/// The device must exist for online/add.
-pub fn require_device(nl: &mut Netlink, hp: &Hotplug) -> Result<Link> {
-    match find_device(nl, hp)? {
-        Some(l) => Ok(l),
-        None => bail!("device {} does not exist", hp.kernel_name),
+/// Why the link found under this backend's kernel name is provably another backend's: it
+/// carries xen-vif's alias for another device (a rename of that one to our name, e.g. an old
+/// `vifname=vif6.0` on domain 5), or hangs off another xenbus device. A link with neither
+/// (netback's own device before any rename, the emulated NIC's tap, a test's veth) is taken to
+/// be the one netback or qemu created under this name.
+fn another_backends(l: &Link, hp: &Hotplug) -> Option<String> {
+    if let Some(a) = l.alias.as_deref() {
+        if a.starts_with(ALIAS_PREFIX) && a != owner_alias(hp) {
+            return Some(format!("{} carries the alias {a:?}", l.name));
+        }
     }
+    if l.parent_bus.as_deref() == Some("xen-backend") {
+        let ours = format!("vif-{}-{}", hp.id.domid, hp.id.devid);
+        if let Some(p) = l.parent_dev.as_deref().filter(|p| *p != ours) {
+            return Some(format!("{} belongs to the xen-backend device {p}", l.name));
+        }
+    }
+    None
+}
+
+/// The device must exist for online/add, and be this backend's.
+pub fn require_device(nl: &mut Netlink, hp: &Hotplug) -> Result<Link> {
+    if let Some(l) = find_device(nl, hp)? {
+        return Ok(l);
+    }
+    if let Some(l) = nl.link_by_name(hp.kernel_name.as_str())? {
+        if let Some(why) = another_backends(&l, hp) {
+            bail!("device {} is another backend's: {why}", hp.kernel_name);
+        }
+    }
+    bail!("device {} does not exist", hp.kernel_name)
 }
 
 /// The steps that give the link its name: down first when it is up and must be (a rename

@@ -13,8 +13,9 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::{Result, bail};
 
-use super::route::{GuestAddr, address_step, has_route, host_route, sysctl_step};
+use super::route::{address_step, has_route, host_route, sysctl_step};
 use super::{down_and_rename, filter, find_device, require_device};
+use crate::addr::{GuestAddr, nat_router_address};
 use crate::config;
 use crate::dhcp_hosts::{self, Entry, Files};
 use crate::ifname::IfName;
@@ -22,80 +23,6 @@ use crate::invocation::{DeviceId, Hotplug, TypeIf};
 use crate::netlink::{Address, Link, Netlink, RT_TABLE_MAIN, Route};
 use crate::plan::Step;
 use crate::sysctl;
-
-/// What the stock script adds to the guest's last octet for the router's.
-pub const ROUTER_OFFSET: u8 = 127;
-
-/// The guest's one IPv4 address: `ip` (an address, optionally with a prefix length, which the
-/// stock script ignores too), or the stock default from the device's ids.
-pub fn guest_address(ip: Option<&str>, id: DeviceId) -> Result<GuestAddr> {
-    let ip = match ip.map(str::trim).filter(|s| !s.is_empty()) {
-        Some(given) => parse_ip(given)?,
-        None => default_address(id)?,
-    };
-    Ok(GuestAddr {
-        ip: IpAddr::V4(ip),
-        prefix_len: 32,
-    })
-}
-
-fn parse_ip(given: &str) -> Result<Ipv4Addr> {
-    if given.split_whitespace().count() > 1 {
-        bail!("ip {given:?}: vif-nat takes one IPv4 address");
-    }
-    let (addr, len) = match given.split_once('/') {
-        Some((a, l)) => (a, Some(l)),
-        None => (given, None),
-    };
-    if let Some(l) = len {
-        if l.is_empty()
-            || !l.bytes().all(|b| b.is_ascii_digit())
-            || l.parse::<u8>().map_or(true, |n| !(1..=32).contains(&n))
-        {
-            bail!("ip {given:?}: bad prefix length {l:?}");
-        }
-    }
-    let ip: Ipv4Addr = addr.parse().map_err(|_| {
-        anyhow::anyhow!("ip {given:?} is not an IPv4 address (vif-nat is IPv4 only)")
-    })?;
-    if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() || ip.is_broadcast() {
-        bail!("ip {given:?} is not a unicast address");
-    }
-    if ip.octets()[3] > u8::MAX - ROUTER_OFFSET {
-        bail!(
-            "ip {given:?}: the router address is the guest's with {ROUTER_OFFSET} added to the \
-             last octet, so that octet must be at most {}",
-            u8::MAX - ROUTER_OFFSET
-        );
-    }
-    Ok(ip)
-}
-
-/// `10.<domid/256>.<domid%256>.<devid+1>`, as the stock script derives it.
-pub fn default_address(id: DeviceId) -> Result<Ipv4Addr> {
-    let host = id.devid + 1;
-    if id.domid > 0xffff || host > u32::from(u8::MAX - ROUTER_OFFSET) {
-        bail!(
-            "vif{}.{} has no default vif-nat address (10.<domid/256>.<domid%256>.<devid+1> needs \
-             devid < {}): give ip=",
-            id.domid,
-            id.devid,
-            u8::MAX - ROUTER_OFFSET
-        );
-    }
-    Ok(Ipv4Addr::new(
-        10,
-        (id.domid / 256) as u8,
-        (id.domid % 256) as u8,
-        host as u8,
-    ))
-}
-
-/// The guest's router: its address with [`ROUTER_OFFSET`] added to the last octet.
-pub fn router_address(guest: Ipv4Addr) -> Ipv4Addr {
-    let [a, b, c, d] = guest.octets();
-    Ipv4Addr::new(a, b, c, d.saturating_add(ROUTER_OFFSET))
-}
 
 /// The DHCP host name: `dom<domid>`, and `-<devid+1>` for the second vif on, as stock.
 pub fn host_name(id: DeviceId) -> String {
@@ -159,7 +86,7 @@ pub fn dhcp_entry(hp: &Hotplug) -> Result<Entry> {
         mac,
         ip,
         name: host_name(hp.id),
-        router: router_address(ip),
+        router: nat_router_address(ip),
     })
 }
 
@@ -216,7 +143,7 @@ fn guest_route(hp: &Hotplug, index: u32) -> Result<Route> {
     Ok(host_route(
         &hp.ip[0],
         index,
-        IpAddr::V4(router_address(ip)),
+        IpAddr::V4(nat_router_address(ip)),
         None,
     ))
 }
@@ -247,7 +174,7 @@ pub fn plan_online(o: &Observed, hp: &Hotplug) -> Result<Vec<Step>> {
         steps.push(up(link, hp, true));
     }
     let name = hp.wanted_name.to_string();
-    let router = router_address(guest_ipv4(hp)?);
+    let router = nat_router_address(guest_ipv4(hp)?);
     steps.extend(address_step(
         &o.addresses,
         link.index,
@@ -303,7 +230,7 @@ pub fn plan_offline(o: &Observed, hp: &Hotplug) -> Result<Vec<Step>> {
     };
     // No address (online refused it): no route or router address can have been added.
     let ip = guest_ipv4(hp).ok();
-    let router = ip.map(|ip| IpAddr::V4(router_address(ip)));
+    let router = ip.map(|ip| IpAddr::V4(nat_router_address(ip)));
     for r in o.routes.iter().filter(|r| {
         ip.is_some_and(|ip| r.dst == IpAddr::V4(ip))
             && r.prefix_len == 32
@@ -376,11 +303,12 @@ mod tests {
             wanted_name: kernel,
             bridge: None,
             gatewaydev: None,
-            ip: vec![guest_address(ip, id(5, devid)).unwrap()],
+            ip: vec![nat_guest_address_of(ip, id(5, devid)).unwrap()],
             mtu: None,
             vlan: None,
             mac: Some([0x00, 0x16, 0x3e, 0, 0, 5]),
             antispoof: false,
+            ovs_vlans: Default::default(),
         }
     }
 
@@ -394,24 +322,35 @@ mod tests {
         }
     }
 
+    fn nat_default_address_of(id: DeviceId) -> Result<Ipv4Addr> {
+        crate::addr::nat_default_address(id.domid, id.devid)
+    }
+
+    fn nat_guest_address_of(ip: Option<&str>, id: DeviceId) -> Result<GuestAddr> {
+        crate::addr::nat_guest_address(ip, id.domid, id.devid)
+    }
+
     fn text(steps: &[Step]) -> Vec<String> {
         steps.iter().map(ToString::to_string).collect()
     }
 
     #[test]
     fn addresses_as_stock_derives_them() {
-        assert_eq!(default_address(id(5, 0)).unwrap().to_string(), "10.0.5.1");
         assert_eq!(
-            default_address(id(300, 1)).unwrap().to_string(),
+            nat_default_address_of(id(5, 0)).unwrap().to_string(),
+            "10.0.5.1"
+        );
+        assert_eq!(
+            nat_default_address_of(id(300, 1)).unwrap().to_string(),
             "10.1.44.2"
         );
-        assert!(default_address(id(5, 127)).is_ok());
-        assert!(default_address(id(5, 128)).is_err());
+        assert!(nat_default_address_of(id(5, 127)).is_ok());
+        assert!(nat_default_address_of(id(5, 128)).is_err());
         assert_eq!(
-            router_address("10.0.5.1".parse().unwrap()).to_string(),
+            nat_router_address("10.0.5.1".parse().unwrap()).to_string(),
             "10.0.5.128"
         );
-        let g = guest_address(Some("192.168.7.20/24"), id(5, 0)).unwrap();
+        let g = nat_guest_address_of(Some("192.168.7.20/24"), id(5, 0)).unwrap();
         assert_eq!(g.ip.to_string(), "192.168.7.20");
         assert_eq!(g.prefix_len, 32);
         assert_eq!(host_name(id(5, 0)), "dom5");
@@ -431,7 +370,7 @@ mod tests {
             "224.0.0.1",
             "127.0.0.1",
         ] {
-            assert!(guest_address(Some(bad), id(5, 0)).is_err(), "{bad}");
+            assert!(nat_guest_address_of(Some(bad), id(5, 0)).is_err(), "{bad}");
         }
     }
 

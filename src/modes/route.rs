@@ -9,105 +9,14 @@ use anyhow::{Result, bail};
 use super::{down_and_rename, filter, find_device, require_device};
 use crate::ifname::IfName;
 use crate::invocation::{Hotplug, TypeIf};
+use crate::log;
 use crate::netlink::{Address, Link, Netlink, Route};
 use crate::plan::Step;
 use crate::sysctl;
 
 const IFA_F_NODAD: u32 = 0x02;
 
-/// One entry of the backend's `ip` list: an address or a prefix.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GuestAddr {
-    pub ip: IpAddr,
-    pub prefix_len: u8,
-}
-
-impl GuestAddr {
-    fn overlaps(&self, other: &GuestAddr) -> bool {
-        if self.ip.is_ipv4() != other.ip.is_ipv4() {
-            return false;
-        }
-        let len = self.prefix_len.min(other.prefix_len);
-        network(self.ip, len) == network(other.ip, len)
-    }
-
-    fn is_host(&self) -> bool {
-        self.prefix_len == if self.ip.is_ipv4() { 32 } else { 128 }
-    }
-}
-
-/// More than this is not a guest's address list but a mistake (or an attack on the host's FIB).
-pub const MAX_GUEST_ADDRS: usize = 256;
-
-/// Parse the space-separated `ip` list; every entry is checked before anything changes.
-pub fn parse_guest_addrs(list: &str) -> Result<Vec<GuestAddr>> {
-    let mut out: Vec<GuestAddr> = Vec::new();
-    for entry in list.split_whitespace() {
-        if out.len() == MAX_GUEST_ADDRS {
-            bail!("ip lists more than {MAX_GUEST_ADDRS} entries");
-        }
-        let (addr, len) = match entry.split_once('/') {
-            Some((a, l)) => (a, Some(l)),
-            None => (entry, None),
-        };
-        let ip: IpAddr = addr
-            .parse()
-            .map_err(|_| anyhow::anyhow!("ip entry {entry:?} is not an IPv4 or IPv6 address"))?;
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        let prefix_len = match len {
-            None => max,
-            Some(l) => l
-                .parse::<u8>()
-                .ok()
-                .filter(|n| *n <= max && l.bytes().all(|b| b.is_ascii_digit()))
-                .ok_or_else(|| anyhow::anyhow!("ip entry {entry:?}: bad prefix length {l:?}"))?,
-        };
-        if prefix_len == 0 {
-            bail!("ip entry {entry:?} would route everything to the guest");
-        }
-        if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
-            bail!("ip entry {entry:?} is not a unicast address");
-        }
-        if network(ip, prefix_len) != ip {
-            bail!(
-                "ip entry {entry:?} has host bits set (the prefix is {}/{prefix_len})",
-                network(ip, prefix_len)
-            );
-        }
-        let g = GuestAddr { ip, prefix_len };
-        if out.contains(&g) {
-            bail!("ip entry {entry:?} is given twice");
-        }
-        // Overlapping entries would give one guest two routes for the same addresses, and make
-        // offline of one remove the other's: refuse them.
-        if let Some(o) = out.iter().find(|o| o.overlaps(&g)) {
-            bail!("ip entry {entry:?} overlaps {}/{}", o.ip, o.prefix_len);
-        }
-        out.push(g);
-    }
-    Ok(out)
-}
-
-fn network(ip: IpAddr, len: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => {
-            let mask = if len == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(len))
-            };
-            IpAddr::V4((u32::from(v4) & mask).into())
-        }
-        IpAddr::V6(v6) => {
-            let mask = if len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(len))
-            };
-            IpAddr::V6((u128::from(v6) & mask).into())
-        }
-    }
-}
+use crate::addr::GuestAddr;
 
 /// The device whose addresses the guests use as gateway: `gatewaydev`/`netdev`, else `dummy0`,
 /// else the device of the default route.
@@ -241,11 +150,34 @@ pub fn online(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
     }
     let mut existing = Vec::new();
     if wants_v4 {
-        existing.extend(nl.routes(false, Some(link.index))?);
+        existing.extend(nl.routes(false, None)?);
     }
     if wants_v6 {
-        existing.extend(nl.routes(true, Some(link.index))?);
+        existing.extend(nl.routes(true, None)?);
     }
+    // An address already routed to another device at our metric is another guest's (the tap
+    // and the vif of one guest differ in metric): refuse, rather than fail half way on the
+    // kernel's EEXIST, or later take its proxy entry away.
+    for g in &hp.ip {
+        if let Some(r) = existing.iter().find(|e| {
+            e.dst == g.ip
+                && e.prefix_len == g.prefix_len
+                && e.table == crate::netlink::RT_TABLE_MAIN
+                && e.metric == Some(metric(hp))
+                && e.oif.is_some_and(|o| o != link.index)
+        }) {
+            let other = match r.oif {
+                Some(o) => nl.link_by_index(o)?.map_or(format!("link {o}"), |l| l.name),
+                None => "another device".to_string(),
+            };
+            bail!(
+                "ip entry {}/{} is already routed to {other} (another guest's address?)",
+                g.ip,
+                g.prefix_len
+            );
+        }
+    }
+    existing.retain(|e| e.oif == Some(link.index));
     for g in &hp.ip {
         let src = if g.ip.is_ipv4() { gw4 } else { gw6 };
         let Some(src) = src else { continue };
@@ -298,17 +230,61 @@ pub(super) fn proxy_arp_default() -> String {
 pub fn offline(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
     let link = find_device(nl, hp)?;
     let mut steps = Vec::new();
+    // The guest routes, from the kernel: every main-table route over the vif at this device
+    // kind's metric is one online added. Offline must work when the `ip` key has gone bad
+    // since (then it is empty here), and must not trust it to name what to delete.
+    let mut on_vif = Vec::new();
+    if let Some(l) = &link {
+        on_vif = nl.routes(false, Some(l.index))?;
+        on_vif.extend(nl.routes(true, Some(l.index))?);
+        on_vif.retain(|r| {
+            r.oif == Some(l.index)
+                && r.table == crate::netlink::RT_TABLE_MAIN
+                && r.metric == Some(metric(hp))
+        });
+    }
+    // The IPv6 host addresses the guest had proxied: the `ip` key's, and those routed over the
+    // vif (the same, unless the key went bad).
+    let mut v6: Vec<IpAddr> = hp
+        .ip
+        .iter()
+        .filter(|g| g.ip.is_ipv6() && g.is_host())
+        .map(|g| g.ip)
+        .collect();
+    for r in on_vif
+        .iter()
+        .filter(|r| r.dst.is_ipv6() && r.prefix_len == 128)
+    {
+        if !v6.contains(&r.dst) {
+            v6.push(r.dst);
+        }
+    }
     // Proxy entries live on the gateway device and outlive the vif: remove them even when the
-    // vif is gone.
-    if hp.ip.iter().any(|g| g.ip.is_ipv6()) {
+    // vif is gone, but only when no other device still routes the address (the same guest's
+    // tap or vif, or another guest given the same address whose online failed: its offline
+    // runs all the same and must not cut the first guest off).
+    if !v6.is_empty() {
         if let Ok(gw) = gateway_device(nl, hp) {
             let proxied = nl.proxy_neighbours(gw.index)?;
-            for g in hp.ip.iter().filter(|g| g.ip.is_ipv6() && g.is_host()) {
-                if proxied.contains(&g.ip) {
+            let routes6 = nl.routes(true, None)?;
+            let ours = link.as_ref().map(|l| l.index);
+            for ip in v6 {
+                let needed_elsewhere = routes6.iter().any(|r| {
+                    r.dst == ip
+                        && r.prefix_len == 128
+                        && r.table == crate::netlink::RT_TABLE_MAIN
+                        && r.oif.is_some_and(|o| Some(o) != ours)
+                });
+                if needed_elsewhere {
+                    log::debug(&format!(
+                        "keeping proxy {ip} dev {}: another device still routes it",
+                        gw.name
+                    ));
+                } else if proxied.contains(&ip) {
                     steps.push(Step::DelProxyNeighbour {
                         index: gw.index,
                         dev: gw.name.clone(),
-                        ip: g.ip,
+                        ip,
                     });
                 }
             }
@@ -318,23 +294,11 @@ pub fn offline(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
         steps.extend(filter::offline(nl, hp, None)?);
         return Ok(steps);
     };
-    let mut existing = nl.routes(false, Some(link.index))?;
-    existing.extend(nl.routes(true, Some(link.index))?);
-    for r in existing
-        .into_iter()
-        .filter(|r| r.oif == Some(link.index) && r.table == crate::netlink::RT_TABLE_MAIN)
-    {
-        let ours = hp
-            .ip
-            .iter()
-            .any(|g| g.ip == r.dst && g.prefix_len == r.prefix_len)
-            && r.metric == Some(metric(hp));
-        if ours {
-            steps.push(Step::DelRoute {
-                dev: link.name.clone(),
-                route: r,
-            });
-        }
+    for route in on_vif {
+        steps.push(Step::DelRoute {
+            dev: link.name.clone(),
+            route,
+        });
     }
     for addr in nl.addresses(Some(link.index))? {
         if !addr.is_ipv6_link_local() {
@@ -361,44 +325,4 @@ pub fn offline(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
     // The filter goes last, once the guest can no longer send anywhere.
     steps.extend(filter::offline(nl, hp, Some(&link))?);
     Ok(steps)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn guest_addresses() {
-        let g =
-            parse_guest_addrs("80.68.86.194  80.68.86.196/31 2001:db8::5 2001:db8:1::/64").unwrap();
-        assert_eq!(g.len(), 4);
-        assert_eq!(g[1].prefix_len, 31);
-        assert!(g[0].is_host() && g[2].is_host() && !g[3].is_host());
-        assert!(parse_guest_addrs("").unwrap().is_empty());
-    }
-
-    #[test]
-    fn bad_guest_addresses() {
-        for bad in [
-            "junk",
-            "10.0.0.1/33",
-            "10.0.0.1/x",
-            "10.0.0.0/0",
-            "10.0.0.5/24",
-            "fe80::1%eth0",
-            "224.0.0.1",
-            "0.0.0.0",
-            "127.0.0.1",
-            "10.0.0.1 10.0.0.1",
-            "10.0.0.1/+8",
-            "10.0.0.0/24 10.0.0.5",
-            "2001:db8::5 2001:db8::/64",
-        ] {
-            assert!(parse_guest_addrs(bad).is_err(), "{bad}");
-        }
-        let many: Vec<String> = (0..300)
-            .map(|i| format!("10.0.{}.{}", i / 250, i % 250 + 1))
-            .collect();
-        assert!(parse_guest_addrs(&many.join(" ")).is_err());
-    }
 }

@@ -42,7 +42,7 @@ impl Address {
 
     /// Link-local IPv6 addresses come and go with the link; nobody configures them.
     pub fn is_ipv6_link_local(&self) -> bool {
-        matches!(self.ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
+        crate::addr::is_ipv6_link_local(&self.ip)
     }
 
     fn message(&self) -> AddressMessage {

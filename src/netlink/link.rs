@@ -211,10 +211,6 @@ impl Netlink {
         self.request(Rt::SetLink(m), 0)
     }
 
-    pub fn add_link(&mut self, name: &str, new: &NewLink) -> Result<()> {
-        self.add_link_at(name, new, 0)
-    }
-
     /// Create a link with ifindex `index` (0: the kernel picks), so a plan can name the new
     /// link's index in the steps after its creation.
     pub fn add_link_at(&mut self, name: &str, new: &NewLink, index: u32) -> Result<()> {

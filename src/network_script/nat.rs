@@ -11,14 +11,14 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::{Result, anyhow, bail};
 
-use super::route::{IP_FORWARD, record_cascade, restore_sysctls, sysctl_step};
+use super::observed::{IP_FORWARD, Observed, updown};
+use super::route::{forwarding_step, restore_sysctls};
 use super::state::{Record, State};
-use super::{Instance, Params, Script, Start, updown};
+use super::{Instance, Params, Script, Start};
 use crate::ifname::IfName;
 use crate::netlink::Netlink;
-use crate::nftables::{self, ChainState, Match, NatChain, Nfnetlink, Prefix, Rule, Verdict};
+use crate::nftables::{self, ChainState, Match, NatChain, Prefix, Rule, Verdict};
 use crate::plan::Step;
-use crate::sysctl;
 
 /// The one family ip table xen-vif owns for NAT; removed with its last chain.
 pub const TABLE: &str = "xen-vif-nat";
@@ -88,12 +88,17 @@ pub fn instance(nl: &mut Netlink, p: &Params) -> Result<NatInstance> {
     Ok(NatInstance { netdev, ranges })
 }
 
+/// The chain's name for the uplink `netdev` (in [`TABLE`]).
+pub fn chain_name(netdev: &IfName) -> String {
+    format!("postrouting-{netdev}")
+}
+
 impl NatInstance {
     /// The chain start makes (pure).
     pub fn chain(&self) -> NatChain {
         NatChain {
             table: TABLE.into(),
-            name: format!("postrouting-{}", self.netdev),
+            name: chain_name(&self.netdev),
             priority: PRIORITY,
             rules: self
                 .ranges
@@ -109,16 +114,6 @@ impl NatInstance {
 
 pub fn comment(chain: &NatChain) -> String {
     nftables::fingerprint("xen-vif", &chain.to_string())
-}
-
-/// The chain as the kernel has it; a kernel without nf_tables has none.
-fn observe_chain(table: &str, name: &str) -> Result<Option<ChainState>> {
-    let r = Nfnetlink::open().and_then(|mut nf| nf.ip_chain(table, name));
-    match r {
-        Ok(c) => Ok(c),
-        Err(e) if nftables::is_unsupported(&e) => Ok(None),
-        Err(e) => Err(anyhow::Error::new(e).context(format!("read nft chain ip {table} {name}"))),
-    }
 }
 
 /// The step that makes the chain `want`, if the kernel's (`have`) is not exactly it (pure).
@@ -151,8 +146,20 @@ impl Instance for NatInstance {
         ]
     }
 
-    fn plan_start(&self, nl: &mut Netlink) -> Result<Start> {
-        if nl.link_by_name(self.netdev.as_str())?.is_none() {
+    /// This instance's chain, and those recorded by its start (the same, unless the state
+    /// file was written for another uplink name).
+    fn ip_chains(&self, state: Option<&State>) -> Vec<(String, String)> {
+        let mut out = vec![(TABLE.to_string(), chain_name(&self.netdev))];
+        for r in state.map_or(&[][..], |s| &s.records) {
+            if let Record::Masquerade { uplink } = r {
+                out.push((TABLE.to_string(), chain_name(uplink)));
+            }
+        }
+        out
+    }
+
+    fn plan_start(&self, o: &Observed) -> Result<Start> {
+        if o.link(self.netdev.as_str()).is_none() {
             bail!("uplink {} does not exist", self.netdev);
         }
         let mut steps = Vec::new();
@@ -160,63 +167,55 @@ impl Instance for NatInstance {
         // Masquerading before forwarding: no guest packet leaves with its private address, and
         // on a kernel without nf_tables NAT nothing else has changed yet.
         let want = self.chain();
-        if let Some(step) = chain_step(&want, observe_chain(&want.table, &want.name)?.as_ref()) {
-            records.push(
-                Record::new("masquerade")
-                    .set("table", &want.table)
-                    .set("chain", &want.name),
-            );
+        if let Some(step) = chain_step(&want, o.ip_chain(&want.table, &want.name)) {
+            records.push(Record::Masquerade {
+                uplink: self.netdev.clone(),
+            });
             steps.push(step);
         }
-        let before = steps.len();
-        sysctl_step(&mut steps, &mut records, IP_FORWARD.into(), "1");
-        if steps.len() > before {
-            record_cascade(&mut records, IP_FORWARD);
-        }
+        forwarding_step(o, &mut steps, &mut records, IP_FORWARD);
         Ok(Start::Steps { steps, records })
     }
 
-    fn is_started(&self, nl: &mut Netlink, _: &State) -> Result<bool> {
-        Ok(match self.plan_start(nl)? {
+    fn is_started(&self, o: &Observed, _: &State) -> Result<bool> {
+        Ok(match self.plan_start(o)? {
             Start::Steps { steps, .. } => steps.is_empty(),
             Start::Nothing(_) => true,
         })
     }
 
-    fn plan_stop(&self, _: &mut Netlink, state: &State) -> Result<Vec<Step>> {
+    fn plan_stop(&self, o: &Observed, state: &State) -> Result<Vec<Step>> {
         let mut steps = Vec::new();
         // Forwarding off first: no guest packet leaves unmasqueraded on the way down.
-        restore_sysctls(state, &mut steps)?;
-        for r in state.of_kind("masquerade") {
-            let (table, chain) = (r.get("table")?, r.get("chain")?);
-            // A record naming another table was not written by start: refuse the whole file.
-            if table != TABLE {
-                bail!("state file: masquerade record names table {table:?}");
-            }
-            if observe_chain(table, chain)?.is_some() {
+        restore_sysctls(o, state, &mut steps);
+        for r in &state.records {
+            let Record::Masquerade { uplink } = r else {
+                continue;
+            };
+            let chain = chain_name(uplink);
+            if o.ip_chain(TABLE, &chain).is_some() {
                 steps.push(Step::Unmasquerade {
-                    table: table.into(),
-                    chain: chain.into(),
+                    table: TABLE.into(),
+                    chain,
                 });
             }
         }
         Ok(steps)
     }
 
-    fn status(&self, nl: &mut Netlink, _: Option<&State>) -> Result<String> {
+    fn status(&self, o: &Observed, _: Option<&State>) -> Result<String> {
         let mut out = String::new();
-        match nl.link_by_name(self.netdev.as_str())? {
+        match o.link(self.netdev.as_str()) {
             Some(l) => {
-                let addrs: Vec<String> = nl
-                    .addresses(Some(l.index))?
-                    .iter()
+                let addrs: Vec<String> = o
+                    .addresses_of(l.index)
                     .filter(|a| a.ip.is_ipv4())
                     .map(|a| format!("{}/{}", a.ip, a.prefix_len))
                     .collect();
                 out.push_str(&format!(
                     "uplink {}: {}, IPv4 addresses: {}\n",
                     l.name,
-                    updown(&l),
+                    updown(l),
                     if addrs.is_empty() {
                         "none".into()
                     } else {
@@ -228,15 +227,15 @@ impl Instance for NatInstance {
         }
         out.push_str(&format!(
             "net.ipv4.ip_forward = {}\n",
-            sysctl::read(IP_FORWARD).unwrap_or_else(|_| "-".into())
+            o.sysctl(IP_FORWARD).unwrap_or("-")
         ));
         let want = self.chain();
-        let have = observe_chain(&want.table, &want.name)?;
+        let have = o.ip_chain(&want.table, &want.name);
         out.push_str(&format!(
             "masquerading: chain ip {} {}: {}\n",
             want.table,
             want.name,
-            match (&have, chain_step(&want, have.as_ref())) {
+            match (have, chain_step(&want, have)) {
                 (None, _) => "absent",
                 (Some(_), None) => "as planned",
                 (Some(_), Some(_)) => "present, but not as planned",
@@ -251,6 +250,7 @@ impl Instance for NatInstance {
 
 #[cfg(test)]
 mod tests {
+    use super::super::observed::fixture::*;
     use super::*;
 
     fn inst(ranges: &[&str]) -> NatInstance {
@@ -308,5 +308,175 @@ mod tests {
             chain_step(&want, None),
             Some(Step::Masquerade { exists: false, .. })
         ));
+    }
+
+    fn ipv4_host() -> Observed {
+        with_sysctls(
+            host(vec![link(1, "lo", true), link(2, "eth0", true)]),
+            &[
+                (IP_FORWARD, "0"),
+                ("/proc/sys/net/ipv4/conf/all/forwarding", "0"),
+                ("/proc/sys/net/ipv4/conf/default/forwarding", "0"),
+                ("/proc/sys/net/ipv4/conf/eth0/forwarding", "0"),
+                ("/proc/sys/net/ipv4/conf/lo/forwarding", "0"),
+                ("/proc/sys/net/ipv4/conf/all/accept_redirects", "1"),
+            ],
+        )
+    }
+
+    /// The host after a completed start of `i`: the chain as planned, everything forwarding.
+    fn started(i: &NatInstance) -> Observed {
+        let mut o = with_sysctls(
+            ipv4_host(),
+            &[
+                (IP_FORWARD, "1"),
+                ("/proc/sys/net/ipv4/conf/all/forwarding", "1"),
+                ("/proc/sys/net/ipv4/conf/default/forwarding", "1"),
+                ("/proc/sys/net/ipv4/conf/eth0/forwarding", "1"),
+                ("/proc/sys/net/ipv4/conf/lo/forwarding", "1"),
+                ("/proc/sys/net/ipv4/conf/all/accept_redirects", "0"),
+            ],
+        );
+        let want = i.chain();
+        o.ip_chains.insert(
+            (want.table.clone(), want.name.clone()),
+            ChainState {
+                devices: Vec::new(),
+                comment: Some(comment(&want)),
+                rules: want.rules.len(),
+            },
+        );
+        o
+    }
+
+    #[test]
+    fn start_masquerades_then_forwards_and_records_both() {
+        let i = inst(&["10.0.0.0/8"]);
+        let (steps, records) = planned(i.plan_start(&ipv4_host()).unwrap());
+        let labels: Vec<String> = steps.iter().map(Step::label).collect();
+        assert_eq!(
+            labels,
+            vec![
+                "nft add chain ip xen-vif-nat postrouting-eth0 (postrouting, 1 masquerade rules)",
+                "echo 1 > /proc/sys/net/ipv4/ip_forward",
+            ]
+        );
+        assert_eq!(
+            records[..2],
+            [
+                Record::Masquerade {
+                    uplink: IfName::new("eth0").unwrap()
+                },
+                Record::Sysctl {
+                    path: IP_FORWARD.into(),
+                    old: "0".into(),
+                    new: "1".into()
+                },
+            ]
+        );
+        assert!(
+            records[2..]
+                .iter()
+                .all(|r| matches!(r, Record::Cascade { .. })),
+            "{records:?}"
+        );
+        // A start over a chain of that name that is not exactly the plan replaces it.
+        let mut stale = ipv4_host();
+        stale.ip_chains.insert(
+            (TABLE.into(), "postrouting-eth0".into()),
+            ChainState {
+                devices: Vec::new(),
+                comment: None,
+                rules: 3,
+            },
+        );
+        let (steps, _) = planned(i.plan_start(&stale).unwrap());
+        assert!(matches!(steps[0], Step::Masquerade { exists: true, .. }));
+    }
+
+    #[test]
+    fn start_needs_the_uplink() {
+        let i = NatInstance {
+            netdev: IfName::new("eth9").unwrap(),
+            ranges: vec![parse_range("10.0.0.0/8").unwrap()],
+        };
+        let e = i.plan_start(&ipv4_host()).err().unwrap();
+        assert_eq!(e.to_string(), "uplink eth9 does not exist");
+    }
+
+    #[test]
+    fn started_is_nothing_to_do_and_stop_forwards_off_first() {
+        let i = inst(&["10.0.0.0/8", "192.168.7.0/24"]);
+        let (_, records) = planned(i.plan_start(&ipv4_host()).unwrap());
+        let state = State::new(records);
+        let o = started(&i);
+        assert!(i.is_started(&o, &state).unwrap());
+        assert_eq!(
+            shown(&i.plan_stop(&o, &state).unwrap()),
+            vec![
+                "echo 0 > /proc/sys/net/ipv4/ip_forward",
+                "echo 0 > /proc/sys/net/ipv4/conf/all/forwarding",
+                "echo 0 > /proc/sys/net/ipv4/conf/default/forwarding",
+                "echo 0 > /proc/sys/net/ipv4/conf/eth0/forwarding",
+                "echo 0 > /proc/sys/net/ipv4/conf/lo/forwarding",
+                "echo 1 > /proc/sys/net/ipv4/conf/all/accept_redirects",
+                "nft delete chain ip xen-vif-nat postrouting-eth0",
+            ]
+        );
+        // Someone else's forwarding (already on before start): nothing recorded, so stop
+        // leaves it on and only the chain goes.
+        let forwarding = with_sysctls(ipv4_host(), &[(IP_FORWARD, "1")]);
+        let (steps, records) = planned(i.plan_start(&forwarding).unwrap());
+        assert_eq!(steps.len(), 1);
+        assert_eq!(
+            shown(&i.plan_stop(&o, &State::new(records)).unwrap()),
+            vec!["nft delete chain ip xen-vif-nat postrouting-eth0"]
+        );
+        // The chain already gone: nothing of it to undo.
+        assert!(i.plan_stop(&ipv4_host(), &state).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_chains_read_are_this_uplinks_and_the_recorded_ones() {
+        let i = inst(&["10.0.0.0/8"]);
+        let state = State::new(vec![Record::Masquerade {
+            uplink: IfName::new("eth1").unwrap(),
+        }]);
+        assert_eq!(
+            i.ip_chains(Some(&state)),
+            vec![
+                (TABLE.to_string(), "postrouting-eth0".to_string()),
+                (TABLE.to_string(), "postrouting-eth1".to_string()),
+            ]
+        );
+        assert_eq!(i.ip_chains(None).len(), 1);
+    }
+
+    #[test]
+    fn restore_after_any_prefix_of_start() {
+        restores_after_any_prefix(&inst(&["10.0.0.0/8"]), &ipv4_host());
+        restores_after_any_prefix(
+            &inst(&["10.0.0.0/8", "192.168.7.0/24"]),
+            &with_sysctls(ipv4_host(), &[(IP_FORWARD, "1")]),
+        );
+    }
+
+    #[test]
+    fn status_shows_the_picture() {
+        let i = inst(&["10.0.0.0/8"]);
+        let mut o = started(&i);
+        o.addresses.push(addr(2, "192.0.2.5", 24));
+        assert_eq!(
+            i.status(&o, None).unwrap(),
+            "uplink eth0: up, IPv4 addresses: 192.0.2.5/24\n\
+             net.ipv4.ip_forward = 1\n\
+             masquerading: chain ip xen-vif-nat postrouting-eth0: as planned\n\
+             \x20 ip saddr 10.0.0.0/8 oifname \"eth0\" masquerade\n"
+        );
+        assert!(
+            i.status(&ipv4_host(), None)
+                .unwrap()
+                .contains("postrouting-eth0: absent")
+        );
     }
 }

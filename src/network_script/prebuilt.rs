@@ -5,7 +5,8 @@
 
 use anyhow::{Result, bail};
 
-use super::{Action, Params, updown};
+use super::observed::updown;
+use super::{Action, Params};
 use crate::ifname::IfName;
 use crate::log;
 use crate::netlink::Netlink;

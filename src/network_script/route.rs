@@ -8,21 +8,20 @@
 //! exactly what `start` changed (old sysctl values, created link, added addresses) and `status`
 //! shows the routed picture.
 
-use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, bail};
 
-use super::state::{Record, State, address_of, address_record};
-use super::{FreeIndexes, Instance, Params, Script, Start, updown};
+use super::observed::{IP_FORWARD, IPV6_FORWARDING, Observed, is_unicast, updown};
+use super::state::{LinkId, Record, State};
+use super::{Instance, Params, Script, Start};
+use crate::addr;
 use crate::ifname::IfName;
 use crate::log;
 use crate::netlink::{Address, Link, Netlink, NewLink, RT_TABLE_MAIN};
 use crate::plan::{Step, route_str};
 use crate::sysctl;
 
-pub const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
-pub const IPV6_FORWARDING: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
 const DEFAULT_GATEWAY_DEV: &str = "dummy0";
 
 /// One `gateway=` address: the address the guests use as their gateway, with its prefix.
@@ -33,20 +32,14 @@ pub struct Gateway {
 }
 
 pub fn parse_gateway(s: &str) -> Result<Gateway> {
-    let (addr, len) = s.split_once('/').ok_or_else(|| {
-        anyhow!("gateway={s}: give the prefix length of the routed subnet (e.g. 10.9.0.1/29)")
-    })?;
-    let ip: IpAddr = addr
-        .parse()
-        .map_err(|_| anyhow!("gateway={s}: {addr:?} is not an IPv4 or IPv6 address"))?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    let prefix_len = len
-        .parse::<u8>()
-        .ok()
-        .filter(|n| (1..=max).contains(n) && len.bytes().all(|b| b.is_ascii_digit()))
-        .ok_or_else(|| anyhow!("gateway={s}: bad prefix length {len:?}"))?;
-    let link_local = matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
-    if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() || link_local {
+    if !s.contains('/') {
+        bail!("gateway={s}: give the prefix length of the routed subnet (e.g. 10.9.0.1/29)");
+    }
+    let (ip, prefix_len) = addr::parse_prefixed(s, &format!("gateway={s}"), false)?;
+    if prefix_len == 0 {
+        bail!("gateway={s}: bad prefix length \"0\"");
+    }
+    if addr::is_unusable(&ip) || addr::is_ipv6_link_local(&ip) {
         bail!("gateway={s}: not a usable unicast address");
     }
     Ok(Gateway { ip, prefix_len })
@@ -54,12 +47,7 @@ pub fn parse_gateway(s: &str) -> Result<Gateway> {
 
 /// The broadcast address ifupdown would give an IPv4 gateway (none for /31 and /32).
 fn broadcast(g: &Gateway) -> Option<Ipv4Addr> {
-    match g.ip {
-        IpAddr::V4(v4) if g.prefix_len <= 30 => {
-            Some(Ipv4Addr::from(u32::from(v4) | (u32::MAX >> g.prefix_len)))
-        }
-        _ => None,
-    }
+    addr::broadcast(g.ip, g.prefix_len)
 }
 
 pub struct RouteInstance {
@@ -96,73 +84,76 @@ pub fn instance(nl: &mut Netlink, p: &Params) -> Result<RouteInstance> {
     Ok(RouteInstance { netdev, gateways })
 }
 
-fn has_ipv6() -> bool {
-    fs::metadata(IPV6_FORWARDING).is_ok()
-}
-
 /// Every per-device value a write to `global` also rewrites (the kernel propagates forwarding
-/// to `all`, `default` and each device; IPv4 also flips `all/accept_redirects`).
-fn cascade_paths(global: &str) -> Vec<String> {
+/// to `all`, `default` and each device; IPv4 also flips `all/accept_redirects`), as the host
+/// has them.
+fn cascade_paths(o: &Observed, global: &str) -> Vec<String> {
     let family = if global == IP_FORWARD { "ipv4" } else { "ipv6" };
-    let dir = format!("/proc/sys/net/{family}/conf");
-    let mut out: Vec<String> = fs::read_dir(&dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| format!("{dir}/{}/forwarding", e.file_name().to_string_lossy()))
-                .collect()
+    let dir = format!("/proc/sys/net/{family}/conf/");
+    let mut out: Vec<String> = o
+        .sysctls
+        .keys()
+        .filter(|p| {
+            p.strip_prefix(&dir)
+                .and_then(|rest| rest.strip_suffix("/forwarding"))
+                .is_some_and(|dev| !dev.contains('/'))
         })
-        .unwrap_or_default();
-    out.sort();
+        .cloned()
+        .collect();
     if family == "ipv4" {
-        out.push(format!("{dir}/all/accept_redirects"));
+        out.push(format!("{dir}all/accept_redirects"));
     }
-    out.retain(|p| p != global);
+    out.retain(|p| p != global && o.sysctl(p).is_some());
     out
 }
 
-pub(super) fn sysctl_step(
+/// Set `path` to `value` if it differs, recording the old value for stop.
+fn sysctl_step(
+    o: &Observed,
     steps: &mut Vec<Step>,
     records: &mut Vec<Record>,
-    path: String,
+    path: &str,
     value: &str,
 ) {
-    let old = sysctl::read(&path).unwrap_or_default();
-    if old == value {
-        return;
+    if let Some(step) = o.sysctl_change(path, value) {
+        if let Step::Sysctl { old, .. } = &step {
+            records.push(Record::Sysctl {
+                path: path.to_string(),
+                old: old.clone(),
+                new: value.into(),
+            });
+        }
+        steps.push(step);
     }
-    records.push(
-        Record::new("sysctl")
-            .set("path", &path)
-            .set("old", &old)
-            .set("new", value),
-    );
-    steps.push(Step::Sysctl {
-        path,
-        value: value.into(),
-        old,
-    });
 }
 
-/// Record the values the kernel will rewrite when `global` changes, to put them back on stop.
-pub(super) fn record_cascade(records: &mut Vec<Record>, global: &str) {
-    for path in cascade_paths(global) {
-        if let Ok(v) = sysctl::read(&path) {
-            records.push(Record::new("cascade").set("path", path).set("old", v));
+/// Turn a forwarding global on, recording the values the kernel will rewrite with it, to put
+/// them back on stop.
+pub(super) fn forwarding_step(
+    o: &Observed,
+    steps: &mut Vec<Step>,
+    records: &mut Vec<Record>,
+    global: &str,
+) {
+    let before = steps.len();
+    sysctl_step(o, steps, records, global, "1");
+    if steps.len() > before {
+        for path in cascade_paths(o, global) {
+            let old = o.sysctl(&path).unwrap_or_default().to_string();
+            records.push(Record::Cascade { path, old });
         }
     }
 }
 
-fn host_has_global_ipv6(nl: &mut Netlink) -> Result<bool> {
-    Ok(nl
-        .addresses(None)?
+fn host_has_global_ipv6(o: &Observed) -> bool {
+    o.addresses
         .iter()
-        .any(|a| a.ip.is_ipv6() && a.scope == 0 && !a.ip.is_loopback()))
+        .any(|a| a.ip.is_ipv6() && a.scope == 0 && !a.ip.is_loopback())
 }
 
 impl RouteInstance {
-    fn wants_ipv6(&self, nl: &mut Netlink) -> Result<bool> {
-        Ok(self.gateways.iter().any(|g| g.ip.is_ipv6()) || host_has_global_ipv6(nl)?)
+    fn wants_ipv6(&self, o: &Observed) -> bool {
+        self.gateways.iter().any(|g| g.ip.is_ipv6()) || host_has_global_ipv6(o)
     }
 }
 
@@ -188,50 +179,38 @@ impl Instance for RouteInstance {
         v
     }
 
-    fn plan_start(&self, nl: &mut Netlink) -> Result<Start> {
+    fn plan_start(&self, o: &Observed) -> Result<Start> {
         let name = self.netdev.to_string();
-        let link = nl.link_by_name(&name)?;
-        if self.gateways.iter().any(|g| g.ip.is_ipv6()) && !has_ipv6() {
+        let link = o.link(&name);
+        if self.gateways.iter().any(|g| g.ip.is_ipv6()) && !o.ipv6() {
             bail!("an IPv6 gateway is given but the kernel has IPv6 disabled");
         }
         let mut steps = Vec::new();
         let mut records = Vec::new();
         // The link first: on a kernel without dummy support nothing else has changed yet.
-        let index = match &link {
+        let index = match link {
             Some(l) => l.index,
             None if self.gateways.is_empty() => {
                 bail!("gateway device {name} does not exist (give gateway= to create it)")
             }
             None => {
-                let index = FreeIndexes::new(nl)?.take()?;
+                let index = o.free_indexes().take()?;
                 steps.push(Step::CreateLink {
                     name: name.clone(),
                     link: NewLink::Dummy,
                     index,
                 });
-                records.push(
-                    Record::new("created")
-                        .set("index", index)
-                        .set("name", &name),
-                );
+                records.push(Record::Created(LinkId::new(index, &self.netdev)));
                 index
             }
         };
-        let before = steps.len();
-        sysctl_step(&mut steps, &mut records, IP_FORWARD.into(), "1");
-        if steps.len() > before {
-            record_cascade(&mut records, IP_FORWARD);
-        }
-        if has_ipv6() && self.wants_ipv6(nl)? {
-            let before = steps.len();
-            sysctl_step(&mut steps, &mut records, IPV6_FORWARDING.into(), "1");
-            if steps.len() > before {
-                record_cascade(&mut records, IPV6_FORWARDING);
-            }
+        forwarding_step(o, &mut steps, &mut records, IP_FORWARD);
+        if o.ipv6() && self.wants_ipv6(o) {
+            forwarding_step(o, &mut steps, &mut records, IPV6_FORWARDING);
         }
         let proxy_arp = sysctl::ipv4_conf(&self.netdev, "proxy_arp");
         if link.is_some() {
-            sysctl_step(&mut steps, &mut records, proxy_arp, "1");
+            sysctl_step(o, &mut steps, &mut records, &proxy_arp, "1");
         } else {
             // A new link's sysctls vanish with it: nothing to record.
             steps.push(Step::Sysctl {
@@ -240,30 +219,23 @@ impl Instance for RouteInstance {
                 old: "0".into(),
             });
         }
-        let have = match &link {
-            Some(l) => nl.addresses(Some(l.index))?,
-            None => Vec::new(),
-        };
         for g in &self.gateways {
-            if have
-                .iter()
-                .any(|a| a.ip == g.ip && a.prefix_len == g.prefix_len)
-            {
+            let mut addr = Address::new(index, g.ip, g.prefix_len);
+            if link.is_some() && o.has_address(index, &addr) {
                 continue;
             }
-            let mut addr = Address::new(index, g.ip, g.prefix_len);
             addr.broadcast = broadcast(g);
             if link.is_some() {
-                records.push(address_record("addr", &addr));
+                records.push(Record::Addr(addr.clone()));
             }
             steps.push(Step::AddAddress {
                 name: name.clone(),
                 addr,
             });
         }
-        if !link.as_ref().is_some_and(|l| l.up) {
+        if !link.is_some_and(|l| l.up) {
             if link.is_some() {
-                records.push(Record::new("up").set("index", index).set("name", &name));
+                records.push(Record::Up(LinkId::new(index, &self.netdev)));
             }
             steps.push(Step::SetUp {
                 index,
@@ -274,61 +246,54 @@ impl Instance for RouteInstance {
         Ok(Start::Steps { steps, records })
     }
 
-    fn is_started(&self, nl: &mut Netlink, _: &State) -> Result<bool> {
-        Ok(match self.plan_start(nl)? {
+    fn is_started(&self, o: &Observed, _: &State) -> Result<bool> {
+        Ok(match self.plan_start(o)? {
             Start::Steps { steps, .. } => steps.is_empty(),
             Start::Nothing(_) => true,
         })
     }
 
-    fn plan_stop(&self, nl: &mut Netlink, state: &State) -> Result<Vec<Step>> {
+    fn plan_stop(&self, o: &Observed, state: &State) -> Result<Vec<Step>> {
         let mut steps = Vec::new();
-        let same = |l: &Option<Link>, name: &str| l.as_ref().is_some_and(|l| l.name == name);
-        for r in state.of_kind("addr") {
-            let a = address_of(r)?;
-            let present = nl
-                .addresses(Some(a.index))?
-                .iter()
-                .any(|h| h.ip == a.ip && h.prefix_len == a.prefix_len);
-            if present {
+        for r in &state.records {
+            let Record::Addr(a) = r else { continue };
+            if o.has_address(a.index, a) {
                 steps.push(Step::DelAddress {
                     name: self.netdev.to_string(),
-                    addr: a,
+                    addr: a.clone(),
                 });
             }
         }
-        for r in state.of_kind("up") {
-            let (index, name) = (r.num::<u32>("index")?, r.get("name")?);
-            let l = nl.link_by_index(index)?;
-            if same(&l, name) && l.as_ref().is_some_and(|l| l.up) {
+        for r in &state.records {
+            let Record::Up(link) = r else { continue };
+            if o.recorded(link).is_some_and(|l| l.up) {
                 steps.push(Step::SetUp {
-                    index,
-                    name: name.into(),
+                    index: link.index,
+                    name: link.name.to_string(),
                     up: false,
                 });
             }
         }
-        for r in state.of_kind("created") {
-            let (index, name) = (r.num::<u32>("index")?, r.get("name")?);
-            if same(&nl.link_by_index(index)?, name) {
+        for r in &state.records {
+            let Record::Created(link) = r else { continue };
+            if o.recorded(link).is_some() {
                 steps.push(Step::DeleteLink {
-                    index,
-                    name: name.into(),
+                    index: link.index,
+                    name: link.name.to_string(),
                 });
             }
         }
-        restore_sysctls(state, &mut steps)?;
+        restore_sysctls(o, state, &mut steps);
         Ok(steps)
     }
 
-    fn status(&self, nl: &mut Netlink, _: Option<&State>) -> Result<String> {
+    fn status(&self, o: &Observed, _: Option<&State>) -> Result<String> {
         let mut out = String::new();
-        let read = |p: &str| sysctl::read(p).unwrap_or_else(|_| "-".into());
-        match nl.link_by_name(self.netdev.as_str())? {
+        let read = |p: &str| o.sysctl(p).unwrap_or("-").to_string();
+        match o.link(self.netdev.as_str()) {
             Some(l) => {
-                let addrs: Vec<String> = nl
-                    .addresses(Some(l.index))?
-                    .iter()
+                let addrs: Vec<String> = o
+                    .addresses_of(l.index)
                     .filter(|a| !a.is_ipv6_link_local())
                     .map(|a| format!("{}/{}", a.ip, a.prefix_len))
                     .collect();
@@ -336,7 +301,7 @@ impl Instance for RouteInstance {
                     "gateway device {}: {}, {}, addresses: {}\n",
                     l.name,
                     l.kind.as_deref().unwrap_or("plain"),
-                    updown(&l),
+                    updown(l),
                     if addrs.is_empty() {
                         "none".into()
                     } else {
@@ -356,9 +321,7 @@ impl Instance for RouteInstance {
             self.netdev,
             read(&sysctl::ipv4_conf(&self.netdev, "proxy_arp"))
         ));
-        let mut routes = nl.routes(false, None)?;
-        routes.extend(nl.routes(true, None)?);
-        let vifs: Vec<Link> = nl.links()?.into_iter().filter(is_vif).collect();
+        let vifs: Vec<&Link> = o.links.iter().filter(|l| is_vif(l)).collect();
         out.push_str(if vifs.is_empty() {
             "vifs: none\n"
         } else {
@@ -369,10 +332,10 @@ impl Instance for RouteInstance {
                 .map(|n| read(&sysctl::ipv4_conf(&n, "proxy_arp")))
                 .unwrap_or_else(|_| "-".into());
             out.push_str(&format!("  {} {}, proxy_arp {proxy}\n", v.name, updown(v)));
-            for r in routes
-                .iter()
-                .filter(|r| r.oif == Some(v.index) && r.table == RT_TABLE_MAIN && r.kind == 1)
-                .filter(|r| !matches!(r.dst, IpAddr::V6(d) if d.segments()[0] & 0xffc0 == 0xfe80))
+            for r in o
+                .routes_of(v.index)
+                .filter(|r| r.table == RT_TABLE_MAIN && is_unicast(r))
+                .filter(|r| !crate::addr::is_ipv6_link_local(&r.dst))
             {
                 out.push_str(&format!("    {}\n", route_str(r, &v.name)));
             }
@@ -381,27 +344,23 @@ impl Instance for RouteInstance {
     }
 }
 
-/// The steps that put back the sysctls `state` records (`sysctl`: written by start; `cascade`:
-/// rewritten by the kernel along with a global one), from what they are now.
-pub(super) fn restore_sysctls(state: &State, steps: &mut Vec<Step>) -> Result<()> {
-    // Globals before the per-device values their writes cascade to.
-    for r in state
-        .of_kind("sysctl")
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-    {
-        let (path, old, new) = (r.get("path")?, r.get("old")?, r.get("new")?);
-        // A record naming anything else was not written by start: refuse the whole file.
-        sysctl::network_sysctl(path).context("state file")?;
-        let Ok(now) = sysctl::read(path) else {
+/// The steps that put back the sysctls `state` records (`Sysctl`: written by start; `Cascade`:
+/// rewritten by the kernel along with a global one), from what they are now: globals before the
+/// per-device values their writes cascade to. The paths are network sysctls: the state file's
+/// codec refuses any other.
+pub(super) fn restore_sysctls(o: &Observed, state: &State, steps: &mut Vec<Step>) {
+    for r in state.records.iter().rev() {
+        let Record::Sysctl { path, old, new } = r else {
+            continue;
+        };
+        let Some(now) = o.sysctl(path) else {
             continue;
         };
         if now == new {
             steps.push(Step::Sysctl {
-                path: path.into(),
-                value: old.into(),
-                old: now,
+                path: path.clone(),
+                value: old.clone(),
+                old: now.to_string(),
             });
         } else if now != old {
             log::warn(&format!(
@@ -409,20 +368,11 @@ pub(super) fn restore_sysctls(state: &State, steps: &mut Vec<Step>) -> Result<()
             ));
         }
     }
-    for r in state.of_kind("cascade") {
-        let (path, old) = (r.get("path")?, r.get("old")?);
-        sysctl::network_sysctl(path).context("state file")?;
-        if let Ok(now) = sysctl::read(path) {
-            if now != old {
-                steps.push(Step::Sysctl {
-                    path: path.into(),
-                    value: old.into(),
-                    old: now,
-                });
-            }
+    for r in &state.records {
+        if let Record::Cascade { path, old } = r {
+            steps.extend(o.sysctl_change(path, old));
         }
     }
-    Ok(())
 }
 
 /// A guest's device: netback's (on the xen-backend bus), or named as netback and qemu name them.
@@ -434,6 +384,7 @@ pub fn is_vif(l: &Link) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::observed::fixture::*;
     use super::*;
 
     #[test]
@@ -459,16 +410,188 @@ mod tests {
         }
     }
 
-    #[test]
-    fn cascade_covers_devices_but_not_the_global() {
-        let p = cascade_paths(IP_FORWARD);
-        assert!(!p.contains(&IP_FORWARD.to_string()));
-        assert!(p.contains(&"/proc/sys/net/ipv4/conf/all/forwarding".to_string()));
-        assert!(p.contains(&"/proc/sys/net/ipv4/conf/all/accept_redirects".to_string()));
-        if has_ipv6() {
-            let p = cascade_paths(IPV6_FORWARDING);
-            assert!(!p.contains(&IPV6_FORWARDING.to_string()));
-            assert!(p.contains(&"/proc/sys/net/ipv6/conf/default/forwarding".to_string()));
+    const CONF: &str = "/proc/sys/net/ipv4/conf";
+
+    fn routed(netdev: &str, gateways: &[&str]) -> RouteInstance {
+        RouteInstance {
+            netdev: IfName::new(netdev).unwrap(),
+            gateways: gateways.iter().map(|g| parse_gateway(g).unwrap()).collect(),
         }
+    }
+
+    /// lo and eth0 on a host without IPv6; forwarding off except on eth0.
+    fn ipv4_host() -> Observed {
+        with_sysctls(
+            host(vec![link(1, "lo", true), link(2, "eth0", true)]),
+            &[
+                (IP_FORWARD, "0"),
+                ("/proc/sys/net/ipv4/conf/all/forwarding", "0"),
+                ("/proc/sys/net/ipv4/conf/default/forwarding", "0"),
+                ("/proc/sys/net/ipv4/conf/eth0/forwarding", "1"),
+                ("/proc/sys/net/ipv4/conf/lo/forwarding", "0"),
+                ("/proc/sys/net/ipv4/conf/all/accept_redirects", "1"),
+                ("/proc/sys/net/ipv4/conf/eth0/proxy_arp", "0"),
+            ],
+        )
+    }
+
+    /// Writing ip_forward rewrites every device's forwarding (and all/accept_redirects):
+    /// start records those values, stop puts them back, also after its own write of
+    /// ip_forward cascaded again.
+    #[test]
+    fn the_forwarding_cascade_is_recorded_and_put_back() {
+        let inst = routed("eth0", &[]);
+        let (steps, records) = planned(inst.plan_start(&ipv4_host()).unwrap());
+        assert_eq!(
+            shown(&steps),
+            vec![
+                "echo 1 > /proc/sys/net/ipv4/ip_forward",
+                "echo 1 > /proc/sys/net/ipv4/conf/eth0/proxy_arp",
+            ]
+        );
+        let cascade: Vec<(&str, &str)> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Cascade { path, old } => Some((path.as_str(), old.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            cascade,
+            vec![
+                ("/proc/sys/net/ipv4/conf/all/forwarding", "0"),
+                ("/proc/sys/net/ipv4/conf/default/forwarding", "0"),
+                ("/proc/sys/net/ipv4/conf/eth0/forwarding", "1"),
+                ("/proc/sys/net/ipv4/conf/lo/forwarding", "0"),
+                ("/proc/sys/net/ipv4/conf/all/accept_redirects", "1"),
+            ]
+        );
+        let state = State::new(records);
+        // As the kernel left it after start: everything forwards, no redirects.
+        let started = with_sysctls(
+            ipv4_host(),
+            &[
+                (IP_FORWARD, "1"),
+                ("/proc/sys/net/ipv4/conf/all/forwarding", "1"),
+                ("/proc/sys/net/ipv4/conf/default/forwarding", "1"),
+                ("/proc/sys/net/ipv4/conf/lo/forwarding", "1"),
+                ("/proc/sys/net/ipv4/conf/all/accept_redirects", "0"),
+                ("/proc/sys/net/ipv4/conf/eth0/proxy_arp", "1"),
+            ],
+        );
+        assert!(inst.is_started(&started, &state).unwrap());
+        assert!(planned(inst.plan_start(&started).unwrap()).0.is_empty());
+        assert_eq!(
+            shown(&inst.plan_stop(&started, &state).unwrap()),
+            vec![
+                "echo 0 > /proc/sys/net/ipv4/conf/eth0/proxy_arp",
+                "echo 0 > /proc/sys/net/ipv4/ip_forward",
+                "echo 0 > /proc/sys/net/ipv4/conf/all/forwarding",
+                "echo 0 > /proc/sys/net/ipv4/conf/default/forwarding",
+                "echo 0 > /proc/sys/net/ipv4/conf/lo/forwarding",
+                "echo 1 > /proc/sys/net/ipv4/conf/all/accept_redirects",
+            ]
+        );
+        // The write of ip_forward=0 turned eth0's forwarding off too: the next pass of stop
+        // puts it back.
+        let cascaded = with_sysctls(
+            ipv4_host(),
+            &[("/proc/sys/net/ipv4/conf/eth0/forwarding", "0")],
+        );
+        assert_eq!(
+            shown(&inst.plan_stop(&cascaded, &state).unwrap()),
+            vec!["echo 1 > /proc/sys/net/ipv4/conf/eth0/forwarding"]
+        );
+        assert!(inst.plan_stop(&ipv4_host(), &state).unwrap().is_empty());
+        // A value changed by someone else since start is left alone.
+        let changed = with_sysctls(started, &[(IP_FORWARD, "2")]);
+        assert!(
+            !shown(&inst.plan_stop(&changed, &state).unwrap())
+                .contains(&"echo 0 > /proc/sys/net/ipv4/ip_forward".to_string())
+        );
+    }
+
+    #[test]
+    fn a_gateway_device_is_created_with_its_addresses() {
+        let inst = routed("gw0", &["10.9.0.1/29", "2001:db8:9::1/64"]);
+        let mut o = ipv4_host();
+        o.sysctls.insert(IPV6_FORWARDING.into(), "0".into());
+        o.sysctls
+            .insert(format!("{CONF}/all/forwarding"), "1".into());
+        let (steps, records) = planned(inst.plan_start(&o).unwrap());
+        assert_eq!(
+            shown(&steps),
+            vec![
+                "ip link add gw0 index 3 type dummy",
+                "echo 1 > /proc/sys/net/ipv4/ip_forward",
+                "echo 1 > /proc/sys/net/ipv6/conf/all/forwarding",
+                "echo 1 > /proc/sys/net/ipv4/conf/gw0/proxy_arp",
+                "ip address add 10.9.0.1/29 dev gw0",
+                "ip address add 2001:db8:9::1/64 dev gw0",
+                "ip link set gw0 up",
+            ]
+        );
+        // What goes with the new link is not recorded: deleting it takes it all away.
+        assert!(matches!(
+            records[0],
+            Record::Created(LinkId { index: 3, .. })
+        ));
+        assert!(
+            !records
+                .iter()
+                .any(|r| matches!(r, Record::Addr(_) | Record::Up(_)))
+        );
+        // Without IPv6 in the kernel an IPv6 gateway is refused before any change.
+        let e = inst.plan_start(&ipv4_host()).err().unwrap().to_string();
+        assert_eq!(
+            e,
+            "an IPv6 gateway is given but the kernel has IPv6 disabled"
+        );
+    }
+
+    #[test]
+    fn an_existing_gateway_device_gets_what_it_lacks() {
+        let inst = routed("gw0", &["10.9.0.1/29", "10.8.0.1/24"]);
+        let mut o = with_sysctls(
+            ipv4_host(),
+            &[(IP_FORWARD, "1"), (&format!("{CONF}/gw0/proxy_arp"), "1")],
+        );
+        o.links.push(link(5, "gw0", false));
+        o.addresses.push(addr(5, "10.9.0.1", 29));
+        let (steps, records) = planned(inst.plan_start(&o).unwrap());
+        assert_eq!(
+            shown(&steps),
+            vec!["ip address add 10.8.0.1/24 dev gw0", "ip link set gw0 up"]
+        );
+        let state = State::new(records);
+        let mut started = o.clone();
+        started.links[2].up = true;
+        started.addresses.push(addr(5, "10.8.0.1", 24));
+        assert!(inst.is_started(&started, &state).unwrap());
+        assert_eq!(
+            shown(&inst.plan_stop(&started, &state).unwrap()),
+            vec!["ip address del 10.8.0.1/24 dev gw0", "ip link set gw0 down"]
+        );
+    }
+
+    #[test]
+    fn restore_after_any_prefix_of_start() {
+        let o = ipv4_host();
+        restores_after_any_prefix(&routed("eth0", &[]), &o);
+        restores_after_any_prefix(&routed("gw0", &["10.9.0.1/29", "10.8.0.1/24"]), &o);
+        let mut v6 = with_sysctls(
+            o.clone(),
+            &[
+                (IPV6_FORWARDING, "0"),
+                ("/proc/sys/net/ipv6/conf/default/forwarding", "0"),
+                ("/proc/sys/net/ipv6/conf/eth0/forwarding", "1"),
+            ],
+        );
+        restores_after_any_prefix(&routed("gw0", &["10.9.0.1/29", "2001:db8:9::1/64"]), &v6);
+        v6.links.push(link(5, "gw0", false));
+        v6.addresses.push(addr(5, "10.9.0.1", 29));
+        v6.sysctls
+            .insert(format!("{CONF}/gw0/proxy_arp"), "0".into());
+        restores_after_any_prefix(&routed("gw0", &["10.9.0.1/29", "2001:db8:9::1/64"]), &v6);
     }
 }

@@ -262,6 +262,9 @@ impl Nfnetlink {
                 _ => {}
             }
         }
+        // Newer kernels give the device both as NFTA_HOOK_DEV and in NFTA_HOOK_DEVS.
+        st.devices.sort();
+        st.devices.dedup();
         let (table, name) = (table.to_string(), name.to_string());
         st.rules = self
             .dump(|| {

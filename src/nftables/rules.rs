@@ -453,6 +453,97 @@ mod tests {
         assert_eq!(h.to_string(), "2001:db8::5");
     }
 
+    /// The expressions of an encoded rule, spelled as `nft --debug=netlink` does.
+    fn decode(m: &mut Msg) -> Vec<String> {
+        use super::super::socket::attrs;
+        let bytes = m.bytes_for_test();
+        let u32be = |v: &[u8]| u32::from_be_bytes(v[..4].try_into().unwrap());
+        let hex = |v: &[u8]| v.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let data = |v: &[u8]| hex(attrs(v)[0].1);
+        let mut out = Vec::new();
+        // After the 16-byte header and 4-byte nfgenmsg: one NFTA_RULE_EXPRESSIONS.
+        let (_, list) = attrs(&bytes[20..])[0];
+        for (_, elem) in attrs(list) {
+            let a = attrs(elem);
+            let name = super::super::socket::attr_str(a[0].1);
+            let d = attrs(a[1].1);
+            let get = |ty: u16| d.iter().find(|(t, _)| *t == ty).map(|(_, v)| *v).unwrap();
+            out.push(match name.as_str() {
+                "payload" => format!(
+                    "payload load {}b @ {} + {}",
+                    u32be(get(4)),
+                    ["link", "network", "transport"][u32be(get(2)) as usize],
+                    u32be(get(3))
+                ),
+                "meta" => format!("meta load {}", u32be(get(2))),
+                "cmp" => format!(
+                    "cmp {} {}",
+                    if u32be(get(2)) == 0 { "eq" } else { "neq" },
+                    data(get(3))
+                ),
+                "bitwise" => format!("bitwise & {} ^ {}", data(get(4)), data(get(5))),
+                "immediate" => format!("verdict {}", u32be(attrs(attrs(get(2))[0].1)[0].1)),
+                other => other.to_string(),
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn golden_expressions() {
+        let r = Rule {
+            matches: vec![
+                Match::EtherType(ETH_P_IPV6),
+                Match::Ip6Src(Prefix {
+                    ip: "fe80::".parse().unwrap(),
+                    len: 64,
+                }),
+                Match::L4Proto(IPPROTO_ICMPV6),
+                Match::Icmp6Type(136),
+                Match::NdTarget(Prefix::host("2001:db8::5".parse().unwrap())),
+            ],
+            verdict: Verdict::Accept,
+        };
+        let mut m = Msg::new(0, 0, 5, 0);
+        r.encode(&mut m, 4);
+        assert_eq!(
+            decode(&mut m),
+            [
+                "meta load 8",
+                "cmp eq 0100",
+                "payload load 2b @ link + 12",
+                "cmp eq 86dd",
+                "payload load 16b @ network + 8",
+                "bitwise & ffffffffffffffff0000000000000000 ^ 00000000000000000000000000000000",
+                "cmp eq fe800000000000000000000000000000",
+                "meta load 16",
+                "cmp eq 3a",
+                "payload load 1b @ transport + 0",
+                "cmp eq 88",
+                "payload load 16b @ transport + 8",
+                "cmp eq 20010db8000000000000000000000005",
+                "verdict 1",
+            ]
+        );
+        let drop = Rule {
+            matches: vec![Match::EtherSrc {
+                mac: [0, 0x16, 0x3e, 0, 0, 5],
+                ne: true,
+            }],
+            verdict: Verdict::Drop,
+        };
+        let mut m = Msg::new(0, 0, 5, 0);
+        drop.encode(&mut m, 4);
+        assert_eq!(
+            decode(&mut m)[2..],
+            [
+                "payload load 6b @ link + 6",
+                "cmp neq 00163e000005",
+                "verdict 0"
+            ]
+        );
+    }
+
     #[test]
     fn rules_read_like_nft() {
         let r = Rule {

@@ -95,6 +95,11 @@ impl Msg {
         self.buf[at..at + 2].copy_from_slice(&len.to_ne_bytes());
     }
 
+    #[cfg(test)]
+    pub fn bytes_for_test(&mut self) -> Vec<u8> {
+        self.buf.clone()
+    }
+
     fn finish(mut self, seq: u32) -> Vec<u8> {
         let len = self.buf.len() as u32;
         self.buf[0..4].copy_from_slice(&len.to_ne_bytes());

@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use serde_json::Value;
 pub use test_xenstored::{Daemon, Fault, FaultAction, Request};
 
+pub mod ovs;
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// In CI every prerequisite is a hard requirement: nothing passes by skipping.
@@ -522,6 +524,18 @@ impl Sandbox {
 
     pub fn path(&self, p: &str) -> PathBuf {
         self.dir.join(p)
+    }
+
+    /// From now on the test xenstored answers `op` requests under `prefix` with `action`
+    /// (instead of any fault set before).
+    pub fn fault(&self, op: &str, prefix: &str, action: FaultAction) {
+        self.xs.clear_faults();
+        self.xs.inject(Fault {
+            op: Some(op.into()),
+            path_prefix: prefix.into(),
+            action,
+            times: None,
+        });
     }
 }
 

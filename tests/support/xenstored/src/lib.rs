@@ -28,7 +28,8 @@ use server::{Shared, State};
 pub struct Request {
     /// xenstored's name of the message type: "READ", "WRITE", "DIRECTORY", "RM", ...
     pub op: String,
-    /// The node, absolute (relative paths resolved under /local/domain/0); empty for
+    /// The node, absolute (relative paths resolved under the client's /local/domain/<id>,
+    /// [`Options::domid`]); empty for
     /// requests that do not name a node (TRANSACTION_START, GET_DOMAIN_PATH, ...).
     pub path: String,
     /// The value, for WRITE only.
@@ -68,6 +69,9 @@ pub struct Options {
     /// Gets one line per request as it arrives: `OP PATH[ VALUE]` (newlines and
     /// backslashes in VALUE escaped as `\n` and `\\`).
     pub traffic_log: Option<File>,
+    /// The domain every client is taken to be: its relative paths resolve under
+    /// `/local/domain/<domid>` (0: dom0; another: a driver domain's view).
+    pub domid: u32,
 }
 
 /// A running daemon; dropping it stops it (closes the listener and every
@@ -87,6 +91,7 @@ impl Daemon {
 
     pub fn start_with(socket: &Path, options: Options) -> io::Result<Daemon> {
         let mut state = State::new(options.traffic_log);
+        state.home = format!("/local/domain/{}", options.domid);
         for (path, value) in &options.initial {
             let name = store::canonicalize(path.as_bytes(), false).map_err(|_| {
                 io::Error::new(
@@ -124,6 +129,15 @@ impl Daemon {
         self.shared
             .lock()
             .global(|t| store::write(t, &name, value.as_bytes()))
+            .unwrap_or_else(|e| panic!("write {path}: {e}"));
+    }
+
+    /// Like `write`, with any bytes as the value (e.g. not UTF-8).
+    pub fn write_bytes(&self, path: &str, value: &[u8]) {
+        let name = valid(path);
+        self.shared
+            .lock()
+            .global(|t| store::write(t, &name, value))
             .unwrap_or_else(|e| panic!("write {path}: {e}"));
     }
 
@@ -206,8 +220,11 @@ impl Daemon {
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
+impl Daemon {
+    /// Stops serving as a crashed or restarting xenstored does: the listener and every
+    /// connection close (their watches with them) and the socket goes; the tree stays, and the
+    /// test can still read and write it directly. [`Daemon::resume`] listens again.
+    pub fn crash(&mut self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         // accept() cannot be interrupted portably with std: wake it with a connection.
         let woken = UnixStream::connect(&self.socket).is_ok();
@@ -216,6 +233,28 @@ impl Drop for Daemon {
         }
         self.shared.lock().disconnect_all();
         let _ = std::fs::remove_file(&self.socket);
+    }
+
+    /// Listens again on the same socket, with the tree as it is now (after [`Daemon::crash`]).
+    pub fn resume(&mut self) -> io::Result<()> {
+        if self.acceptor.is_some() {
+            return Ok(());
+        }
+        let listener = bind(&self.socket)?;
+        self.shared.stopping.store(false, Ordering::SeqCst);
+        let shared = self.shared.clone();
+        self.acceptor = Some(
+            thread::Builder::new()
+                .name("xenstored-accept".into())
+                .spawn(move || accept_loop(listener, shared))?,
+        );
+        Ok(())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.crash();
     }
 }
 

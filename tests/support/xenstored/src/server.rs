@@ -13,7 +13,7 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 
-use crate::store::{self, Errno, Events, Global, IMPLICIT_PATH, InTransaction, Perm, Store, Tree};
+use crate::store::{self, Errno, Events, Global, InTransaction, Perm, Store, Tree};
 use crate::wire::{self, Incoming, Message, PAYLOAD_MAX};
 use crate::{Fault, FaultAction, Request};
 
@@ -101,6 +101,8 @@ pub(crate) struct State {
     traffic_log: Option<File>,
     pub faults: Vec<Fault>,
     introduced: BTreeSet<u32>,
+    /// Where every client's relative paths go: `/local/domain/<the domain it serves as>`.
+    pub home: String,
 }
 
 impl State {
@@ -114,6 +116,7 @@ impl State {
             traffic_log,
             faults: Vec::new(),
             introduced: BTreeSet::from([0]),
+            home: store::IMPLICIT_PATH.to_string(),
         }
     }
 
@@ -141,7 +144,7 @@ impl State {
                     continue;
                 }
                 let shown = if watch.relative {
-                    name.get(IMPLICIT_PATH.len() + 1..).unwrap_or(&name)
+                    name.get(self.home.len() + 1..).unwrap_or(&name)
                 } else {
                     &name
                 };
@@ -268,7 +271,7 @@ pub(crate) fn serve(shared: Arc<Shared>, stream: UnixStream) {
 }
 
 /// The path a request is about, for the traffic record and fault matching.
-fn request_of(message: &Message) -> Request {
+fn request_of(message: &Message, home: &str) -> Request {
     let op = wire::type_name(message.ty);
     let has_path = matches!(
         message.ty,
@@ -293,7 +296,7 @@ fn request_of(message: &Message) -> Request {
         if raw.starts_with('/') || raw.starts_with('@') {
             raw.into_owned()
         } else {
-            format!("{IMPLICIT_PATH}/{raw}")
+            format!("{home}/{raw}")
         }
     } else {
         String::new()
@@ -308,7 +311,7 @@ fn request_of(message: &Message) -> Request {
 impl State {
     /// Handles one request: its reply is queued, or returned for the caller to write.
     fn handle(&mut self, conn: &mut Conn, message: &Message) -> Next {
-        let request = request_of(message);
+        let request = request_of(message, &self.home);
         self.record(request.clone());
         let mut trickle = None;
         let (ty, payload) = match self.take_fault(&request) {
@@ -402,7 +405,7 @@ impl State {
                 let [path, token] = wire::strings(payload)[..] else {
                     return Err("EINVAL");
                 };
-                let node = store::canonicalize(path, true)?;
+                let node = store::canonicalize_in(&self.home, path, true)?;
                 if self
                     .watches
                     .iter()
@@ -438,7 +441,7 @@ impl State {
                 let [path, token] = wire::strings(payload)[..] else {
                     return Err("EINVAL");
                 };
-                let node = store::canonicalize(path, true)?;
+                let node = store::canonicalize_in(&self.home, path, true)?;
                 let index = self
                     .watches
                     .iter()
@@ -516,7 +519,8 @@ impl State {
         payload: &[u8],
     ) -> Result<Vec<u8>, Errno> {
         if tx_id == 0 {
-            return self.global(|t| node_op(t, ty, payload));
+            let home = self.home.clone();
+            return self.global(|t| node_op(t, &home, ty, payload));
         }
         let tx = conn.transactions.get_mut(&tx_id).expect("checked above");
         node_op(
@@ -524,17 +528,18 @@ impl State {
                 store: &mut self.store,
                 tx,
             },
+            &self.home,
             ty,
             payload,
         )
     }
 }
 
-fn node_op(t: &mut dyn Tree, ty: u32, payload: &[u8]) -> Result<Vec<u8>, Errno> {
+fn node_op(t: &mut dyn Tree, home: &str, ty: u32, payload: &[u8]) -> Result<Vec<u8>, Errno> {
     let ok = Ok(wire::with_nul("OK"));
     let path = |allow_special| {
         let raw = wire::onearg(payload).ok_or("EINVAL")?;
-        store::canonicalize(raw, allow_special)
+        store::canonicalize_in(home, raw, allow_special)
     };
     match ty {
         wire::READ => store::read(t, &path(false)?),
@@ -545,7 +550,7 @@ fn node_op(t: &mut dyn Tree, ty: u32, payload: &[u8]) -> Result<Vec<u8>, Errno> 
         wire::WRITE => {
             // Path, NUL, then the value: any bytes, NULs included.
             let nul = payload.iter().position(|&b| b == 0).ok_or("EINVAL")?;
-            let name = store::canonicalize(&payload[..nul], false)?;
+            let name = store::canonicalize_in(home, &payload[..nul], false)?;
             store::write(t, &name, &payload[nul + 1..]).and(ok)
         }
         wire::SET_PERMS => {
@@ -558,7 +563,7 @@ fn node_op(t: &mut dyn Tree, ty: u32, payload: &[u8]) -> Result<Vec<u8>, Errno> 
                 .map(|s| Perm::parse(s))
                 .collect::<Option<Vec<_>>>()
                 .ok_or("EINVAL")?;
-            let name = store::canonicalize(args[0], true)?;
+            let name = store::canonicalize_in(home, args[0], true)?;
             store::set_perms(t, &name, perms).and(ok)
         }
         wire::DIRECTORY_PART => {
@@ -566,7 +571,7 @@ fn node_op(t: &mut dyn Tree, ty: u32, payload: &[u8]) -> Result<Vec<u8>, Errno> 
                 return Err("EINVAL");
             }
             let args = wire::strings(payload);
-            let name = store::canonicalize(args[0], false)?;
+            let name = store::canonicalize_in(home, args[0], false)?;
             let off = wire::atoi(args[1]) as u32 as usize;
             store::directory_part(t, &name, off, PAYLOAD_MAX)
         }

@@ -265,6 +265,16 @@ impl Tree for InTransaction<'_> {
 /// Resolves and validates a path like xenstored's canonicalize(): relative paths
 /// go under /local/domain/0, '@' paths only where special nodes are allowed.
 pub(crate) fn canonicalize(raw: &[u8], allow_special: bool) -> Result<String, Errno> {
+    canonicalize_in(IMPLICIT_PATH, raw, allow_special)
+}
+
+/// [`canonicalize`] for a client whose relative paths go under `home` (its own
+/// `/local/domain/<id>`).
+pub(crate) fn canonicalize_in(
+    home: &str,
+    raw: &[u8],
+    allow_special: bool,
+) -> Result<String, Errno> {
     let valid = raw
         .iter()
         .all(|&b| b.is_ascii_alphanumeric() || b"-/_@".contains(&b));
@@ -275,7 +285,7 @@ pub(crate) fn canonicalize(raw: &[u8], allow_special: bool) -> Result<String, Er
     let name = if raw.starts_with('/') || raw.starts_with('@') {
         raw.to_string()
     } else {
-        format!("{IMPLICIT_PATH}/{raw}")
+        format!("{home}/{raw}")
     };
     if (name.ends_with('/') && name != "/") || name.contains("//") {
         return Err("EINVAL");
