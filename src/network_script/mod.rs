@@ -42,8 +42,8 @@ pub use instance::{Instance, Start};
 pub use params::{Action, Params, Script};
 use state::Location;
 
-/// Run as the personality `network-bridge`, `network-route`, `network-nat` or `network-prebuilt` with xend's
-/// argv: `start|stop|status [k=v ...]`. Returns the exit status.
+/// Run as the personality `network-bridge`, `network-route`, `network-nat` or
+/// `network-prebuilt` with xend's argv: `start|stop|status [k=v ...]`. Returns the exit status.
 pub fn run_personality(personality: Personality, args: &[String]) -> i32 {
     let script = match personality {
         Personality::NetworkRoute => Script::Route,
