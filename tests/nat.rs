@@ -87,6 +87,12 @@ fn nat_guest_gets_its_router_and_offline_takes_it_away() {
     assert_eq!(sb.addrs("vif5.1"), ["192.168.7.147/32"]);
     assert!(sb.is_up("vif5.0") && sb.is_up("vif5.1"));
     assert!(!sb.ip("link show vif5.1").contains("NOARP"));
+    // As in route mode, dom0 resolves each guest address to the backend's MAC only.
+    let neigh = sb.ip("neigh show dev vif5.0");
+    assert!(
+        neigh.contains("10.0.5.1 lladdr 00:16:3e:00:00:05 PERMANENT"),
+        "{neigh}"
+    );
     let routes = sb.ip("route show");
     assert!(
         routes.contains("10.0.5.1 dev vif5.0 scope link src 10.0.5.128"),
@@ -157,6 +163,7 @@ fn nat_guest_gets_its_router_and_offline_takes_it_away() {
 
     hotplug(&sb, 0, "offline");
     hotplug(&sb, 1, "offline");
+    assert_eq!(sb.ip("neigh show dev vif5.0 nud permanent"), "");
     // ARP stays on (what netback's devices have); everything else is as before.
     assert!(!sb.ip("link show vif5.1").contains("NOARP"));
     sb.ip("link set vif5.1 arp off");
