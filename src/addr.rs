@@ -1,5 +1,6 @@
 //! IP addresses and prefixes as xen-vif's inputs spell them (the backend's `ip` list,
-//! network-route's `gateway=`): one parser, one prefix math (ipnet's), one link-local test.
+//! network-route's `gateway=`, vif-nat's one address and its router): one parser, one prefix
+//! math (ipnet's), one link-local test.
 //! Knows nothing of Xen or the kernel.
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -284,6 +285,41 @@ mod tests {
             "00:16:3e:00:00:005",
         ] {
             assert!(parse_mac(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn nat_addresses_as_stock_derives_them() {
+        assert_eq!(nat_default_address(5, 0).unwrap().to_string(), "10.0.5.1");
+        assert_eq!(
+            nat_default_address(300, 1).unwrap().to_string(),
+            "10.1.44.2"
+        );
+        assert!(nat_default_address(5, 127).is_ok());
+        assert!(nat_default_address(5, 128).is_err());
+        assert_eq!(
+            nat_router_address("10.0.5.1".parse().unwrap()).to_string(),
+            "10.0.5.128"
+        );
+        let g = nat_guest_address(Some("192.168.7.20/24"), 5, 0).unwrap();
+        assert_eq!(g.ip.to_string(), "192.168.7.20");
+        assert_eq!(g.prefix_len, 32);
+    }
+
+    #[test]
+    fn bad_nat_addresses() {
+        for bad in [
+            "10.0.0.1 10.0.0.2",
+            "2001:db8::1",
+            "10.0.0.200",
+            "junk",
+            "10.0.0.1/33",
+            "10.0.0.1/",
+            "0.0.0.0",
+            "224.0.0.1",
+            "127.0.0.1",
+        ] {
+            assert!(nat_guest_address(Some(bad), 5, 0).is_err(), "{bad}");
         }
     }
 }
