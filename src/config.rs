@@ -185,8 +185,8 @@ fn apply(cfg: &mut Config, key: &str, value: &str) -> Result<()> {
 }
 
 /// The host's network script, as xend's `(network-script 'network-bridge netdev=eth0')`: a
-/// script name (`network-bridge`, `network-route`, `network-prebuilt`; a path to one is taken
-/// by its name) and `k=v` words, each checked against what that script takes.
+/// script name (`network-bridge`, `network-route`, `network-nat`, `network-prebuilt`; a path to
+/// one is taken by its name) and `k=v` words, each checked against what that script takes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NetworkScript {
     pub script: crate::network_script::Script,
@@ -203,10 +203,11 @@ impl NetworkScript {
         let script = match first.rsplit('/').next().unwrap_or(first) {
             "network-bridge" => Script::Bridge,
             "network-route" => Script::Route,
+            "network-nat" => Script::Nat,
             "network-prebuilt" => Script::Prebuilt,
             other => bail!(
                 "{other:?} is not a network script xen-vif implements \
-                 (network-bridge, network-route or network-prebuilt)"
+                 (network-bridge, network-route, network-nat or network-prebuilt)"
             ),
         };
         let mut vars = Vec::new();
@@ -431,6 +432,11 @@ mod tests {
         assert_eq!(
             c.network_script.unwrap().to_string(),
             "network-route netdev=dummy0"
+        );
+        let c = parse("network_script = \"network-nat netdev=eth0 range=10.0.0.0/8\"").unwrap();
+        assert_eq!(
+            c.network_script.unwrap().script,
+            crate::network_script::Script::Nat
         );
         for (text, want) in [
             ("network_script = \"\"", "empty"),
