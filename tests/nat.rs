@@ -375,6 +375,21 @@ fn stop_restores_after_an_interrupted_start_and_dry_run_changes_nothing() {
     assert_ok(&sb.net("network-nat", &args));
     let path = sb.state_files()[0].clone();
     let state = fs::read_to_string(&path).unwrap();
+    // The chain is named by its uplink alone: a record cannot point stop at another chain.
+    assert!(state.contains("\nmasquerade uplink=up0\n"), "{state}");
+    fs::write(
+        &path,
+        state.replace("uplink=up0", "uplink=up0 table=filter"),
+    )
+    .unwrap();
+    let o = sb.net("network-nat", &["stop", "netdev=up0"]);
+    assert_fails(&o);
+    assert!(
+        stderr(&o).contains("unknown field \"table\""),
+        "{}",
+        stderr(&o)
+    );
+    assert!(ruleset(&sb).contains("postrouting-up0"));
     // A crash after every change, before the state said so: start refuses, stop restores.
     fs::write(&path, state.replace("phase started", "phase starting")).unwrap();
     let o = sb.net("network-nat", &args);
