@@ -2,6 +2,10 @@
 # Install what the test tiers need on a fresh Debian 12 machine (idempotent; root).
 set -euo pipefail
 pkgs=(iproute2 iputils-ping procps file strace)
+# tests/nat.rs reads the ruleset network-nat made, and counts packets in the "outside".
+pkgs+=(nftables)
+# ... and runs dnsmasq on the host side and busybox's udhcpc in the guest (the DHCP wiring).
+pkgs+=(dnsmasq-base busybox)
 # Conformance tier (tests/conformance.rs): what Debian's stock vif scripts run.
 pkgs+=(xenstore-utils bridge-utils net-tools bsdutils mount)
 # The anti-spoofing tier (tests/antispoof.rs) looks with nft and conntrack; xen-vif uses neither.

@@ -7,7 +7,7 @@
 # Puts the binary at /usr/libexec/xen-vif/xen-vif (plus /usr/sbin/xen-vif and one link per
 # script name there), the udev rules, the systemd units (not enabled), the man page and
 # completions, then replaces
-# /etc/xen/scripts/{vif-bridge,vif-route,vif-openvswitch,vif-setup,network-bridge,network-route,network-prebuilt} by links to
+# /etc/xen/scripts/{vif-bridge,vif-route,vif-nat,vif-openvswitch,vif-setup,network-bridge,network-route,network-nat,network-prebuilt} by links to
 # it, moving each stock script to /var/lib/xen-vif/stock/. Everything it creates is listed in
 # /var/lib/xen-vif/installed, which scripts/uninstall.sh (also installed as
 # /usr/libexec/xen-vif/uninstall.sh) reads to restore the host exactly. Running it again is
@@ -30,7 +30,7 @@ libexec=/usr/libexec/xen-vif
 state=/var/lib/xen-vif
 manifest=$state/installed
 stock=$state/stock
-names=(vif-bridge vif-route vif-openvswitch vif-setup network-bridge network-route network-prebuilt)
+names=(vif-bridge vif-route vif-nat vif-openvswitch vif-setup network-bridge network-route network-nat network-prebuilt)
 
 die() { echo "install: $*" >&2; exit 1; }
 

@@ -74,7 +74,7 @@ dpkg_in() { # ROOT ARGS...
     dpkg --root="$r" --force-script-chrootless --force-depends --log=/dev/null "$@" >/dev/null
 }
 
-names="vif-bridge vif-route vif-openvswitch vif-setup network-bridge network-route network-prebuilt"
+names="vif-bridge vif-route vif-nat vif-openvswitch vif-setup network-bridge network-route network-nat network-prebuilt"
 stock="vif-bridge vif-route vif-openvswitch vif-setup"
 hashes() { # ROOT SUFFIX → "name sha256" for the stock scripts at /etc/xen/scripts/NAME+SUFFIX
     for n in $stock; do echo "$n $(sha256sum <"$1/etc/xen/scripts/$n$2" | cut -d' ' -f1)"; done

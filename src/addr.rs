@@ -1,8 +1,9 @@
 //! IP addresses and prefixes as xen-vif's inputs spell them (the backend's `ip` list,
-//! network-route's `gateway=`): one parser, one prefix math (ipnet's), one link-local test.
+//! network-route's `gateway=`, vif-nat's one address and its router): one parser, one prefix
+//! math (ipnet's), one link-local test.
 //! Knows nothing of Xen or the kernel.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::{Result, anyhow, bail};
 use ipnet::IpNet;
@@ -133,6 +134,81 @@ pub fn parse_guest_addrs(list: &str) -> Result<Vec<GuestAddr>> {
     Ok(out)
 }
 
+/// What the stock script adds to the guest's last octet for the router's.
+pub const ROUTER_OFFSET: u8 = 127;
+
+/// NAT mode's (stock vif-nat's) addressing, from plain numbers: the guest's one IPv4 address:
+/// `ip` (an address, optionally with a prefix length, which the
+/// stock script ignores too), or the stock default from the device's ids.
+pub fn nat_guest_address(ip: Option<&str>, domid: u32, devid: u32) -> Result<GuestAddr> {
+    let ip = match ip.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(given) => parse_nat_ip(given)?,
+        None => nat_default_address(domid, devid)?,
+    };
+    Ok(GuestAddr {
+        ip: IpAddr::V4(ip),
+        prefix_len: 32,
+    })
+}
+
+fn parse_nat_ip(given: &str) -> Result<Ipv4Addr> {
+    if given.split_whitespace().count() > 1 {
+        bail!("ip {given:?}: vif-nat takes one IPv4 address");
+    }
+    let (addr, len) = match given.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (given, None),
+    };
+    if let Some(l) = len {
+        if l.is_empty()
+            || !l.bytes().all(|b| b.is_ascii_digit())
+            || l.parse::<u8>().map_or(true, |n| !(1..=32).contains(&n))
+        {
+            bail!("ip {given:?}: bad prefix length {l:?}");
+        }
+    }
+    let ip: Ipv4Addr = addr.parse().map_err(|_| {
+        anyhow::anyhow!("ip {given:?} is not an IPv4 address (vif-nat is IPv4 only)")
+    })?;
+    if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() || ip.is_broadcast() {
+        bail!("ip {given:?} is not a unicast address");
+    }
+    if ip.octets()[3] > u8::MAX - ROUTER_OFFSET {
+        bail!(
+            "ip {given:?}: the router address is the guest's with {ROUTER_OFFSET} added to the \
+             last octet, so that octet must be at most {}",
+            u8::MAX - ROUTER_OFFSET
+        );
+    }
+    Ok(ip)
+}
+
+/// `10.<domid/256>.<domid%256>.<devid+1>`, as the stock vif-nat derives it.
+pub fn nat_default_address(domid: u32, devid: u32) -> Result<Ipv4Addr> {
+    let host = devid + 1;
+    if domid > 0xffff || host > u32::from(u8::MAX - ROUTER_OFFSET) {
+        bail!(
+            "vif{}.{} has no default vif-nat address (10.<domid/256>.<domid%256>.<devid+1> needs \
+             devid < {}): give ip=",
+            domid,
+            devid,
+            u8::MAX - ROUTER_OFFSET
+        );
+    }
+    Ok(Ipv4Addr::new(
+        10,
+        (domid / 256) as u8,
+        (domid % 256) as u8,
+        host as u8,
+    ))
+}
+
+/// The guest's router: its address with [`ROUTER_OFFSET`] added to the last octet.
+pub fn nat_router_address(guest: Ipv4Addr) -> Ipv4Addr {
+    let [a, b, c, d] = guest.octets();
+    Ipv4Addr::new(a, b, c, d.saturating_add(ROUTER_OFFSET))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +285,41 @@ mod tests {
             "00:16:3e:00:00:005",
         ] {
             assert!(parse_mac(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn nat_addresses_as_stock_derives_them() {
+        assert_eq!(nat_default_address(5, 0).unwrap().to_string(), "10.0.5.1");
+        assert_eq!(
+            nat_default_address(300, 1).unwrap().to_string(),
+            "10.1.44.2"
+        );
+        assert!(nat_default_address(5, 127).is_ok());
+        assert!(nat_default_address(5, 128).is_err());
+        assert_eq!(
+            nat_router_address("10.0.5.1".parse().unwrap()).to_string(),
+            "10.0.5.128"
+        );
+        let g = nat_guest_address(Some("192.168.7.20/24"), 5, 0).unwrap();
+        assert_eq!(g.ip.to_string(), "192.168.7.20");
+        assert_eq!(g.prefix_len, 32);
+    }
+
+    #[test]
+    fn bad_nat_addresses() {
+        for bad in [
+            "10.0.0.1 10.0.0.2",
+            "2001:db8::1",
+            "10.0.0.200",
+            "junk",
+            "10.0.0.1/33",
+            "10.0.0.1/",
+            "0.0.0.0",
+            "224.0.0.1",
+            "127.0.0.1",
+        ] {
+            assert!(nat_guest_address(Some(bad), 5, 0).is_err(), "{bad}");
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::{config, docs};
     version,
     about = "Xen vif hotplug scripts as one static binary",
     long_about = "Xen vif hotplug scripts as one static binary.\n\n\
-        Installed as vif-bridge, vif-route, vif-setup, network-bridge or network-route \
+        Installed as vif-bridge, vif-route, vif-nat, vif-setup, network-bridge, network-route or network-nat \
         (a symlink or copy under that name), it behaves as that Xen script. \
         Invoked as xen-vif, it offers the commands below."
 )]
@@ -34,6 +34,7 @@ pub struct Cli {
 pub enum ModeArg {
     Bridge,
     Route,
+    Nat,
     Openvswitch,
 }
 
@@ -121,6 +122,13 @@ pub enum NetworkCmd {
         Examples:\n  xen-vif network route start netdev=dummy0 gateway=10.9.0.1/29\n  \
         xen-vif network route status netdev=dummy0")]
     Route(ScriptArgs),
+    /// What `network-nat` does: masquerading of the NAT guests out of the uplink, forwarding.
+    #[command(after_help = "Parameters:\n  \
+        netdev=DEV           the uplink (default: the device of the default route)\n  \
+        range=PREFIX,...     the guests' source addresses (default: 10.0.0.0/8)\n\n\
+        Examples:\n  xen-vif network nat start netdev=eth0\n  \
+        xen-vif network nat status netdev=eth0")]
+    Nat(ScriptArgs),
     /// The host network named by `network_script` in /etc/xen/xen-vif.toml (what xend's
     /// `(network-script ...)` was), as xen-vif-network.service runs it at boot and shutdown;
     /// without that key, nothing.
@@ -189,6 +197,7 @@ fn device_call(a: &DeviceArgs, up: bool) -> Result<(Call, String), String> {
     let mode = match a.mode {
         Some(ModeArg::Bridge) => Mode::Bridge,
         Some(ModeArg::Route) => Mode::Route,
+        Some(ModeArg::Nat) => Mode::Nat,
         Some(ModeArg::Openvswitch) => Mode::Openvswitch,
         None => XenStore::open()
             .and_then(|store| invocation::backend_mode(&store, &backend))
@@ -329,6 +338,7 @@ fn network(cmd: NetworkCmd) -> i32 {
         }
         NetworkCmd::Bridge(a) => (Script::Bridge, a),
         NetworkCmd::Route(a) => (Script::Route, a),
+        NetworkCmd::Nat(a) => (Script::Nat, a),
         NetworkCmd::Check { bridges } => {
             let vars = vec![("bridges".to_string(), bridges.join(","))];
             return network_script::run(Script::Prebuilt, Action::Start, &vars, false);

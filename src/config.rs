@@ -49,6 +49,18 @@ pub const KEYS: &[(&str, &str)] = &[
         "antispoof",
         "true (default): each vif gets an nf_tables filter pinning its mac and ip; false: none",
     ),
+    (
+        "nat_dhcp_hosts",
+        "vif-nat writes each guest's DHCP host entry into this dnsmasq --dhcp-hostsfile; \"\" (default): off",
+    ),
+    (
+        "nat_dhcp_options",
+        "and its router into this dnsmasq --dhcp-optsfile; \"\" (default): off",
+    ),
+    (
+        "nat_dhcp_pid_file",
+        "the DHCP server's pid file (root-owned): it gets SIGHUP after each change; \"\" (default): none",
+    ),
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +72,10 @@ pub struct Config {
     /// `network_script`: the script and its `k=v` words, checked.
     pub network_script: Option<NetworkScript>,
     pub antispoof: bool,
+    /// vif-nat's DHCP entries (see `crate::dhcp_hosts`): off unless the hosts file is set.
+    pub nat_dhcp_hosts: Option<PathBuf>,
+    pub nat_dhcp_options: Option<PathBuf>,
+    pub nat_dhcp_pid_file: Option<PathBuf>,
     /// Which keys the file set (for `check-config`).
     pub set: Vec<&'static str>,
 }
@@ -73,6 +89,9 @@ impl Default for Config {
             hook_dir: Some(PathBuf::from(DEFAULT_HOOK_DIR)),
             network_script: None,
             antispoof: true,
+            nat_dhcp_hosts: None,
+            nat_dhcp_options: None,
+            nat_dhcp_pid_file: None,
             set: Vec::new(),
         }
     }
@@ -147,8 +166,9 @@ fn apply(cfg: &mut Config, key: &str, value: &str) -> Result<()> {
             cfg.mode = Some(match value {
                 "bridge" => Mode::Bridge,
                 "route" => Mode::Route,
+                "nat" => Mode::Nat,
                 "openvswitch" => Mode::Openvswitch,
-                other => bail!("{other:?} is not a mode (bridge, route or openvswitch)"),
+                other => bail!("{other:?} is not a mode (bridge, route, nat or openvswitch)"),
             })
         }
         "gatewaydev" => cfg.gatewaydev = Some(IfName::new(value).map_err(anyhow::Error::msg)?),
@@ -156,14 +176,17 @@ fn apply(cfg: &mut Config, key: &str, value: &str) -> Result<()> {
         "hook_dir" => cfg.hook_dir = absolute_or_off(value)?,
         "network_script" => cfg.network_script = Some(NetworkScript::parse(value)?),
         "antispoof" => cfg.antispoof = value == "true",
+        "nat_dhcp_hosts" => cfg.nat_dhcp_hosts = absolute_or_off(value)?,
+        "nat_dhcp_options" => cfg.nat_dhcp_options = absolute_or_off(value)?,
+        "nat_dhcp_pid_file" => cfg.nat_dhcp_pid_file = absolute_or_off(value)?,
         _ => bail!("unknown key"),
     }
     Ok(())
 }
 
 /// The host's network script, as xend's `(network-script 'network-bridge netdev=eth0')`: a
-/// script name (`network-bridge`, `network-route`, `network-prebuilt`; a path to one is taken
-/// by its name) and `k=v` words, each checked against what that script takes.
+/// script name (`network-bridge`, `network-route`, `network-nat`, `network-prebuilt`; a path to
+/// one is taken by its name) and `k=v` words, each checked against what that script takes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NetworkScript {
     pub script: crate::network_script::Script,
@@ -180,10 +203,11 @@ impl NetworkScript {
         let script = match first.rsplit('/').next().unwrap_or(first) {
             "network-bridge" => Script::Bridge,
             "network-route" => Script::Route,
+            "network-nat" => Script::Nat,
             "network-prebuilt" => Script::Prebuilt,
             other => bail!(
                 "{other:?} is not a network script xen-vif implements \
-                 (network-bridge, network-route or network-prebuilt)"
+                 (network-bridge, network-route, network-nat or network-prebuilt)"
             ),
         };
         let mut vars = Vec::new();
@@ -319,6 +343,21 @@ pub fn describe(cfg: &Config) -> String {
             origin("network_script")
         ),
         format!("antispoof = {}{}", cfg.antispoof, origin("antispoof")),
+        format!(
+            "nat_dhcp_hosts = {}{}",
+            path(&cfg.nat_dhcp_hosts),
+            origin("nat_dhcp_hosts")
+        ),
+        format!(
+            "nat_dhcp_options = {}{}",
+            path(&cfg.nat_dhcp_options),
+            origin("nat_dhcp_options")
+        ),
+        format!(
+            "nat_dhcp_pid_file = {}{}",
+            path(&cfg.nat_dhcp_pid_file),
+            origin("nat_dhcp_pid_file")
+        ),
     ]
     .join("\n")
 }
@@ -374,9 +413,13 @@ mod tests {
         assert!(describe(&c).contains("hook_dir = off"));
         assert!(describe(&c).contains("mode = route\n"));
         assert!(describe(&c).contains("antispoof = true  (default)"));
+        assert!(describe(&c).contains("mode = route\n"));
         let c = parse("antispoof = false # no filter\n").unwrap();
         assert!(!c.antispoof);
-        assert!(describe(&c).ends_with("antispoof = false"));
+        assert!(describe(&c).contains("antispoof = false\n"));
+        let c = parse("nat_dhcp_hosts = \"/run/xen-vif-dhcp/hosts\"\n").unwrap();
+        assert!(describe(&c).contains("nat_dhcp_hosts = /run/xen-vif-dhcp/hosts\n"));
+        assert!(parse("nat_dhcp_pid_file = \"run/dnsmasq.pid\"").is_err());
     }
 
     #[test]
@@ -389,6 +432,11 @@ mod tests {
         assert_eq!(
             c.network_script.unwrap().to_string(),
             "network-route netdev=dummy0"
+        );
+        let c = parse("network_script = \"network-nat netdev=eth0 range=10.0.0.0/8\"").unwrap();
+        assert_eq!(
+            c.network_script.unwrap().script,
+            crate::network_script::Script::Nat
         );
         for (text, want) in [
             ("network_script = \"\"", "empty"),
@@ -425,7 +473,7 @@ mod tests {
                 "\nmode = route",
                 "line 2: mode: the value must be a quoted string",
             ),
-            ("mode = \"nat\"", "\"nat\" is not a mode"),
+            ("mode = \"ovs\"", "\"ovs\" is not a mode"),
             (
                 "mode = \"route\"\nmode = \"bridge\"",
                 "line 2: mode is set twice",

@@ -155,6 +155,14 @@ pub fn vars_for(nl: &mut Netlink, hp: &Hotplug) -> Vars {
                 Err(_) => hp.bridge.as_ref().map(name),
             };
         }
+        // The stock vif-nat sets `ip` to its default (`10.D1.D2.N/16`) when none is given.
+        Mode::Nat => {
+            if let Ok(default) = crate::addr::nat_default_address(hp.id.domid, hp.id.devid) {
+                if vars.ip == default.to_string() {
+                    vars.ip = format!("{default}/16");
+                }
+            }
+        }
         Mode::Openvswitch => vars.bridge = hp.bridge.as_ref().map(name),
         Mode::Route => {
             if let Ok(gw) = route::gateway_device(nl, hp) {

@@ -24,10 +24,12 @@ pub fn backend_mode(store: &dyn crate::xenstore::Store, backend: &str) -> Result
 pub enum Personality {
     VifBridge,
     VifRoute,
+    VifNat,
     VifOpenvswitch,
     VifSetup,
     NetworkBridge,
     NetworkRoute,
+    NetworkNat,
     /// The checking replacement for `(network-script /bin/true)`: pre-built bridges.
     NetworkPrebuilt,
     Cli,
@@ -35,13 +37,15 @@ pub enum Personality {
 
 impl Personality {
     /// Every script name the binary answers to (what an install links to it).
-    pub const SCRIPTS: [Personality; 7] = [
+    pub const SCRIPTS: [Personality; 9] = [
         Personality::VifBridge,
         Personality::VifRoute,
+        Personality::VifNat,
         Personality::VifOpenvswitch,
         Personality::VifSetup,
         Personality::NetworkBridge,
         Personality::NetworkRoute,
+        Personality::NetworkNat,
         Personality::NetworkPrebuilt,
     ];
 
@@ -58,10 +62,12 @@ impl Personality {
         match self {
             Personality::VifBridge => "vif-bridge",
             Personality::VifRoute => "vif-route",
+            Personality::VifNat => "vif-nat",
             Personality::VifOpenvswitch => "vif-openvswitch",
             Personality::VifSetup => "vif-setup",
             Personality::NetworkBridge => "network-bridge",
             Personality::NetworkRoute => "network-route",
+            Personality::NetworkNat => "network-nat",
             Personality::NetworkPrebuilt => "network-prebuilt",
             Personality::Cli => "xen-vif",
         }
@@ -126,6 +132,7 @@ impl fmt::Display for TypeIf {
 pub enum Mode {
     Bridge,
     Route,
+    Nat,
     Openvswitch,
 }
 
@@ -135,6 +142,7 @@ impl fmt::Display for Mode {
         f.write_str(match self {
             Mode::Bridge => "bridge",
             Mode::Route => "route",
+            Mode::Nat => "nat",
             Mode::Openvswitch => "openvswitch",
         })
     }
@@ -145,6 +153,7 @@ impl Mode {
         match self {
             Mode::Bridge => "vif-bridge",
             Mode::Route => "vif-route",
+            Mode::Nat => "vif-nat",
             Mode::Openvswitch => "vif-openvswitch",
         }
     }
@@ -154,9 +163,10 @@ impl Mode {
         match script.rsplit('/').next().unwrap_or(script) {
             "" | "vif-bridge" | "vif-setup" => Ok(Mode::Bridge),
             "vif-route" => Ok(Mode::Route),
+            "vif-nat" => Ok(Mode::Nat),
             "vif-openvswitch" => Ok(Mode::Openvswitch),
             other => bail!(
-                "script {other:?} is not a mode xen-vif implements (vif-bridge, vif-route or vif-openvswitch)"
+                "script {other:?} is not a mode xen-vif implements (vif-bridge, vif-route, vif-nat or vif-openvswitch)"
             ),
         }
     }
@@ -439,6 +449,7 @@ pub fn triage(
 ) -> Result<Triage> {
     let mode = match personality {
         Personality::VifRoute => Mode::Route,
+        Personality::VifNat => Mode::Nat,
         Personality::VifOpenvswitch => Mode::Openvswitch,
         Personality::VifSetup => Mode::from_script(&env("script").unwrap_or_default())?,
         _ => Mode::Bridge,
@@ -642,11 +653,17 @@ pub fn resolve(
         .map(|v| crate::vlanspec::parse(v).map_err(|e| anyhow::anyhow!("vlan: {e}")))
         .transpose();
     let vlan = lenient(vlan, cmd, dev, "vlan")?.flatten();
-    let ip = match params.get("ip") {
-        Some(list) => {
+    let ip = match (call.mode, params.get("ip")) {
+        // NAT mode has exactly one guest address, given or derived from the device's ids.
+        // An address online refused was never set up: offline still tears the rest down.
+        (Mode::Nat, given) => {
+            let g = crate::addr::nat_guest_address(given.map(String::as_str), id.domid, id.devid);
+            lenient(g, cmd, dev, "ip")?.into_iter().collect()
+        }
+        (_, Some(list)) => {
             lenient(crate::addr::parse_guest_addrs(list), cmd, dev, "ip")?.unwrap_or_default()
         }
-        None => Vec::new(),
+        (_, None) => Vec::new(),
     };
     let mac = params
         .get("mac")
@@ -702,6 +719,9 @@ mod tests {
         let ovs = backend_keys(Some(Mode::Openvswitch));
         assert!(ovs.contains(&"bridge") && ovs.contains(&"vlan"));
         assert!(!ovs.contains(&"gatewaydev"));
+        let nat = backend_keys(Some(Mode::Nat));
+        assert!(nat.contains(&"ip") && nat.contains(&"mac"));
+        assert!(!nat.contains(&"bridge") && !nat.contains(&"gatewaydev"));
         // `xen-vif status` shows everything.
         assert_eq!(backend_keys(None).len(), IDENTITY_KEYS.len() + PARAMS.len());
     }
@@ -843,7 +863,19 @@ mod tests {
             panic!()
         };
         assert_eq!(c.mode, Mode::Bridge);
-        let env = env_of(&[("script", "vif-nat")]);
+        let env = env_of(&[("script", "/etc/xen/scripts/vif-nat")]);
+        let Triage::Run(c) = triage(Personality::VifSetup, &args(&["online"]), &env).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(c.mode, Mode::Nat);
+        let env = env_of(&[("script", "vif-openvswitch")]);
+        let Triage::Run(c) = triage(Personality::VifSetup, &args(&["online"]), &env).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(c.mode, Mode::Openvswitch);
+        let env = env_of(&[("script", "vif-custom")]);
         assert!(triage(Personality::VifSetup, &args(&["online"]), &env).is_err());
     }
 

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod deadline;
+pub mod dhcp_hosts;
 pub mod docs;
 pub mod hooks;
 pub mod hotplug;
@@ -85,7 +86,10 @@ pub fn main_entry() -> i32 {
     watchdog::install(personality);
     match personality {
         Personality::Cli => cli::run(args),
-        Personality::NetworkBridge | Personality::NetworkRoute | Personality::NetworkPrebuilt => {
+        Personality::NetworkBridge
+        | Personality::NetworkRoute
+        | Personality::NetworkNat
+        | Personality::NetworkPrebuilt => {
             let verbose = env_var("XEN_VIF_LOG").is_some_and(|v| v == "debug");
             log::init(personality.name(), verbose);
             network_script::run_personality(personality, &args[1..])

@@ -8,9 +8,10 @@ use std::net::IpAddr;
 use anyhow::{Context, Result, anyhow};
 use nix::errno::Errno;
 
+use crate::dhcp_hosts;
 use crate::log;
 use crate::netlink::{Address, LinkChange, Netlink, NetlinkError, NewLink, PortVlan, Route};
-use crate::nftables::{self, IngressChain, Nfnetlink, Prefix};
+use crate::nftables::{self, IngressChain, NatChain, Nfnetlink, Prefix};
 use crate::ovsdb::{Ovsdb, Port as OvsPort, PortConfig};
 use crate::sysctl;
 use crate::xenstore::Store;
@@ -22,6 +23,12 @@ pub enum Step {
         index: u32,
         name: String,
         up: bool,
+    },
+    /// `ip link set NAME arp on|off`
+    SetArp {
+        index: u32,
+        name: String,
+        on: bool,
     },
     /// Rename, and set the alias in the same message (for a vif: the one that records whose
     /// device it is, so no kill between the two can leave a renamed device we cannot
@@ -151,6 +158,28 @@ pub enum Step {
     ForgetConnections {
         prefixes: Vec<Prefix>,
     },
+    /// Make the source-NAT chain exactly `chain` in one nf_tables transaction (`exists`: a chain
+    /// of that name is there and is deleted in the same transaction).
+    Masquerade {
+        chain: Box<NatChain>,
+        comment: String,
+        exists: bool,
+    },
+    /// Delete a source-NAT chain with its rules, and its table once no chain is left in it.
+    Unmasquerade {
+        table: String,
+        chain: String,
+    },
+    /// Add (or replace) a DHCP server's entry for a guest, and tell the server.
+    DhcpHost {
+        files: dhcp_hosts::Files,
+        entry: dhcp_hosts::Entry,
+    },
+    /// Remove the entry named `name` (cannot be undone: the old entry is not known).
+    DelDhcpHost {
+        files: dhcp_hosts::Files,
+        name: String,
+    },
     /// Make `name` a port of Open vSwitch bridge `bridge` with exactly `config`, replacing any
     /// port of that name, in one OVSDB transaction; `old` is the port it replaces (undo puts
     /// back its bridge, VLAN columns and external-ids; other columns are not kept).
@@ -194,6 +223,10 @@ fn ovs_add_port_str(bridge: &str, name: &str, c: &PortConfig) -> String {
     }
     s
 }
+
+/// A kernel without what masquerading needs.
+pub const NO_NFT_NAT: &str =
+    "kernel has no nf_tables masquerading (CONFIG_NF_TABLES, CONFIG_NF_NAT, CONFIG_NFT_MASQ)";
 
 /// A kernel without what the filter needs: the one line to show, naming the switch.
 pub const NO_NFTABLES: &str = "kernel has no nf_tables netdev ingress filtering (CONFIG_NF_TABLES, CONFIG_NF_TABLES_NETDEV); set antispoof = false in /etc/xen/xen-vif.toml to run guests without the anti-spoofing filter";
@@ -273,6 +306,13 @@ impl fmt::Display for Step {
         match self {
             Step::SetUp { name, up, .. } => {
                 write!(f, "ip link set {name} {}", if *up { "up" } else { "down" })
+            }
+            Step::SetArp { name, on, .. } => {
+                write!(
+                    f,
+                    "ip link set {name} arp {}",
+                    if *on { "on" } else { "off" }
+                )
             }
             Step::Rename {
                 from,
@@ -368,6 +408,34 @@ impl fmt::Display for Step {
                 mac_str(mac)
             ),
             Step::DelNeighbour { dev, ip, .. } => write!(f, "ip neigh del {ip} dev {dev}"),
+            Step::Masquerade { chain, comment, .. } => {
+                writeln!(f, "nft -f - <<'EOF'")?;
+                writeln!(f, "add table ip {}", chain.table)?;
+                writeln!(f, "destroy chain ip {} {}", chain.table, chain.name)?;
+                writeln!(f, "{}", chain.nft_text(Some(comment)))?;
+                write!(f, "EOF")
+            }
+            Step::Unmasquerade { table, chain } => write!(f, "nft delete chain ip {table} {chain}"),
+            Step::DhcpHost { files, entry } => {
+                write!(
+                    f,
+                    "echo '{}' >> {}",
+                    entry.hosts_line(),
+                    files.hosts.display()
+                )?;
+                if let Some(o) = &files.options {
+                    write!(f, "; echo '{}' >> {}", entry.options_line(), o.display())?;
+                }
+                Ok(())
+            }
+            Step::DelDhcpHost { files, name } => {
+                let tag = format!("xen-vif-{name}");
+                write!(f, "sed -i '/set:{tag},/d' {}", files.hosts.display())?;
+                if let Some(o) = &files.options {
+                    write!(f, "; sed -i '/^tag:{tag},/d' {}", o.display())?;
+                }
+                Ok(())
+            }
             Step::ForgetConnections { prefixes } => {
                 let words: Vec<String> = prefixes
                     .iter()
@@ -420,6 +488,12 @@ impl Step {
                 chain.device,
                 chain.rules.len()
             ),
+            Step::Masquerade { chain, .. } => format!(
+                "nft add chain ip {} {} (postrouting, {} masquerade rules)",
+                chain.table,
+                chain.name,
+                chain.rules.len()
+            ),
             s => s.to_string(),
         }
     }
@@ -452,6 +526,21 @@ impl Step {
                     index: *index,
                     name: name.clone(),
                     up: !up,
+                })
+            }
+            Step::SetArp { index, name, on } => {
+                nl.set_link(
+                    *index,
+                    &LinkChange {
+                        arp: Some(*on),
+                        ..Default::default()
+                    },
+                )
+                .map_err(k)?;
+                Some(Step::SetArp {
+                    index: *index,
+                    name: name.clone(),
+                    on: !on,
                 })
             }
             Step::Rename {
@@ -713,6 +802,43 @@ impl Step {
                     ip: *ip,
                     mac: mac.clone(),
                 })
+            }
+            Step::Masquerade {
+                chain,
+                comment,
+                exists,
+            } => {
+                let r = Nfnetlink::open()
+                    .and_then(|mut nf| nf.replace_nat_chain(chain, comment, *exists));
+                match r {
+                    Ok(()) => {}
+                    Err(e) if nftables::is_unsupported(&e) || e.errno == Errno::ENOENT => {
+                        // ENOENT: the kernel knows no `nat` chain type or `masq` expression.
+                        return Err(anyhow::Error::new(e).context(NO_NFT_NAT));
+                    }
+                    Err(e) => return Err(k(e)),
+                }
+                Some(Step::Unmasquerade {
+                    table: chain.table.clone(),
+                    chain: chain.name.clone(),
+                })
+            }
+            Step::Unmasquerade { table, chain } => {
+                Nfnetlink::open()
+                    .and_then(|mut nf| nf.delete_nat_chain(table, chain))
+                    .map_err(k)?;
+                None
+            }
+            Step::DhcpHost { files, entry } => {
+                dhcp_hosts::put(files, entry)?;
+                Some(Step::DelDhcpHost {
+                    files: files.clone(),
+                    name: entry.name.clone(),
+                })
+            }
+            Step::DelDhcpHost { files, name } => {
+                dhcp_hosts::remove(files, name)?;
+                None
             }
             Step::ForgetConnections { prefixes } => {
                 let r = Nfnetlink::open().and_then(|mut nf| nf.delete_conntrack(prefixes));

@@ -466,7 +466,8 @@ fn a_bad_configuration_fails_online_and_still_lets_offline_clean_up() {
     assert_eq!(
         error,
         "vif-bridge online vif5.0: configuration /etc/xen/xen-vif.toml: line 2: unknown key \
-         \"moed\" (known: mode, gatewaydev, log_file, hook_dir, network_script, antispoof)"
+         \"moed\" (known: mode, gatewaydev, log_file, hook_dir, network_script, antispoof, \
+         nat_dhcp_hosts, nat_dhcp_options, nat_dhcp_pid_file)"
     );
     let o = sb.offline("vif-bridge", 5, 0);
     assert_ok(&o);
@@ -487,11 +488,11 @@ fn check_config_prints_the_settings_or_the_error() {
     let o = sb.run("xen-vif", &["check-config"], &[]);
     assert_ok(&o);
     assert!(stdout(&o).contains("hook_dir = off\n"), "{}", stdout(&o));
-    config(&sb, "mode = \"nat\"\n");
+    config(&sb, "mode = \"ovs\"\n");
     let o = sb.run("xen-vif", &["check-config"], &[]);
     assert_fails(&o);
     assert!(
-        stderr(&o).contains("/etc/xen/xen-vif.toml: line 1: mode: \"nat\" is not a mode"),
+        stderr(&o).contains("/etc/xen/xen-vif.toml: line 1: mode: \"ovs\" is not a mode"),
         "{}",
         stderr(&o)
     );

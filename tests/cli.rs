@@ -117,7 +117,7 @@ fn status_shows_every_vif_and_the_differences() {
     assert_eq!(v50["state"], "up");
     assert_eq!(v50["mode"], "bridge");
     assert_eq!(v50["hotplug_status"], "connected");
-    assert!(v50["differences"].as_array().unwrap().is_empty());
+    assert!(v50["differences"].as_array().unwrap().is_empty(), "{v50}");
     let v51 = &list[1];
     assert_eq!(v51["state"], "down");
     assert!(
@@ -354,13 +354,13 @@ fn personality_errors_are_one_clear_line() {
     // A vif-setup whose script names no mode xen-vif has is a real device waiting: reported.
     let mut env = sb.libxl_env("vif-setup", 5, 0);
     env.retain(|(k, _)| k != "script");
-    env.push(("script".into(), "/etc/xen/scripts/vif-nat".into()));
+    env.push(("script".into(), "/etc/xen/scripts/vif-openvswitch".into()));
     assert_fails(&sb.run("vif-setup", &["online", "type_if=vif"], &env));
     let he = sb
         .xs
         .read("/local/domain/0/backend/vif/5/0/hotplug-error")
         .unwrap();
-    assert!(he.contains("vif-nat"), "{he}");
+    assert!(he.contains("vif-openvswitch"), "{he}");
 }
 
 #[test]

@@ -153,6 +153,59 @@ fn route_call(label: &'static str, command: &'static str, netdev: &str) -> Call 
     libxl(label, "vif-route", &[command, "type_if=vif"], netdev)
 }
 
+fn nat_call(label: &'static str, command: &'static str) -> Call {
+    libxl(label, "vif-nat", &[command, "type_if=vif"], "")
+}
+
+/// A NAT guest (the stock script's DHCP is off: no /etc/dhcpd.conf).
+fn natted(name: &'static str, keys: &[(&'static str, &'static str)], calls: Vec<Call>) -> Scenario {
+    Scenario {
+        name,
+        hook: false,
+        host: concat(&[uplink(true), vif()]),
+        script: "vif-nat",
+        keys: keys.to_vec(),
+        calls,
+    }
+}
+
+/// vif-nat for the guest's second vif (handle 1), as libxl runs it.
+fn nat_call_1(label: &'static str, command: &'static str) -> Call {
+    let mut c = nat_call(label, command);
+    for (k, v) in &mut c.env {
+        match k.as_str() {
+            "XENBUS_PATH" => *v = "backend/vif/5/1".into(),
+            "vif" => *v = "vif5.1".into(),
+            _ => {}
+        }
+    }
+    c
+}
+
+/// The second vif's backend directory, beside the harness's first.
+const NAT_SECOND_VIF: &[(&str, &str)] = &[
+    (
+        "/local/domain/0/backend/vif/5/1/frontend",
+        "/local/domain/5/device/vif/1",
+    ),
+    ("/local/domain/0/backend/vif/5/1/frontend-id", "5"),
+    ("/local/domain/0/backend/vif/5/1/online", "1"),
+    ("/local/domain/0/backend/vif/5/1/state", "2"),
+    (
+        "/local/domain/0/backend/vif/5/1/script",
+        "/etc/xen/scripts/vif-nat",
+    ),
+    ("/local/domain/0/backend/vif/5/1/mac", "00:16:3e:00:01:05"),
+    ("/local/domain/0/backend/vif/5/1/handle", "1"),
+    ("/local/domain/0/backend/vif/5/1/type", "vif"),
+    ("/local/domain/0/backend/vif/5/1/bridge", "xenbr0"),
+    ("/local/domain/5/device/vif/1/backend-id", "0"),
+];
+
+fn nat_on_off() -> Vec<Call> {
+    vec![nat_call("online", "online"), nat_call("offline", "offline")]
+}
+
 /// udev running vif-setup from xen-backend.rules: the uevent's environment (netback adds
 /// `script` and `vif`; XENBUS_PATH is absolute).
 fn udev_vif(label: &'static str, command: &'static str, script: &str) -> Call {
@@ -590,6 +643,67 @@ fn scenarios() -> Vec<Scenario> {
                 ),
             ],
         ),
+        natted("nat", &[], nat_on_off()),
+        natted("nat-ip", &[("ip", "192.168.7.20")], nat_on_off()),
+        natted(
+            "nat-online-twice",
+            &[],
+            vec![
+                nat_call("online", "online"),
+                nat_call("online-again", "online"),
+                nat_call("offline", "offline"),
+            ],
+        ),
+        natted("nat-vifname", &[("vifname", "web0")], nat_on_off()),
+        // `ip link set dev VIF up arp on`: a device without ARP gets it.
+        Scenario {
+            host: concat(&[uplink(true), vif(), cmds(&["link set vif5.0 arp off"])]),
+            ..natted("nat-noarp", &[], nat_on_off())
+        },
+        // A second vif (handle 1): its default address is 10.0.5.2, its router 10.0.5.129.
+        Scenario {
+            host: concat(&[
+                uplink(true),
+                vif(),
+                cmds(&[
+                    "link add vif5.1 address 02:00:00:00:05:10 type veth peer name g5.1 address 02:00:00:00:05:11",
+                ]),
+            ]),
+            ..natted(
+                "nat-second-vif",
+                NAT_SECOND_VIF,
+                vec![
+                    nat_call("online", "online"),
+                    nat_call_1("online-1", "online"),
+                    nat_call_1("offline-1", "offline"),
+                    nat_call("offline", "offline"),
+                ],
+            )
+        },
+        natted(
+            "nat-vanished",
+            &[],
+            vec![
+                nat_call("online", "online"),
+                before(nat_call("offline", "offline"), &["link del vif5.0"]),
+            ],
+        ),
+        Scenario {
+            hook: true,
+            ..natted("nat-hook", &[], nat_on_off())
+        },
+        Scenario {
+            hook: true,
+            ..natted("nat-ip-hook", &[("ip", "192.168.7.20")], nat_on_off())
+        },
+        Scenario {
+            name: "nat-tap",
+            hook: false,
+            host: concat(&[uplink(true), tap()]),
+            script: "vif-nat",
+            keys: vec![],
+            calls: tap_add_remove("vif-nat", ""),
+        },
         routed(
             "route-online-twice",
             "192.0.2.10",
@@ -614,7 +728,7 @@ enum Side {
 type Observed = Vec<(&'static str, BTreeMap<String, String>)>;
 
 /// The directory laid over /etc for one side: `xen/scripts/` with the stock scripts, or with
-/// xen-vif linked as vif-bridge, vif-route and vif-setup (the rest stays stock, as installed).
+/// xen-vif linked as vif-bridge, vif-route, vif-nat and vif-setup (the rest stays stock, as installed).
 fn etc_layer(sb: &Sandbox, stock: &Path, side: Side, hook: bool) -> PathBuf {
     let layer = sb.path(match side {
         Side::Stock => "etc-stock",
@@ -636,7 +750,13 @@ fn etc_layer(sb: &Sandbox, stock: &Path, side: Side, hook: bool) -> PathBuf {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
     }
     if side == Side::XenVif {
-        for name in ["vif-bridge", "vif-route", "vif-openvswitch", "vif-setup"] {
+        for name in [
+            "vif-bridge",
+            "vif-route",
+            "vif-nat",
+            "vif-openvswitch",
+            "vif-setup",
+        ] {
             let _ = fs::remove_file(scripts.join(name));
             std::os::unix::fs::symlink(binary(), scripts.join(name)).unwrap();
         }

@@ -306,7 +306,7 @@ fn a_bad_backend_gets_its_own_error_and_the_others_go_on() {
     for dom in 1..=20 {
         let extra: &[(&str, &str)] = match dom {
             7 => &[("bridge", "nosuch0")],
-            8 => &[("script", "/etc/xen/scripts/vif-nat")],
+            8 => &[("script", "/etc/xen/scripts/vif-custom")],
             9 => &[("mtu", "junk")],
             _ => &[],
         };
@@ -319,7 +319,7 @@ fn a_bad_backend_gets_its_own_error_and_the_others_go_on() {
         Duration::from_secs(30),
         || (1..=20).all(|d| status(&sb, d).is_some_and(|s| !s.is_empty())),
     );
-    for (dom, want) in [(7, "nosuch0"), (8, "vif-nat"), (9, "mtu")] {
+    for (dom, want) in [(7, "nosuch0"), (8, "vif-custom"), (9, "mtu")] {
         assert_eq!(status(&sb, dom).as_deref(), Some("error"), "dom {dom}");
         let err = sb
             .xs

@@ -15,7 +15,7 @@ fn names() -> impl Iterator<Item = &'static str> {
         .into_iter()
         .map(|p| p.name())
 }
-const STOCK: [&str; 3] = ["vif-bridge", "vif-route", "vif-setup"];
+const STOCK: [&str; 4] = ["vif-bridge", "vif-route", "vif-nat", "vif-setup"];
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -185,13 +185,7 @@ pub fn ruleset(
 /// The comment the chain carries: a fingerprint of its rules, so `status` can tell a chain
 /// that is exactly the plan from one that is not without decoding expressions.
 pub fn fingerprint(chain: &IngressChain) -> String {
-    // FNV-1a over the nft text, which names every field of every rule.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in chain.to_string().bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("xen-vif {h:016x}")
+    crate::nftables::fingerprint("xen-vif", &chain.to_string())
 }
 
 /// What the kernel has for this vif's filter.
@@ -278,9 +272,9 @@ pub fn online(nl: &mut Netlink, hp: &Hotplug, link: &Link) -> Result<Vec<Step>> 
             });
         }
     }
-    // Route mode: the host resolves each guest address to the backend's MAC only, so a
-    // neighbour's ARP or NA cannot redirect another guest's traffic.
-    if hp.mode == Mode::Route {
+    // Route and NAT mode: the host resolves each guest address to the backend's MAC only, so
+    // a neighbour's ARP or NA cannot redirect another guest's traffic.
+    if routed(hp) {
         if let Some(mac) = hp.mac {
             let have = nl.neighbours(link.index)?;
             for g in hp.ip.iter().filter(|g| is_host(g)) {
@@ -301,6 +295,11 @@ pub fn online(nl: &mut Netlink, hp: &Hotplug, link: &Link) -> Result<Vec<Step>> 
     Ok(steps)
 }
 
+/// The modes where dom0 routes to the guest's addresses (and so pins their neighbours).
+fn routed(hp: &Hotplug) -> bool {
+    matches!(hp.mode, Mode::Route | Mode::Nat)
+}
+
 fn is_host(g: &GuestAddr) -> bool {
     g.prefix_len == if g.ip.is_ipv4() { 32 } else { 128 }
 }
@@ -312,7 +311,7 @@ pub fn offline(nl: &mut Netlink, hp: &Hotplug, link: Option<&Link>) -> Result<Ve
     let chain = hp.kernel_name.as_str();
     let mut steps = Vec::new();
     if let Some(link) = link {
-        if hp.mode == Mode::Route {
+        if routed(hp) {
             for n in nl.neighbours(link.index)? {
                 if n.permanent && hp.ip.iter().any(|g| is_host(g) && g.ip == n.ip) {
                     steps.push(Step::DelNeighbour {

@@ -3,6 +3,7 @@
 
 pub mod bridge;
 pub mod filter;
+pub mod nat;
 pub mod openvswitch;
 pub mod route;
 
@@ -21,6 +22,8 @@ pub fn plan(nl: &mut Netlink, store: &dyn Store, hp: &Hotplug) -> Result<Vec<Ste
         (Mode::Bridge, false) => bridge::offline(nl, hp),
         (Mode::Route, true) => route::online(nl, hp),
         (Mode::Route, false) => route::offline(nl, hp),
+        (Mode::Nat, true) => nat::online(nl, hp),
+        (Mode::Nat, false) => nat::offline(nl, hp),
         (Mode::Openvswitch, true) => openvswitch::online(nl, store, hp),
         (Mode::Openvswitch, false) => openvswitch::offline(nl, hp),
     }

@@ -59,13 +59,52 @@ fn metric(hp: &Hotplug) -> u32 {
 }
 
 fn guest_route(hp: &Hotplug, g: &GuestAddr, vif: u32, src: IpAddr) -> Route {
+    host_route(g, vif, src, Some(metric(hp)))
+}
+
+/// The route to a guest's address over its vif, from the host's address on the vif (`src`).
+pub(super) fn host_route(g: &GuestAddr, vif: u32, src: IpAddr, metric: Option<u32>) -> Route {
     let mut r = Route::via_dev(g.ip, g.prefix_len, vif);
     r.src = Some(src);
-    r.metric = Some(metric(hp));
+    r.metric = metric;
     if g.ip.is_ipv6() {
         r.scope = 0;
     }
     r
+}
+
+/// Whether `existing` has `r` already (same destination, device, metric and table).
+pub(super) fn has_route(existing: &[Route], r: &Route) -> bool {
+    existing.iter().any(|e| {
+        e.dst == r.dst
+            && e.prefix_len == r.prefix_len
+            && e.oif == r.oif
+            && e.metric.unwrap_or(0) == r.metric.unwrap_or(0)
+            && e.table == r.table
+    })
+}
+
+/// The host's own address on the vif (the guest's gateway), unless `have` has it already.
+pub(super) fn address_step(
+    have: &[Address],
+    index: u32,
+    name: &str,
+    ip: IpAddr,
+    len: u8,
+) -> Option<Step> {
+    if have.iter().any(|a| a.ip == ip && a.prefix_len == len) {
+        return None;
+    }
+    let mut addr = Address::new(index, ip, len);
+    if ip.is_ipv6() {
+        // The host already owns this address on the gateway device; duplicate address
+        // detection on a point-to-point vif would only delay the guest by a second.
+        addr.flags = IFA_F_NODAD;
+    }
+    Some(Step::AddAddress {
+        name: name.to_string(),
+        addr,
+    })
 }
 
 pub fn online(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
@@ -96,18 +135,7 @@ pub fn online(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
         gw_addrs.extend(gw6.map(|ip| (ip, 128)));
     }
     for (ip, len) in &gw_addrs {
-        if !have.iter().any(|a| a.ip == *ip && a.prefix_len == *len) {
-            let mut addr = Address::new(link.index, *ip, *len);
-            if ip.is_ipv6() {
-                // The host already owns this address on the gateway device; duplicate address
-                // detection on a point-to-point vif would only delay the guest by a second.
-                addr.flags = IFA_F_NODAD;
-            }
-            steps.push(Step::AddAddress {
-                name: name.clone(),
-                addr,
-            });
-        }
+        steps.extend(address_step(&have, link.index, &name, *ip, *len));
     }
     if !link.up || needs_down {
         steps.push(Step::SetUp {
@@ -154,14 +182,7 @@ pub fn online(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
         let src = if g.ip.is_ipv4() { gw4 } else { gw6 };
         let Some(src) = src else { continue };
         let r = guest_route(hp, g, link.index, src);
-        let present = existing.iter().any(|e| {
-            e.dst == r.dst
-                && e.prefix_len == r.prefix_len
-                && e.oif == r.oif
-                && e.metric == r.metric
-                && e.table == r.table
-        });
-        if !present {
+        if !has_route(&existing, &r) {
             steps.push(Step::AddRoute {
                 dev: name.clone(),
                 route: r,
@@ -188,13 +209,22 @@ pub fn online(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
 fn push_sysctl(steps: &mut Vec<Step>, path: String, value: &str) {
     // The path of a renamed vif only exists after the rename; a missing file reads as "0".
     let old = sysctl::read(&path).unwrap_or_else(|_| "0".into());
-    if old != value {
-        steps.push(Step::Sysctl {
-            path,
-            value: value.into(),
-            old,
-        });
-    }
+    steps.extend(sysctl_step(path, value, old));
+}
+
+/// Set `path` to `value` unless it already is (`old`: what it is now).
+pub(super) fn sysctl_step(path: String, value: &str, old: String) -> Option<Step> {
+    (old != value).then(|| Step::Sysctl {
+        path,
+        value: value.into(),
+        old,
+    })
+}
+
+/// The proxy_arp a new interface gets: what offline puts back, so a reused name inherits
+/// nothing from us.
+pub(super) fn proxy_arp_default() -> String {
+    sysctl::read(&sysctl::conf_path("ipv4", "default", "proxy_arp")).unwrap_or_else(|_| "0".into())
 }
 
 pub fn offline(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
@@ -279,13 +309,10 @@ pub fn offline(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
         }
     }
     if let Ok(ifname) = IfName::new(&link.name) {
-        // Back to what a new interface gets, so a reused name inherits nothing from us.
-        let default = sysctl::read(&sysctl::conf_path("ipv4", "default", "proxy_arp"))
-            .unwrap_or_else(|_| "0".into());
         push_sysctl(
             &mut steps,
             sysctl::ipv4_conf(&ifname, "proxy_arp"),
-            &default,
+            &proxy_arp_default(),
         );
     }
     if link.up {

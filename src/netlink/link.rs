@@ -23,6 +23,8 @@ pub struct Link {
     pub master: Option<u32>,
     /// Administratively up (IFF_UP).
     pub up: bool,
+    /// ARP off (IFF_NOARP).
+    pub noarp: bool,
     /// `bridge`, `dummy`, `vlan`, `veth`, ... (netback's vifs have none).
     pub kind: Option<String>,
     /// For a bridge: whether VLAN filtering is on.
@@ -49,6 +51,7 @@ impl Link {
         let mut link = Link {
             index: m.header.index,
             up: m.header.flags.contains(LinkFlags::Up),
+            noarp: m.header.flags.contains(LinkFlags::Noarp),
             ..Default::default()
         };
         for attr in m.attributes {
@@ -133,6 +136,8 @@ pub struct LinkChange {
     /// `Some(0)` detaches from the bridge.
     pub master: Option<u32>,
     pub up: Option<bool>,
+    /// ARP on or off (`ip link set DEV arp on|off`).
+    pub arp: Option<bool>,
 }
 
 /// A new link to create.
@@ -177,9 +182,15 @@ impl Netlink {
         let mut m = LinkMessage::default();
         m.header.index = index;
         if let Some(up) = change.up {
-            m.header.change_mask = LinkFlags::Up;
+            m.header.change_mask |= LinkFlags::Up;
             if up {
-                m.header.flags = LinkFlags::Up;
+                m.header.flags |= LinkFlags::Up;
+            }
+        }
+        if let Some(arp) = change.arp {
+            m.header.change_mask |= LinkFlags::Noarp;
+            if !arp {
+                m.header.flags |= LinkFlags::Noarp;
             }
         }
         if let Some(n) = &change.name {

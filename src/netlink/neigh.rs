@@ -99,8 +99,10 @@ impl Netlink {
 
     /// The neighbour entries (not proxies) on link `index`.
     pub fn neighbours(&mut self, index: u32) -> Result<Vec<Neighbour>> {
-        let mut m = NeighbourMessage::default();
-        m.header.ifindex = index;
+        // The whole table, filtered here: a dump request naming the link in its header comes
+        // back empty (the kernel filters by a device only for strict-checking sockets, and
+        // reads this header differently otherwise).
+        let m = NeighbourMessage::default();
         let mut out = Vec::new();
         for msg in self.dump(Rt::GetNeighbour(m))? {
             let Rt::NewNeighbour(n) = msg else { continue };

@@ -5,7 +5,7 @@ use anyhow::Result;
 use super::observed::Observed;
 use super::params::{Action, Params, Script};
 use super::state::{Location, Record, State};
-use super::{bridge, route};
+use super::{bridge, nat, route};
 use crate::ifname::IfName;
 use crate::log;
 use crate::netlink::Netlink;
@@ -37,6 +37,11 @@ pub trait Instance {
     /// What puts the host back as `state` records it, from what the kernel has now. Empty
     /// means the host already is as before start.
     fn plan_stop(&self, o: &Observed, state: &State) -> Result<Vec<Step>>;
+    /// The family ip nf_tables chains (table, chain) its planners read, besides what every
+    /// instance reads; `state` is the recorded start, if any.
+    fn ip_chains(&self, _state: Option<&State>) -> Vec<(String, String)> {
+        Vec::new()
+    }
     /// The bridge ports whose VLANs `status` shows (read only for status).
     fn vlan_ports(&self) -> Vec<&IfName> {
         Vec::new()
@@ -47,6 +52,7 @@ pub trait Instance {
 pub fn instance(nl: &mut Netlink, script: Script, p: &Params) -> Result<Option<Box<dyn Instance>>> {
     Ok(match script {
         Script::Route => Some(Box::new(route::instance(nl, p)?)),
+        Script::Nat => Some(Box::new(nat::instance(nl, p)?)),
         _ => bridge::instance(nl, p)?,
     })
 }

@@ -3,6 +3,7 @@
 //!
 //! - `network-bridge`: a bridge takes a NIC's place (or per-VLAN bridges on a trunk).
 //! - `network-route`: forwarding and proxy ARP for routed guests, with a dummy gateway device.
+//! - `network-nat`: masquerading and forwarding for NAT guests (vif-nat).
 //! - `network-prebuilt`: the checking replacement for `/bin/true` (the distro built the bridges).
 //!
 //! Every start is a transaction: the script validates and plans from what the kernel has,
@@ -16,10 +17,11 @@
 //! `params` (the call's words), `instance` (the `Instance` trait and which instance is meant),
 //! `txn` (the transaction), `state` (its file), `observed` (the host read once; the planners
 //! are pure over it), one file per set-up: `nic_bridge`, `trunk` (both chosen in `bridge`),
-//! `route`, `prebuilt`.
+//! `route`, `nat`, `prebuilt`.
 
 pub mod bridge;
 pub mod instance;
+pub mod nat;
 pub mod nic_bridge;
 pub mod observed;
 pub mod params;
@@ -40,11 +42,12 @@ pub use instance::{Instance, Start};
 pub use params::{Action, Params, Script};
 use state::Location;
 
-/// Run as the personality `network-bridge`, `network-route` or `network-prebuilt` with xend's
-/// argv: `start|stop|status [k=v ...]`. Returns the exit status.
+/// Run as the personality `network-bridge`, `network-route`, `network-nat` or
+/// `network-prebuilt` with xend's argv: `start|stop|status [k=v ...]`. Returns the exit status.
 pub fn run_personality(personality: Personality, args: &[String]) -> i32 {
     let script = match personality {
         Personality::NetworkRoute => Script::Route,
+        Personality::NetworkNat => Script::Nat,
         Personality::NetworkPrebuilt => Script::Prebuilt,
         _ => Script::Bridge,
     };

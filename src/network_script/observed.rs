@@ -9,6 +9,7 @@ use netlink_packet_route::route::{RouteProtocol, RouteType};
 
 use super::state::{LinkId, Record, State};
 use crate::netlink::{Address, Link, Netlink, PortVlan, Route};
+use crate::nftables::{self, ChainState, Nfnetlink};
 use crate::plan::Step;
 use crate::sysctl;
 
@@ -26,6 +27,9 @@ pub struct Observed {
     pub sysctls: BTreeMap<String, String>,
     /// The VLANs of bridge ports, for `status` only (read on demand: one dump per port).
     pub port_vlans: BTreeMap<u32, Vec<PortVlan>>,
+    /// The family ip nf_tables chains a planner reads, by (table, chain), read on demand. One
+    /// not here is absent (or the kernel has no nf_tables).
+    pub ip_chains: BTreeMap<(String, String), ChainState>,
 }
 
 pub const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
@@ -67,6 +71,7 @@ impl Observed {
             routes,
             sysctls,
             port_vlans: BTreeMap::new(),
+            ip_chains: BTreeMap::new(),
         })
     }
 
@@ -74,6 +79,30 @@ impl Observed {
     pub fn read_port_vlans(&mut self, nl: &mut Netlink, index: u32) -> Result<()> {
         self.port_vlans.insert(index, nl.port_vlans(index)?);
         Ok(())
+    }
+
+    /// Add the family ip chain `table`/`chain`, if the kernel has it. A kernel without
+    /// nf_tables has no chain.
+    pub fn read_ip_chain(&mut self, table: &str, chain: &str) -> Result<()> {
+        let r = Nfnetlink::open().and_then(|mut nf| nf.ip_chain(table, chain));
+        match r {
+            Ok(Some(c)) => {
+                self.ip_chains
+                    .insert((table.to_string(), chain.to_string()), c);
+            }
+            Ok(None) => {}
+            Err(e) if nftables::is_unsupported(&e) => {}
+            Err(e) => {
+                return Err(
+                    anyhow::Error::new(e).context(format!("read nft chain ip {table} {chain}"))
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub fn ip_chain(&self, table: &str, chain: &str) -> Option<&ChainState> {
+        self.ip_chains.get(&(table.to_string(), chain.to_string()))
     }
 
     pub fn link(&self, name: &str) -> Option<&Link> {
@@ -376,6 +405,25 @@ pub mod fixture {
                 }
                 o.sysctls.insert(path.clone(), value.clone());
             }
+            Step::Masquerade {
+                chain,
+                comment,
+                exists,
+            } => {
+                let key = (chain.table.clone(), chain.name.clone());
+                assert_eq!(o.ip_chains.contains_key(&key), *exists, "{step}");
+                o.ip_chains.insert(
+                    key,
+                    ChainState {
+                        devices: Vec::new(),
+                        comment: Some(comment.clone()),
+                        rules: chain.rules.len(),
+                    },
+                );
+            }
+            Step::Unmasquerade { table, chain } => {
+                o.ip_chains.remove(&(table.clone(), chain.clone()));
+            }
             other => panic!("not modelled: {other}"),
         }
     }
@@ -410,7 +458,10 @@ pub mod fixture {
             })
             .collect();
         routes.sort();
-        format!("{links:#?}\n{addrs:#?}\n{routes:#?}\n{:#?}", o.sysctls)
+        format!(
+            "{links:#?}\n{addrs:#?}\n{routes:#?}\n{:#?}\n{:#?}",
+            o.sysctls, o.ip_chains
+        )
     }
 
     /// Start interrupted after each of its steps (and after none), then restored from the

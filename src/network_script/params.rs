@@ -39,6 +39,7 @@ impl fmt::Display for Action {
 pub enum Script {
     Bridge,
     Route,
+    Nat,
     Prebuilt,
 }
 
@@ -47,6 +48,7 @@ impl Script {
         match self {
             Script::Bridge => "network-bridge",
             Script::Route => "network-route",
+            Script::Nat => "network-nat",
             Script::Prebuilt => "network-prebuilt",
         }
     }
@@ -59,6 +61,7 @@ impl Script {
         match self {
             Script::Bridge => &["netdev", "bridge", "vifnum", "trunk"],
             Script::Route => &["netdev", "vifnum"],
+            Script::Nat => &["netdev", "vifnum"],
             Script::Prebuilt => &[],
         }
     }
@@ -77,6 +80,7 @@ impl Script {
                 "vlan_filtering",
             ],
             Script::Route => &["netdev", "gateway", "vifnum", "antispoof"],
+            Script::Nat => &["netdev", "range", "vifnum", "antispoof", "dhcp"],
             Script::Prebuilt => &["bridges", "bridge"],
         }
     }

@@ -57,9 +57,10 @@ pub fn run(nl: &mut Netlink, action: Action, p: &Params) -> Result<i32> {
         // The bridges belong to the distro: nothing of ours to undo.
         Action::Stop => Ok(0),
         Action::Status => {
+            let mut out = String::new();
             for n in &names {
                 match problem(nl, n)? {
-                    Some(p) => println!("{p}"),
+                    Some(p) => out.push_str(&format!("{p}\n")),
                     None => {
                         let links = nl.links()?;
                         let Some(br) = links.iter().find(|l| l.name == n.as_str()) else {
@@ -70,17 +71,18 @@ pub fn run(nl: &mut Netlink, action: Action, p: &Params) -> Result<i32> {
                             .filter(|l| l.master == Some(br.index))
                             .map(|l| format!("{} {}", l.name, updown(l)))
                             .collect();
-                        println!(
-                            "bridge {n}: up, ports: {}",
+                        out.push_str(&format!(
+                            "bridge {n}: up, ports: {}\n",
                             if ports.is_empty() {
                                 "none".into()
                             } else {
                                 ports.join(", ")
                             }
-                        );
+                        ));
                     }
                 }
             }
+            crate::output::print(out.as_bytes())?;
             Ok(0)
         }
     }

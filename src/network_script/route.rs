@@ -129,7 +129,12 @@ fn sysctl_step(
 
 /// Turn a forwarding global on, recording the values the kernel will rewrite with it, to put
 /// them back on stop.
-fn forwarding_step(o: &Observed, steps: &mut Vec<Step>, records: &mut Vec<Record>, global: &str) {
+pub(super) fn forwarding_step(
+    o: &Observed,
+    steps: &mut Vec<Step>,
+    records: &mut Vec<Record>,
+    global: &str,
+) {
     let before = steps.len();
     sysctl_step(o, steps, records, global, "1");
     if steps.len() > before {
@@ -278,32 +283,7 @@ impl Instance for RouteInstance {
                 });
             }
         }
-        // Globals before the per-device values their writes cascade to. The paths are network
-        // sysctls: the state file's codec refuses any other.
-        for r in state.records.iter().rev() {
-            let Record::Sysctl { path, old, new } = r else {
-                continue;
-            };
-            let Some(now) = o.sysctl(path) else {
-                continue;
-            };
-            if now == new {
-                steps.push(Step::Sysctl {
-                    path: path.clone(),
-                    value: old.clone(),
-                    old: now.to_string(),
-                });
-            } else if now != old {
-                log::warn(&format!(
-                    "{path} is {now} (start set {new}): changed since, left alone"
-                ));
-            }
-        }
-        for r in &state.records {
-            if let Record::Cascade { path, old } = r {
-                steps.extend(o.sysctl_change(path, old));
-            }
-        }
+        restore_sysctls(o, state, &mut steps);
         Ok(steps)
     }
 
@@ -361,6 +341,37 @@ impl Instance for RouteInstance {
             }
         }
         Ok(out)
+    }
+}
+
+/// The steps that put back the sysctls `state` records (`Sysctl`: written by start; `Cascade`:
+/// rewritten by the kernel along with a global one), from what they are now: globals before the
+/// per-device values their writes cascade to. The paths are network sysctls: the state file's
+/// codec refuses any other.
+pub(super) fn restore_sysctls(o: &Observed, state: &State, steps: &mut Vec<Step>) {
+    for r in state.records.iter().rev() {
+        let Record::Sysctl { path, old, new } = r else {
+            continue;
+        };
+        let Some(now) = o.sysctl(path) else {
+            continue;
+        };
+        if now == new {
+            steps.push(Step::Sysctl {
+                path: path.clone(),
+                value: old.clone(),
+                old: now.to_string(),
+            });
+        } else if now != old {
+            log::warn(&format!(
+                "{path} is {now} (start set {new}): changed since, left alone"
+            ));
+        }
+    }
+    for r in &state.records {
+        if let Record::Cascade { path, old } = r {
+            steps.extend(o.sysctl_change(path, old));
+        }
     }
 }
 

@@ -95,6 +95,9 @@ pub enum Record {
     },
     /// A value the kernel rewrites when a global sysctl changes, as it was before start.
     Cascade { path: String, old: String },
+    /// network-nat's source-NAT chain out of `uplink`, which start made (its table and name
+    /// follow from the uplink: a record cannot name any other chain).
+    Masquerade { uplink: IfName },
 }
 
 /// The `key=value` fields of one line, each taken once; what is left over is an error.
@@ -202,6 +205,7 @@ impl Record {
             Record::Up(_) => "up",
             Record::Sysctl { .. } => "sysctl",
             Record::Cascade { .. } => "cascade",
+            Record::Masquerade { .. } => "masquerade",
         }
     }
 
@@ -296,6 +300,7 @@ impl Record {
                 set("path", path);
                 set("old", old);
             }
+            Record::Masquerade { uplink } => set("uplink", uplink),
         }
         f
     }
@@ -408,6 +413,9 @@ impl Record {
             "cascade" => Record::Cascade {
                 path: f.sysctl_path()?,
                 old: f.get("old")?,
+            },
+            "masquerade" => Record::Masquerade {
+                uplink: f.ifname("uplink")?,
             },
             _ => bail!("unknown record {kind:?}"),
         };
@@ -688,6 +696,9 @@ mod tests {
                 path: "/proc/sys/net/ipv4/conf/eth0/forwarding".into(),
                 old: "1".into(),
             },
+            Record::Masquerade {
+                uplink: name("eth0"),
+            },
         ]
     }
 
@@ -825,6 +836,13 @@ up index=9 name=gw0
             "sysctl path=/proc/sys/net/../kernel/core_pattern old=0 new=1",
             "cascade path=/proc/sys/kernel/core_pattern old=0",
             "sysctl old=0 new=1",
+            // The NAT chain: only network-nat's own, named by its uplink.
+            "masquerade",
+            "masquerade uplink=a/b",
+            "masquerade uplink=",
+            "masquerade uplink=eth0 table=filter",
+            "masquerade uplink=eth0 chain=postrouting",
+            "masquerade uplink=eth0 uplink=eth1",
         ] {
             let text = format!("{head}{bad}\n");
             assert!(State::parse(&text).is_err(), "{bad:?}");

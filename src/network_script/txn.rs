@@ -13,6 +13,7 @@ use super::observed::Observed;
 use super::state::{self, Location, Phase, Record, State};
 use crate::log;
 use crate::netlink::Netlink;
+use crate::output;
 use crate::plan::{self, Unsupported};
 use crate::xenstore::Store;
 
@@ -41,18 +42,30 @@ pub fn plainly(e: anyhow::Error) -> anyhow::Error {
     }
 }
 
+/// The host as `inst`'s planners see it, with the sysctls `st` recorded.
+fn observe(nl: &mut Netlink, inst: &dyn Instance, st: Option<&State>) -> Result<Observed> {
+    let mut o = Observed::read(nl, st)?;
+    for (table, chain) in inst.ip_chains(st) {
+        o.read_ip_chain(&table, &chain)?;
+    }
+    Ok(o)
+}
+
 /// `status`: whether this instance was started by xen-vif, then the host as it is.
 pub fn status(nl: &mut Netlink, inst: &dyn Instance, path: &Path) -> Result<()> {
     let st = State::load(path)?;
-    let mut o = Observed::read(nl, st.as_ref())?;
+    let mut o = observe(nl, inst, st.as_ref())?;
     for port in inst.vlan_ports() {
         if let Some(index) = o.link(port.as_str()).map(|l| l.index) {
             o.read_port_vlans(nl, index)?;
         }
     }
-    println!("{}", state_line(inst, path, st.as_ref()));
-    print!("{}", inst.status(&o, st.as_ref())?);
-    Ok(())
+    let text = format!(
+        "{}\n{}",
+        state_line(inst, path, st.as_ref()),
+        inst.status(&o, st.as_ref())?
+    );
+    output::print(text.as_bytes()).map_err(anyhow::Error::from)
 }
 
 fn state_line(inst: &dyn Instance, path: &Path, st: Option<&State>) -> String {
@@ -78,7 +91,7 @@ pub fn start(
     let name = inst.script().name();
     let _lock = if dry_run { None } else { Some(loc.lock()?) };
     if let Some(st) = State::load(path)? {
-        if st.phase == Phase::Started && inst.is_started(&Observed::read(nl, Some(&st))?, &st)? {
+        if st.phase == Phase::Started && inst.is_started(&observe(nl, inst, Some(&st))?, &st)? {
             log::info(&format!("{} is already started: nothing to do", inst.key()));
             return Ok(());
         }
@@ -92,11 +105,11 @@ pub fn start(
             inst.key()
         );
     }
-    let (steps, records) = match inst.plan_start(&Observed::read(nl, None)?)? {
+    let (steps, records) = match inst.plan_start(&observe(nl, inst, None)?)? {
         Start::Nothing(why) => {
             log::info(&why);
             if dry_run {
-                println!("# {why}");
+                output::print_or_exit(format!("# {why}\n").as_bytes());
             }
             return Ok(());
         }
@@ -157,7 +170,7 @@ pub fn stop(
         return Ok(());
     };
     if dry_run {
-        plan::print(&inst.plan_stop(&Observed::read(nl, Some(&st))?, &st)?);
+        plan::print(&inst.plan_stop(&observe(nl, inst, Some(&st))?, &st)?);
         return Ok(());
     }
     restore(nl, inst, &st).with_context(|| {
@@ -173,7 +186,7 @@ pub fn stop(
 /// (collecting errors), and plan again until nothing is left.
 fn restore(nl: &mut Netlink, inst: &dyn Instance, st: &State) -> Result<()> {
     for _ in 0..STOP_PASSES {
-        let steps = inst.plan_stop(&Observed::read(nl, Some(st))?, st)?;
+        let steps = inst.plan_stop(&observe(nl, inst, Some(st))?, st)?;
         if steps.is_empty() {
             return Ok(());
         }

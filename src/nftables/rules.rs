@@ -17,7 +17,9 @@ const NFT_REG_VERDICT: u32 = 0;
 const NFT_REG_1: u32 = 1;
 const NFT_CMP_EQ: u32 = 0;
 const NFT_CMP_NEQ: u32 = 1;
+const NFT_META_OIFNAME: u32 = 7;
 const NFT_META_IIFTYPE: u32 = 8;
+const IFNAMSIZ: usize = 16;
 const NFT_META_L4PROTO: u32 = 16;
 const ARPHRD_ETHER: u16 = 1;
 
@@ -126,12 +128,17 @@ pub enum Match {
     Icmp6Type(u8),
     /// The target address of a neighbour solicitation or advertisement.
     NdTarget(Prefix),
+    /// The name of the device a packet leaves by (hooks after routing only).
+    OifName(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Accept,
     Drop,
+    /// Source NAT to the address of the device the packet leaves by (a nat chain only); the
+    /// chain's policy then accepts it.
+    Masquerade,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -198,6 +205,7 @@ impl fmt::Display for Match {
             Match::DstPort(p) => write!(f, "th dport {p}"),
             Match::Icmp6Type(t) => write!(f, "icmpv6 type {}", icmp6_name(*t)),
             Match::NdTarget(p) => write!(f, "icmpv6 taddr {p}"),
+            Match::OifName(n) => write!(f, "oifname \"{n}\""),
         }
     }
 }
@@ -210,6 +218,7 @@ impl fmt::Display for Rule {
         f.write_str(match self.verdict {
             Verdict::Accept => "accept",
             Verdict::Drop => "drop",
+            Verdict::Masquerade => "masquerade",
         })
     }
 }
@@ -234,6 +243,40 @@ impl IngressChain {
 }
 
 impl fmt::Display for IngressChain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.nft_text(None))
+    }
+}
+
+/// A source-NAT base chain on family ip's postrouting hook, with its rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatChain {
+    pub table: String,
+    pub name: String,
+    pub priority: i32,
+    pub rules: Vec<Rule>,
+}
+
+impl NatChain {
+    /// As `nft list chain` shows it (and as `nft -f` reads it).
+    pub fn nft_text(&self, comment: Option<&str>) -> String {
+        let mut s = format!("table ip {} {{\n\tchain {} {{\n", self.table, self.name);
+        if let Some(c) = comment {
+            s.push_str(&format!("\t\tcomment \"{c}\"\n"));
+        }
+        s.push_str(&format!(
+            "\t\ttype nat hook postrouting priority {}; policy accept;\n",
+            self.priority
+        ));
+        for r in &self.rules {
+            s.push_str(&format!("\t\t{r}\n"));
+        }
+        s.push_str("\t}\n}");
+        s
+    }
+}
+
+impl fmt::Display for NatChain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.nft_text(None))
     }
@@ -303,6 +346,10 @@ impl Exprs<'_> {
     }
 
     fn verdict(&mut self, v: Verdict) {
+        if v == Verdict::Masquerade {
+            self.expr("masq", |_| {});
+            return;
+        }
         self.expr("immediate", |m| {
             m.u32(1, NFT_REG_VERDICT); // NFTA_IMMEDIATE_DREG
             let d = m.begin(2); // NFTA_IMMEDIATE_DATA
@@ -357,6 +404,12 @@ impl Exprs<'_> {
                 self.cmp(false, &[*t]);
             }
             Match::NdTarget(p) => self.prefix(Base::Transport, 8, p),
+            Match::OifName(n) => {
+                self.meta(NFT_META_OIFNAME);
+                let mut name = n.as_bytes().to_vec();
+                name.resize(IFNAMSIZ, 0);
+                self.cmp(false, &name);
+            }
         }
     }
 }
@@ -505,6 +558,20 @@ mod tests {
         assert_eq!(
             r.to_string(),
             "ether type ip ip saddr 0.0.0.0 meta l4proto udp th sport 68 accept"
+        );
+        let r = Rule {
+            matches: vec![
+                Match::Ip4Src(Prefix {
+                    ip: "10.0.0.0".parse().unwrap(),
+                    len: 8,
+                }),
+                Match::OifName("eth0".into()),
+            ],
+            verdict: Verdict::Masquerade,
+        };
+        assert_eq!(
+            r.to_string(),
+            "ip saddr 10.0.0.0/8 oifname \"eth0\" masquerade"
         );
     }
 }
