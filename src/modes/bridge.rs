@@ -3,7 +3,7 @@
 use anyhow::{Result, bail};
 
 use super::{down_and_rename, filter, find_device, require_device};
-use crate::invocation::{Hotplug, TypeIf};
+use crate::invocation::Hotplug;
 use crate::netlink::{Link, Netlink, PortVlan};
 use crate::plan::Step;
 
@@ -176,14 +176,7 @@ pub fn online(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
             up: true,
         });
     }
-    if hp.type_if == TypeIf::Vif {
-        // Tell the guest the MTU: its frontend directory, found by domid/devid (the stock script
-        // derives the path from the device name, wrong when vifname is set).
-        steps.push(Step::XsWrite {
-            path: hp.id.frontend_mtu_path(),
-            value: mtu.to_string(),
-        });
-    }
+    steps.extend(super::frontend_mtu_step(hp, mtu));
     Ok(steps)
 }
 

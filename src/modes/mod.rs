@@ -29,6 +29,15 @@ pub fn plan(nl: &mut Netlink, store: &dyn Store, hp: &Hotplug) -> Result<Vec<Ste
     }
 }
 
+/// Tell the guest the MTU its port got: its frontend directory, found by domid/devid (the stock
+/// script derives the path from the device name, wrong when vifname is set). A tap has none.
+pub fn frontend_mtu_step(hp: &Hotplug, mtu: u32) -> Option<Step> {
+    (hp.type_if == TypeIf::Vif).then(|| Step::XsWrite {
+        path: hp.id.frontend_mtu_path(),
+        value: mtu.to_string(),
+    })
+}
+
 /// Find this backend's device: by netback's name (which after our rename is the device's
 /// alternative name), unless what has that name provably is another backend's; or by its
 /// `vifname` when the device there provably is this backend's. Online and offline act only on

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 
 use super::bridge::prepare_port;
 use super::{find_device, require_device};
-use crate::invocation::{Hotplug, TypeIf};
+use crate::invocation::Hotplug;
 use crate::log;
 use crate::netlink::Netlink;
 use crate::ovsdb::{Ovsdb, Port, PortConfig};
@@ -169,12 +169,7 @@ pub fn online(nl: &mut Netlink, store: &dyn Store, hp: &Hotplug) -> Result<Vec<S
         });
     }
     steps.extend(ovs);
-    if hp.type_if == TypeIf::Vif {
-        steps.push(Step::XsWrite {
-            path: hp.id.frontend_mtu_path(),
-            value: mtu.to_string(),
-        });
-    }
+    steps.extend(super::frontend_mtu_step(hp, mtu));
     Ok(steps)
 }
 
@@ -213,7 +208,7 @@ pub fn offline(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
 mod tests {
     use super::*;
     use crate::ifname::IfName;
-    use crate::invocation::{Command, DeviceId, Mode};
+    use crate::invocation::{Command, DeviceId, Mode, TypeIf};
     use crate::netlink::PortVlan;
     use crate::ovsspec::BridgeVlans;
 

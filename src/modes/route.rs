@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 
 use anyhow::{Result, bail};
+use netlink_packet_route::address::AddressFlags;
 
 use super::{down_and_rename, filter, find_device, require_device};
 use crate::ifname::IfName;
@@ -13,8 +14,6 @@ use crate::log;
 use crate::netlink::{Address, Link, Netlink, Route};
 use crate::plan::Step;
 use crate::sysctl;
-
-const IFA_F_NODAD: u32 = 0x02;
 
 use crate::addr::GuestAddr;
 
@@ -99,7 +98,7 @@ pub(super) fn address_step(
     if ip.is_ipv6() {
         // The host already owns this address on the gateway device; duplicate address
         // detection on a point-to-point vif would only delay the guest by a second.
-        addr.flags = IFA_F_NODAD;
+        addr.flags = AddressFlags::Nodad.bits();
     }
     Some(Step::AddAddress {
         name: name.to_string(),
