@@ -169,9 +169,9 @@ pub struct ScriptArgs {
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    match invocation::key_value(s) {
+        Some((k, v)) => Ok((k.to_string(), v.to_string())),
+        None => Err(format!("{s:?} is not KEY=VALUE")),
     }
 }
 

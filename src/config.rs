@@ -212,9 +212,9 @@ impl NetworkScript {
         };
         let mut vars = Vec::new();
         for w in words {
-            match w.split_once('=') {
-                Some((k, v)) if !k.is_empty() => vars.push((k.to_string(), v.to_string())),
-                _ => bail!("{w:?} is not key=value"),
+            match crate::invocation::key_value(w) {
+                Some((k, v)) => vars.push((k.to_string(), v.to_string())),
+                None => bail!("{w:?} is not key=value"),
             }
         }
         Params::new(script, &vars)?;

@@ -9,6 +9,13 @@ use anyhow::{Result, bail};
 
 use crate::ifname::IfName;
 
+/// A `key=value` word as the stock scripts, xend and the CLI take them: split at the first `=`,
+/// the key non-empty, the value anything (empty included: each caller decides what an empty
+/// value means). `None` for a word that is not one.
+pub fn key_value(word: &str) -> Option<(&str, &str)> {
+    word.split_once('=').filter(|(k, _)| !k.is_empty())
+}
+
 /// The mode the backend's `script` key names (bridge when unset): what an administrator's
 /// `xen-vif add`/`remove` does when no mode is given.
 pub fn backend_mode(store: &dyn crate::xenstore::Store, backend: &str) -> Result<Mode> {
@@ -184,9 +191,10 @@ impl Words {
     pub fn parse(args: &[String]) -> Words {
         let mut w = Words::default();
         for a in args {
-            match a.find('=') {
-                Some(i) if i > 0 => w.vars.push((a[..i].to_string(), a[i + 1..].to_string())),
-                Some(_) => {}
+            match key_value(a) {
+                Some((k, v)) => w.vars.push((k.to_string(), v.to_string())),
+                // `=x` names nothing: not a command either.
+                None if a.contains('=') => {}
                 None if w.command.is_none() => w.command = Some(a.clone()),
                 None => {}
             }
