@@ -1,5 +1,12 @@
-//! One hotplug call, start to finish: triage → locate → read the backend → validate → lock →
-//! plan → apply → report.
+//! One hotplug call, start to finish: triage → the udev gate (`udev`) → locate → read the
+//! backend → validate → lock → plan → apply → report (`report`, the only writer of
+//! `hotplug-error`). A bad configuration file fails an online and tears down with the stock
+//! defaults (`execute`).
+
+mod report;
+mod udev;
+
+pub use report::{Failure, one_line};
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -17,81 +24,6 @@ use crate::xenstore::{self, Store, XenStore};
 use crate::{hooks, hotplug_log};
 
 pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
-
-/// What went wrong, and where to report it.
-pub struct Failure {
-    pub message: String,
-    store: Option<XenStore>,
-    backend: Option<String>,
-}
-
-impl Failure {
-    fn new(
-        prefix: &str,
-        e: anyhow::Error,
-        store: Option<XenStore>,
-        backend: Option<String>,
-    ) -> Failure {
-        Failure {
-            message: one_line(format!("{prefix}: {e:#}")),
-            store,
-            backend,
-        }
-    }
-
-    /// hotplug-error + hotplug-status=error, as libxl reads them, and one line in the log.
-    pub fn report(self) {
-        // The failure may be the budget running out: reporting it gets the clean-up time.
-        crate::deadline::enter_cleanup();
-        let Some(backend) = &self.backend else {
-            log::error(&self.message);
-            return;
-        };
-        let write = |store: &XenStore| -> std::io::Result<()> {
-            store.write(&format!("{backend}/hotplug-error"), &self.message)?;
-            store.write(&format!("{backend}/hotplug-status"), "error")
-        };
-        let mut result = match &self.store {
-            Some(s) => write(s),
-            None => Err(std::io::Error::other("no connection")),
-        };
-        // A connection that broke or timed out gets one fresh try: libxl must hear about it.
-        if result
-            .as_ref()
-            .is_err_and(|e| self.store.is_none() || xenstore::is_connection_error(e))
-        {
-            result = XenStore::open()
-                .map_err(|e| std::io::Error::other(format!("{e:#}")))
-                .and_then(|s| write(&s));
-        }
-        match result {
-            Ok(()) => log::error(&self.message),
-            Err(e) => log::error(&format!(
-                "{} (and it could not be reported in {backend}: {e})",
-                self.message
-            )),
-        }
-    }
-}
-
-/// The longest hotplug-error we write: a hostile 4 KiB value quoted in a message must not make
-/// the report itself too big for xenstore (4096-byte payloads) or unreadable in `xl` output.
-const MAX_MESSAGE: usize = 400;
-
-/// Every report is one line: what goes to `hotplug-error` (and the panic hook's) is read by
-/// `xl` as one.
-pub fn one_line(msg: String) -> String {
-    let mut m = msg.replace(['\n', '\r'], " ");
-    if m.len() > MAX_MESSAGE {
-        let mut cut = MAX_MESSAGE;
-        while !m.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        m.truncate(cut);
-        m.push_str("...");
-    }
-    m
-}
 
 /// The environment with the configuration's defaults under it: the file's, or the stock ones
 /// when the file is bad (then `execute` fails an online and tears down with stock defaults).
@@ -120,20 +52,9 @@ pub fn run_personality(personality: Personality, args: &[String], env: Env) -> i
             return 1;
         }
     };
-    if env("UDEV_CALL").is_some_and(|v| !v.is_empty()) && libxl_runs_hotplug() {
-        log::debug(
-            "called by udev, but libxl runs the hotplug scripts (libxl/disable_udev): nothing to do",
-        );
+    if let Some(why) = udev::someone_else_acts(env) {
+        log::debug(&why);
         return 0;
-    }
-    if env("UDEV_CALL").is_some_and(|v| !v.is_empty()) {
-        if let Some(pid) = lock::daemon_pid() {
-            log::debug(&format!(
-                "called by udev, but xen-vif daemon (pid {pid}) handles the vifs and taps: \
-                 nothing to do"
-            ));
-            return 0;
-        }
     }
     match execute(&call, env, false) {
         Ok(()) => 0,
@@ -142,13 +63,6 @@ pub fn run_personality(personality: Personality, args: &[String], env: Env) -> i
             1
         }
     }
-}
-
-/// libxl with `run_hotplug_scripts=1` (the default) writes `libxl/disable_udev` and runs the
-/// scripts itself; the udev rules must then do nothing, or every action would run twice.
-/// Unreadable xenstore: go on, and let the action report the real error.
-fn libxl_runs_hotplug() -> bool {
-    XenStore::open().is_ok_and(|s| s.read("libxl/disable_udev").is_ok_and(|v| v.is_some()))
 }
 
 /// The device name for messages before the backend has been read.
