@@ -32,8 +32,14 @@ pub trait Instance {
     /// it even when the default it was derived from is gone).
     fn params(&self) -> Vec<(String, String)>;
     fn plan_start(&self, o: &Observed) -> Result<Start>;
-    /// Whether the host still is as a completed start (this `state`) left it.
-    fn is_started(&self, o: &Observed, state: &State) -> Result<bool>;
+    /// Whether the host still is as a completed start (this `state`) left it. By default: a
+    /// start would change nothing.
+    fn is_started(&self, o: &Observed, _state: &State) -> Result<bool> {
+        Ok(match self.plan_start(o)? {
+            Start::Steps { steps, .. } => steps.is_empty(),
+            Start::Nothing(_) => true,
+        })
+    }
     /// What puts the host back as `state` records it, from what the kernel has now. Empty
     /// means the host already is as before start.
     fn plan_stop(&self, o: &Observed, state: &State) -> Result<Vec<Step>>;

@@ -246,13 +246,6 @@ impl Instance for RouteInstance {
         Ok(Start::Steps { steps, records })
     }
 
-    fn is_started(&self, o: &Observed, _: &State) -> Result<bool> {
-        Ok(match self.plan_start(o)? {
-            Start::Steps { steps, .. } => steps.is_empty(),
-            Start::Nothing(_) => true,
-        })
-    }
-
     fn plan_stop(&self, o: &Observed, state: &State) -> Result<Vec<Step>> {
         let mut steps = Vec::new();
         for r in &state.records {
