@@ -2,13 +2,12 @@
 # Install what the test tiers need on a fresh Debian 12 machine (idempotent; root).
 set -euo pipefail
 pkgs=(iproute2 iputils-ping procps file strace)
-# tests/nat.rs reads the ruleset network-nat made, and counts packets in the "outside".
-pkgs+=(nftables)
-# ... and runs dnsmasq on the host side and busybox's udhcpc in the guest (the DHCP wiring).
+# tests/nat.rs runs dnsmasq on the host side and busybox's udhcpc in the guest (the DHCP
+# wiring); it reads network-nat's ruleset with nft (installed below).
 pkgs+=(dnsmasq-base busybox)
 # Conformance tier (tests/conformance.rs): what Debian's stock vif scripts run.
 pkgs+=(xenstore-utils bridge-utils net-tools bsdutils mount)
-# The anti-spoofing tier (tests/antispoof.rs) looks with nft and conntrack; xen-vif uses neither.
+# The anti-spoofing and NAT tests look with nft and conntrack; xen-vif uses neither.
 pkgs+=(nftables conntrack)
 # Open vSwitch mode (tests/openvswitch.rs): a private ovsdb-server + ovs-vswitchd per test.
 pkgs+=(openvswitch-switch)

@@ -912,7 +912,6 @@ fn man_page_and_completions_cover_everything_help_shows() {
 #[test]
 fn syslog_gets_daemon_lines_with_the_script_as_ident() {
     use std::os::unix::net::UnixDatagram;
-    use std::os::unix::process::CommandExt;
     let Some(sb) = guest("syslog", &[]) else {
         return;
     };
@@ -923,24 +922,7 @@ fn syslog_gets_daemon_lines_with_the_script_as_ident() {
         .unwrap();
     let env = sb.libxl_env("vif-bridge", 5, 0);
     let mut cmd = sb.script_command(&[], "vif-bridge", &["online", "type_if=vif"], &env);
-    let src = std::ffi::CString::new(dev.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: mount(2) is async-signal-safe and acts on the child's own mount namespace.
-    unsafe {
-        cmd.pre_exec(move || {
-            let r = nix::libc::mount(
-                src.as_ptr(),
-                c"/dev".as_ptr(),
-                std::ptr::null(),
-                nix::libc::MS_BIND,
-                std::ptr::null(),
-            );
-            if r == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
+    dev_from(&mut cmd, &dev);
     let o = cmd.output().unwrap();
     assert_ok(&o);
     let mut lines = Vec::new();

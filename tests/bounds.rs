@@ -140,28 +140,10 @@ fn a_syslog_that_never_reads_does_not_stall_the_run() {
         assert!(queued < 100_000);
     }
     assert!(queued > 0);
-    let dev_c = std::ffi::CString::new(dev.as_os_str().as_encoded_bytes()).unwrap();
     let mut env = sb.libxl_env("vif-bridge", 5, 0);
     env.push(("XEN_VIF_LOG".into(), "debug".into()));
     let mut cmd = sb.script_command(&[], "vif-bridge", &["online", "type_if=vif"], &env);
-    // SAFETY: mount(2) is async-signal-safe; the string was built before the fork. The
-    // child is already in its own mount namespace (Sandbox::command).
-    unsafe {
-        cmd.pre_exec(move || {
-            let r = nix::libc::mount(
-                dev_c.as_ptr(),
-                c"/dev".as_ptr(),
-                std::ptr::null(),
-                nix::libc::MS_BIND,
-                std::ptr::null(),
-            );
-            if r == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
+    dev_from(&mut cmd, &dev);
     let start = Instant::now();
     let o = cmd.output().unwrap();
     let took = start.elapsed();

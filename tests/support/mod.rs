@@ -610,6 +610,30 @@ impl Sandbox {
     }
 }
 
+/// Make `dir` the child's /dev (a bind mount in the private mount namespace `Sandbox::command`
+/// gives it): e.g. a /dev/log socket the test controls.
+pub fn dev_from(cmd: &mut Command, dir: &Path) {
+    let src = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mount(2) is async-signal-safe; the string was built before the fork, and the
+    // mount acts on the child's own mount namespace.
+    unsafe {
+        cmd.pre_exec(move || {
+            let r = nix::libc::mount(
+                src.as_ptr(),
+                c"/dev".as_ptr(),
+                std::ptr::null(),
+                nix::libc::MS_BIND,
+                std::ptr::null(),
+            );
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+}
+
 /// A snapshot without the lines of one link (e.g. a port's MAC, which netback's device keeps).
 pub fn without(snapshot: &str, link: &str) -> String {
     snapshot
