@@ -171,11 +171,7 @@ impl Netlink {
     pub fn links(&mut self) -> Result<Vec<Link>> {
         let mut m = LinkMessage::default();
         m.attributes.push(skip_stats());
-        Ok(self
-            .dump(Rt::GetLink(m))?
-            .into_iter()
-            .filter_map(link_of)
-            .collect())
+        self.dump_map(Rt::GetLink(m), link_of)
     }
 
     pub fn set_link(&mut self, index: u32, change: &LinkChange) -> Result<()> {

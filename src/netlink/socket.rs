@@ -202,10 +202,21 @@ impl Netlink {
 
     /// A dump; retried when a concurrent change interrupted it, so the list is consistent.
     pub fn dump(&mut self, msg: RouteNetlinkMessage) -> Result<Vec<RouteNetlinkMessage>> {
+        self.dump_map(msg, Some)
+    }
+
+    /// A dump that keeps only what `keep` makes of each answer, as it arrives: a thousand
+    /// links' full messages are never held at once (that took 32 MiB a dump, which a
+    /// resident process's allocator then kept).
+    pub fn dump_map<T>(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        mut keep: impl FnMut(RouteNetlinkMessage) -> Option<T>,
+    ) -> Result<Vec<T>> {
         for _ in 0..DUMP_RETRIES {
             let seq = self.send(msg.clone(), NLM_F_DUMP)?;
             let mut out = Vec::new();
-            if !self.receive(seq, true, |m| out.push(m))? {
+            if !self.receive(seq, true, |m| out.extend(keep(m)))? {
                 return Ok(out);
             }
         }
