@@ -1,7 +1,10 @@
 //! nfnetlink: the socket (send a batch or a request, collect its answers, errno kept) and the
 //! message and attribute encoding nf_tables and ctnetlink share. Bounded by the run's deadline.
 
+use std::cell::RefCell;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use netlink_sys::{Socket, SocketAddr};
 use nix::errno::Errno;
@@ -142,9 +145,42 @@ impl Answer {
 }
 
 pub struct Nfnetlink {
-    socket: Socket,
+    socket: ManuallyDrop<Socket>,
     seq: u32,
     buf: Vec<u8>,
+}
+
+/// Whether a thread keeps its netfilter socket between runs (the resident daemon's workers).
+/// Closing a netfilter socket makes the kernel first finish freeing what earlier transactions
+/// deleted, which waits for an RCU grace period (10–20 ms here): a one-shot offline pays that
+/// once at exit; a resident worker that keeps its socket never does.
+static KEEP_OPEN: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    static KEPT: RefCell<Option<(Socket, u32)>> = const { RefCell::new(None) };
+}
+
+/// From now on, every thread keeps one netfilter socket open for its next request.
+pub fn keep_sockets_open() {
+    KEEP_OPEN.store(true, Ordering::Relaxed);
+}
+
+impl Drop for Nfnetlink {
+    fn drop(&mut self) {
+        // SAFETY: `socket` is taken exactly once, here, and never used again.
+        let socket = unsafe { ManuallyDrop::take(&mut self.socket) };
+        if !KEEP_OPEN.load(Ordering::Relaxed) {
+            return; // closed as `socket` drops
+        }
+        // A thread being torn down has no slot left: the socket then just closes.
+        let _ = KEPT.try_with(|k| {
+            if let Ok(mut slot) = k.try_borrow_mut() {
+                if slot.is_none() {
+                    *slot = Some((socket, self.seq));
+                }
+            }
+        });
+    }
 }
 
 fn kernel_error(errno: Errno, message: Option<String>) -> NetlinkError {
@@ -153,7 +189,22 @@ fn kernel_error(errno: Errno, message: Option<String>) -> NetlinkError {
 
 impl Nfnetlink {
     /// EPROTONOSUPPORT here means a kernel without nfnetlink.
+    /// On a thread that keeps its socket, the one it kept: answers are matched by sequence
+    /// number, so a late answer to an earlier request is never taken for a new one.
     pub fn open() -> Result<Nfnetlink> {
+        if KEEP_OPEN.load(Ordering::Relaxed) {
+            let kept = KEPT
+                .try_with(|k| k.try_borrow_mut().ok().and_then(|mut s| s.take()))
+                .ok()
+                .flatten();
+            if let Some((socket, seq)) = kept {
+                return Ok(Nfnetlink {
+                    socket: ManuallyDrop::new(socket),
+                    seq,
+                    buf: Vec::with_capacity(64 * 1024),
+                });
+            }
+        }
         let mut socket = Socket::new(NETLINK_NETFILTER)?;
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
@@ -161,7 +212,7 @@ impl Nfnetlink {
         let _ = socket.set_cap_ack(true);
         let _ = socket.set_ext_ack(true);
         Ok(Nfnetlink {
-            socket,
+            socket: ManuallyDrop::new(socket),
             // Start from the clock: a late answer to another process's request is never ours.
             seq: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
