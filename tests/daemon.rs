@@ -658,6 +658,95 @@ fn memory_stays_flat_over_guest_lifetimes() {
     assert!(last <= first + 512, "RSS after each round (KiB): {after:?}");
 }
 
+/// The memory benchmark of BENCHMARKS.md ("Resident mode"), not a test: the daemon's RSS over
+/// 100,000 guest lifetimes (BENCH_CYCLES), 50 vifs at a time, each created, connected, taken
+/// offline and removed as libxl and netback do it. Run with
+/// `cargo test --release --test daemon -- --ignored --nocapture bench_memory`.
+#[test]
+#[ignore]
+fn bench_memory_over_100000_cycles() {
+    let Some(sb) = sandbox("dcycles") else {
+        return;
+    };
+    let cycles: u32 = std::env::var("BENCH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let per_round = 50u32;
+    let rounds = cycles.div_ceil(per_round);
+    let d = Daemon::start(&sb);
+    let log = sb.log_dir().join("xen/xen-hotplug.log");
+    let mut read_to = 0u64;
+    let mut offlines = 0usize;
+    // Counts the new `offline` lines only: the log grows by a line per action.
+    let mut count_offlines = || {
+        use std::io::{Read, Seek, SeekFrom};
+        if let Ok(mut f) = std::fs::File::open(&log) {
+            let mut new = String::new();
+            f.seek(SeekFrom::Start(read_to)).unwrap();
+            f.read_to_string(&mut new).unwrap();
+            let complete = new.rfind('\n').map_or(0, |i| i + 1);
+            offlines += new[..complete]
+                .lines()
+                .filter(|l| l.contains(" offline ") && l.contains("result=ok"))
+                .count();
+            read_to += complete as u64;
+        }
+        offlines
+    };
+    let doms: Vec<u32> = (1..=per_round).collect();
+    // The devices stay between lifetimes: deleting a veth waits for an RCU grace period,
+    // which would time the test harness, not the daemon.
+    vifs(&sb, doms.iter().copied());
+    let mut samples = Vec::new();
+    let t = Instant::now();
+    for round in 1..=rounds {
+        for &dom in &doms {
+            libxl_creates(&sb, dom, &[]);
+            netback_initwait(&sb, dom);
+        }
+        let end = Instant::now() + Duration::from_secs(60);
+        while !doms
+            .iter()
+            .all(|&dom| status(&sb, dom).as_deref() == Some("connected"))
+        {
+            assert!(Instant::now() < end, "round {round}: not all connected");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for &dom in &doms {
+            libxl_removes(&sb, dom);
+        }
+        let want = (round * per_round) as usize;
+        while count_offlines() < want {
+            assert!(Instant::now() < end, "round {round}: not all offline");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for &dom in &doms {
+            sb.xs.write(&format!("{}/state", be(dom, 0)), "6");
+            sb.xs.rm(&be(dom, 0));
+        }
+        if round % (rounds / 10).max(1) == 0 || round == 1 {
+            samples.push((round * per_round, rss_kib(d.pid())));
+        }
+    }
+    let hwm = std::fs::read_to_string(format!("/proc/{}/status", d.pid()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_string()))
+        .unwrap();
+    println!(
+        "\n{} cycles in {:.0} s; daemon RSS (KiB) after N cycles: {samples:?}; peak {hwm}",
+        rounds * per_round,
+        t.elapsed().as_secs_f64()
+    );
+    // The first tenth grows the allocator's pools (one per worker); the rest must not.
+    let (warm, last) = (
+        samples[1.min(samples.len() - 1)].1,
+        samples[samples.len() - 1].1,
+    );
+    assert!(last <= warm + 512, "RSS grew: {samples:?}");
+}
+
 /// The benchmark of BENCHMARKS.md ("Resident mode"), not a test: 1000 vifs through the daemon,
 /// from the backend writes to the last `hotplug-status=connected`, beside the one-shot path
 /// (benches/drive.py starting one `vif-bridge online` per vif, as a toolstack does), in one
@@ -731,6 +820,13 @@ fn bench_1000_vifs_daemon_against_one_shot() {
         ));
         reset();
     }
+    // The kernel work alone: the same plans and steps, one loop, no process and no xenstore.
+    let on = kernel_work(&sb, n, xen_vif::invocation::Command::Online);
+    let off = kernel_work(&sb, n, xen_vif::invocation::Command::Offline);
+    rows.push(format!(
+        "| kernel work alone (one loop, one thread) | {on} ms | {:.2} ms | {off} ms |",
+        on as f64 / n as f64
+    ));
     // The daemon: running and idle, then every backend reaches InitWait at once.
     for workers in ["2", "8"] {
         let log = std::fs::File::create(sb.path("daemon.log")).unwrap();
@@ -786,6 +882,69 @@ fn bench_1000_vifs_daemon_against_one_shot() {
     for r in rows {
         println!("{r}");
     }
+}
+
+/// A store for the kernel-work loop: the frontend's MTU write goes nowhere.
+struct NoStore;
+
+impl xen_vif::xenstore::Store for NoStore {
+    fn read(&self, _: &str) -> std::io::Result<Option<String>> {
+        Ok(None)
+    }
+    fn write(&self, _: &str, _: &str) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn directory(&self, _: &str) -> std::io::Result<Option<Vec<String>>> {
+        Ok(None)
+    }
+}
+
+/// What the kernel alone takes for `command` on vifs 1..=n: each vif's plan made and applied
+/// exactly as the daemon's worker does it (the same reads, the same steps, the filter's socket
+/// kept), in one thread of this process inside the sandbox's namespace, timed around the loop.
+fn kernel_work(sb: &Sandbox, n: u32, command: xen_vif::invocation::Command) -> u128 {
+    use xen_vif::invocation::{DeviceId, Hotplug, Mode, TypeIf};
+    use xen_vif::{deadline, ifname::IfName, netlink::Netlink};
+    let ns = std::fs::File::open(format!("/run/netns/{}", sb.ns)).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            xen_vif::nftables::keep_sockets_open();
+            let _budget = deadline::Deadline::after(Duration::from_secs(600)).enter();
+            let hps: Vec<Hotplug> = (1..=n)
+                .map(|d| {
+                    let name = IfName::new(&format!("vif{d}.0")).unwrap();
+                    Hotplug {
+                        script: "vif-bridge",
+                        mode: Mode::Bridge,
+                        command,
+                        type_if: TypeIf::Vif,
+                        id: DeviceId { domid: d, devid: 0 },
+                        backend: format!("backend/vif/{d}/0"),
+                        kernel_name: name.clone(),
+                        wanted_name: name,
+                        bridge: Some(IfName::new("xenbr0").unwrap()),
+                        gatewaydev: None,
+                        ip: Vec::new(),
+                        mtu: None,
+                        vlan: None,
+                        mac: Some([0x00, 0x16, 0x3e, 0, 0, 1]),
+                        antispoof: true,
+                        ovs_vlans: Default::default(),
+                    }
+                })
+                .collect();
+            let mut nl = Netlink::open().unwrap();
+            let t = Instant::now();
+            for hp in &hps {
+                let steps = xen_vif::modes::plan(&mut nl, &NoStore, hp).unwrap();
+                let _undo = xen_vif::plan::apply(&mut nl, &NoStore, &steps).unwrap();
+            }
+            t.elapsed().as_millis()
+        })
+        .join()
+        .unwrap()
+    })
 }
 
 fn master_of(sb: &Sandbox, link: &str) -> Option<String> {
