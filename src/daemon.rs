@@ -297,9 +297,6 @@ pub fn run(opts: &Options) -> i32 {
         std::process::id(),
         opts.workers
     ));
-    // Each worker keeps its netfilter socket: closing one after a filter's table went makes
-    // the kernel wait out an RCU grace period, which would otherwise cost every offline.
-    crate::nftables::keep_sockets_open();
     let shared = Arc::new(Shared {
         entries: Mutex::new(HashMap::new()),
         queue: Mutex::new(VecDeque::new()),

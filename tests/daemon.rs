@@ -821,14 +821,24 @@ fn bench_1000_vifs_daemon_against_one_shot() {
         reset();
     }
     // The kernel work alone: the same plans and steps, one loop, no process and no xenstore.
-    let on = kernel_work(&sb, n, xen_vif::invocation::Command::Online);
-    let off = kernel_work(&sb, n, xen_vif::invocation::Command::Offline);
-    rows.push(format!(
-        "| kernel work alone (one loop, one thread) | {on} ms | {:.2} ms | {off} ms |",
-        on as f64 / n as f64
-    ));
+    for filter in [true, false] {
+        let on = kernel_work(&sb, n, xen_vif::invocation::Command::Online, filter);
+        let off = kernel_work(&sb, n, xen_vif::invocation::Command::Offline, filter);
+        rows.push(format!(
+            "| kernel work alone (one loop, one thread){} | {on} ms | {:.2} ms | {off} ms |",
+            if filter { "" } else { ", antispoof = false" },
+            on as f64 / n as f64
+        ));
+    }
     // The daemon: running and idle, then every backend reaches InitWait at once.
-    for workers in ["2", "8"] {
+    let config = sb.etc_dir().join("xen/xen-vif.toml");
+    for (workers, filter) in [("2", true), ("8", true), ("8", false)] {
+        if filter {
+            let _ = std::fs::remove_file(&config);
+        } else {
+            std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+            std::fs::write(&config, "antispoof = false\n").unwrap();
+        }
         let log = std::fs::File::create(sb.path("daemon.log")).unwrap();
         let mut child = sb
             .command(sb.path("xen-vif"))
@@ -868,7 +878,8 @@ fn bench_1000_vifs_daemon_against_one_shot() {
             .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_string()))
             .unwrap();
         rows.push(format!(
-            "| daemon, --workers {workers} | {on} ms | {:.2} ms | {off} ms |",
+            "| daemon, --workers {workers}{} | {on} ms | {:.2} ms | {off} ms |",
+            if filter { "" } else { ", antispoof = false" },
             on as f64 / n as f64
         ));
         rows.push(format!(
@@ -902,14 +913,18 @@ impl xen_vif::xenstore::Store for NoStore {
 /// What the kernel alone takes for `command` on vifs 1..=n: each vif's plan made and applied
 /// exactly as the daemon's worker does it (the same reads, the same steps, the filter's socket
 /// kept), in one thread of this process inside the sandbox's namespace, timed around the loop.
-fn kernel_work(sb: &Sandbox, n: u32, command: xen_vif::invocation::Command) -> u128 {
+fn kernel_work(
+    sb: &Sandbox,
+    n: u32,
+    command: xen_vif::invocation::Command,
+    antispoof: bool,
+) -> u128 {
     use xen_vif::invocation::{DeviceId, Hotplug, Mode, TypeIf};
     use xen_vif::{deadline, ifname::IfName, netlink::Netlink};
     let ns = std::fs::File::open(format!("/run/netns/{}", sb.ns)).unwrap();
     std::thread::scope(|s| {
         s.spawn(|| {
             nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            xen_vif::nftables::keep_sockets_open();
             let _budget = deadline::Deadline::after(Duration::from_secs(600)).enter();
             let hps: Vec<Hotplug> = (1..=n)
                 .map(|d| {
@@ -929,7 +944,7 @@ fn kernel_work(sb: &Sandbox, n: u32, command: xen_vif::invocation::Command) -> u
                         mtu: None,
                         vlan: None,
                         mac: Some([0x00, 0x16, 0x3e, 0, 0, 1]),
-                        antispoof: true,
+                        antispoof,
                         ovs_vlans: Default::default(),
                     }
                 })

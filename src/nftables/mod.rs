@@ -13,7 +13,7 @@ pub use rules::{
     ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMPV6, IPPROTO_UDP, IngressChain, Mac, Match,
     NatChain, Prefix, Rule, Verdict,
 };
-pub use socket::{Nfnetlink, keep_sockets_open};
+pub use socket::Nfnetlink;
 
 use nix::errno::Errno;
 

@@ -4,7 +4,6 @@
 use std::cell::RefCell;
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use netlink_sys::{Socket, SocketAddr};
 use nix::errno::Errno;
@@ -148,29 +147,25 @@ pub struct Nfnetlink {
     socket: ManuallyDrop<Socket>,
     seq: u32,
     buf: Vec<u8>,
+    /// A send, receive or wait failed: the socket may hold a half-read answer or an error of
+    /// its own, so it is closed rather than kept.
+    broken: bool,
 }
 
-/// Whether a thread keeps its netfilter socket between runs (the resident daemon's workers).
-/// Closing a netfilter socket makes the kernel first finish freeing what earlier transactions
-/// deleted, which waits for an RCU grace period (10–20 ms here): a one-shot offline pays that
-/// once at exit; a resident worker that keeps its socket never does.
-static KEEP_OPEN: AtomicBool = AtomicBool::new(false);
-
+// Each thread keeps one netfilter socket for all its requests. Closing a netfilter socket
+// makes the kernel first finish freeing what earlier transactions deleted, which waits for an
+// RCU grace period (12–18 ms here): a one-shot offline pays that once, at exit; a resident
+// daemon's worker, whose thread lives on, never does.
 thread_local! {
     static KEPT: RefCell<Option<(Socket, u32)>> = const { RefCell::new(None) };
-}
-
-/// From now on, every thread keeps one netfilter socket open for its next request.
-pub fn keep_sockets_open() {
-    KEEP_OPEN.store(true, Ordering::Relaxed);
 }
 
 impl Drop for Nfnetlink {
     fn drop(&mut self) {
         // SAFETY: `socket` is taken exactly once, here, and never used again.
         let socket = unsafe { ManuallyDrop::take(&mut self.socket) };
-        if !KEEP_OPEN.load(Ordering::Relaxed) {
-            return; // closed as `socket` drops
+        if self.broken {
+            return;
         }
         // A thread being torn down has no slot left: the socket then just closes.
         let _ = KEPT.try_with(|k| {
@@ -189,21 +184,20 @@ fn kernel_error(errno: Errno, message: Option<String>) -> NetlinkError {
 
 impl Nfnetlink {
     /// EPROTONOSUPPORT here means a kernel without nfnetlink.
-    /// On a thread that keeps its socket, the one it kept: answers are matched by sequence
-    /// number, so a late answer to an earlier request is never taken for a new one.
+    /// The socket this thread kept, if any: answers are matched by sequence number, so a late
+    /// answer to an earlier request is never taken for a new one.
     pub fn open() -> Result<Nfnetlink> {
-        if KEEP_OPEN.load(Ordering::Relaxed) {
-            let kept = KEPT
-                .try_with(|k| k.try_borrow_mut().ok().and_then(|mut s| s.take()))
-                .ok()
-                .flatten();
-            if let Some((socket, seq)) = kept {
-                return Ok(Nfnetlink {
-                    socket: ManuallyDrop::new(socket),
-                    seq,
-                    buf: Vec::with_capacity(64 * 1024),
-                });
-            }
+        let kept = KEPT
+            .try_with(|k| k.try_borrow_mut().ok().and_then(|mut s| s.take()))
+            .ok()
+            .flatten();
+        if let Some((socket, seq)) = kept {
+            return Ok(Nfnetlink {
+                socket: ManuallyDrop::new(socket),
+                seq,
+                buf: Vec::with_capacity(64 * 1024),
+                broken: false,
+            });
         }
         let mut socket = Socket::new(NETLINK_NETFILTER)?;
         socket.bind_auto()?;
@@ -218,7 +212,14 @@ impl Nfnetlink {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.subsec_nanos()),
             buf: Vec::with_capacity(64 * 1024),
+            broken: false,
         })
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> Result<()> {
+        let r = self.socket.send(bytes, 0);
+        self.broken |= r.is_err();
+        r.map(drop).map_err(Into::into)
     }
 
     fn next_seq(&mut self) -> u32 {
@@ -255,9 +256,12 @@ impl Nfnetlink {
         &mut self,
         mut on_msg: impl FnMut(u16, u16, u32, &[u8]) -> Option<T>,
     ) -> Result<Option<T>> {
-        self.wait()?;
-        self.buf.clear();
-        let n = self.socket.recv(&mut self.buf, 0)?;
+        let received = self.wait().and_then(|()| {
+            self.buf.clear();
+            Ok(self.socket.recv(&mut self.buf, 0)?)
+        });
+        self.broken |= received.is_err();
+        let n = received?;
         let mut off = 0;
         while off + 16 <= n {
             let b = &self.buf[off..n];
@@ -293,7 +297,7 @@ impl Nfnetlink {
         }
         let end_seq = self.next_seq();
         out.extend(Msg::new(NFNL_MSG_BATCH_END, 0, 0, subsys).finish(end_seq));
-        self.socket.send(&out, 0)?;
+        self.send(&out)?;
         // One ACK (or error) per message; an error at the batch header ends it at once.
         let mut seen = 0u32;
         let mut first_error: Option<NetlinkError> = None;
@@ -330,7 +334,7 @@ impl Nfnetlink {
     /// A GET for one object: `None` when the kernel says it does not exist (ENOENT).
     pub fn get(&mut self, msg: Msg) -> Result<Option<Answer>> {
         let seq = self.next_seq();
-        self.socket.send(&msg.finish(seq), 0)?;
+        self.send(&msg.finish(seq))?;
         loop {
             let got = self.recv_each(|ty, flags, s, payload| {
                 if s != seq {
@@ -359,7 +363,7 @@ impl Nfnetlink {
     pub fn dump(&mut self, make: impl Fn() -> Msg) -> Result<Vec<Answer>> {
         for _ in 0..DUMP_RETRIES {
             let seq = self.next_seq();
-            self.socket.send(&make().finish(seq), 0)?;
+            self.send(&make().finish(seq))?;
             let mut out = Vec::new();
             let mut interrupted = false;
             let result = loop {
@@ -402,7 +406,7 @@ impl Nfnetlink {
     /// Send one request and wait for its ACK.
     pub fn request(&mut self, msg: Msg) -> Result<()> {
         let seq = self.next_seq();
-        self.socket.send(&msg.finish(seq), 0)?;
+        self.send(&msg.finish(seq))?;
         loop {
             let got = self.recv_each(|ty, flags, s, payload| {
                 (s == seq && ty == NLMSG_ERROR).then(|| parse_error(flags, payload))
