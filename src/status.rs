@@ -31,6 +31,8 @@ pub struct VifStatus {
     /// Open vSwitch mode: the port's VLAN columns (`tag=10 trunks=20,30`), "-" without any.
     pub ovs_port: Option<String>,
     pub differences: Vec<String>,
+    /// What the running daemon last did for this vif: its pid, the action, `ok` or `error`.
+    pub daemon: Option<(u32, String, String)>,
 }
 
 fn ids(store: &dyn Store, dir: &str) -> Result<Vec<u32>> {
@@ -246,6 +248,18 @@ pub fn to_json(list: &[VifStatus]) -> String {
             m.insert("filter", json_str(&s.filter));
             m.insert("ovs_port", opt(&s.ovs_port, true));
             m.insert(
+                "daemon",
+                s.daemon
+                    .as_ref()
+                    .map_or("null".into(), |(pid, action, result)| {
+                        format!(
+                            "{{\"pid\":{pid},\"action\":{},\"result\":{}}}",
+                            json_str(action),
+                            json_str(result)
+                        )
+                    }),
+            );
+            m.insert(
                 "differences",
                 format!(
                     "[{}]",
@@ -269,7 +283,17 @@ pub fn to_json(list: &[VifStatus]) -> String {
 pub fn run(json: bool) -> Result<()> {
     let store = XenStore::open()?;
     let mut nl = Netlink::open().context("open rtnetlink")?;
-    let list = collect(&store, &mut nl)?;
+    let mut list = collect(&store, &mut nl)?;
+    if let Some(pid) = crate::lock::daemon_pid() {
+        for h in crate::daemon::handled() {
+            if let Some(s) = list
+                .iter_mut()
+                .find(|s| s.domid == h.domid && s.devid == h.devid)
+            {
+                s.daemon = Some((pid, h.action, h.result));
+            }
+        }
+    }
     let text = if json {
         format!("{}\n", to_json(&list))
     } else {
@@ -310,7 +334,7 @@ fn table(list: &[VifStatus]) -> String {
             let _ = writeln!(o, "    hotplug-error: {}", printable(e));
         }
         if let Some(p) = &s.ovs_port {
-            println!("    ovs port: {p}");
+            let _ = writeln!(o, "    ovs port: {}", printable(p));
         }
         for d in &s.differences {
             let _ = writeln!(o, "    {}", printable(d));

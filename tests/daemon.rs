@@ -267,6 +267,18 @@ fn two_hundred_backends_connected_then_torn_down_each_action_once() {
         stdout(&sb.run("xen-vif", &["status"], &[])).contains("    vif17.0 online ok"),
         "{out}"
     );
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&sb.run("xen-vif", &["status", "--json"], &[]))).unwrap();
+    let vif17 = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["domid"] == 17)
+        .unwrap();
+    assert_eq!(
+        vif17["daemon"],
+        serde_json::json!({"pid": d.pid(), "action": "online", "result": "ok"})
+    );
 
     for dom in doms.clone() {
         libxl_removes(&sb, dom);
@@ -294,6 +306,14 @@ fn two_hundred_backends_connected_then_torn_down_each_action_once() {
     d.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(d.wait(Duration::from_secs(10)), Some(0));
     assert!(stdout(&sb.run("xen-vif", &["status"], &[])).contains("daemon: not running"));
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&sb.run("xen-vif", &["status", "--json"], &[]))).unwrap();
+    assert!(
+        json.as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["daemon"].is_null())
+    );
 }
 
 #[test]
