@@ -11,7 +11,7 @@ use super::{down_and_rename, filter, find_device, require_device};
 use crate::ifname::IfName;
 use crate::invocation::{Hotplug, TypeIf};
 use crate::log;
-use crate::netlink::{Address, Link, Netlink, Route};
+use crate::netlink::{Address, Link, Netlink, Route, RouteScope};
 use crate::plan::Step;
 use crate::sysctl;
 
@@ -67,7 +67,7 @@ pub(super) fn host_route(g: &GuestAddr, vif: u32, src: IpAddr, metric: Option<u3
     r.src = Some(src);
     r.metric = metric;
     if g.ip.is_ipv6() {
-        r.scope = 0;
+        r.scope = RouteScope::Universe;
     }
     r
 }
