@@ -1,5 +1,7 @@
-//! The vif modes. Each computes a plan from what the kernel has; nothing here reads argv, the
-//! environment or xenstore (that is `invocation`), and nothing here changes the kernel (`plan`).
+//! The vif modes. Each reads what it needs into a plain struct (`observe`; [`Vif`] is what every
+//! mode reads about the vif), then plans from it purely (`plan_online`, `plan_offline`: golden
+//! tests beside each); `online`/`offline` are the two together. Nothing here reads argv or the
+//! environment (that is `invocation`), and nothing here changes the kernel (`plan`).
 
 pub mod bridge;
 pub mod filter;

@@ -130,8 +130,10 @@ pub struct Observed {
     pub gateway_v4: Option<IpAddr>,
     pub gateway_v6: Option<IpAddr>,
     /// Online: every route of the families the guest's addresses are in, every table.
-    /// Offline: the routes over the vif, and every IPv6 route when proxy entries are weighed.
+    /// Offline: the routes over the vif.
     pub routes: Vec<Route>,
+    /// Offline: every IPv6 route, when proxy entries are weighed.
+    pub ipv6_routes: Vec<Route>,
     /// The proxy neighbour entries on the gateway device.
     pub proxied: Vec<IpAddr>,
     /// The names of the links that route a guest's address elsewhere (for the refusal).
@@ -195,7 +197,7 @@ fn observe_online(
     let elsewhere: Vec<u32> = o
         .routes
         .iter()
-        .filter(|r| routed_elsewhere(r, hp, link.index))
+        .filter(|r| hp.ip.iter().any(|g| routed_elsewhere(r, g, hp, link.index)))
         .filter_map(|r| r.oif)
         .collect();
     for i in elsewhere {
@@ -225,24 +227,21 @@ fn observe_offline(
         // An unusable gateway setting only means there are no proxy entries to remove.
         if let Ok(Some(gw)) = observe_gateway(nl, hp) {
             o.proxied = nl.proxy_neighbours(gw.index)?;
-            o.routes.extend(nl.routes(true, None)?);
+            o.ipv6_routes = nl.routes(true, None)?;
             o.gateway = Some(gw);
         }
     }
     Ok(())
 }
 
-/// Whether `r` routes one of the guest's addresses at this device kind's metric to another
-/// device than the vif (`index`): another guest's (the tap and the vif of one guest differ in
-/// metric).
-fn routed_elsewhere(r: &Route, hp: &Hotplug, index: u32) -> bool {
-    hp.ip.iter().any(|g| {
-        r.dst == g.ip
-            && r.prefix_len == g.prefix_len
-            && r.table == RT_TABLE_MAIN
-            && r.metric == Some(metric(hp))
-            && r.oif.is_some_and(|o| o != index)
-    })
+/// Whether `r` routes the guest's address `g` at this device kind's metric to another device
+/// than the vif (`index`): another guest's (the tap and the vif of one guest differ in metric).
+fn routed_elsewhere(r: &Route, g: &GuestAddr, hp: &Hotplug, index: u32) -> bool {
+    r.dst == g.ip
+        && r.prefix_len == g.prefix_len
+        && r.table == RT_TABLE_MAIN
+        && r.metric == Some(metric(hp))
+        && r.oif.is_some_and(|o| o != index)
 }
 
 /// The guest routes, from the kernel: every main-table route over the vif at this device
@@ -335,13 +334,11 @@ pub fn plan_online(o: &Observed, hp: &Hotplug) -> Result<Vec<Step>> {
     // An address already routed to another device at our metric is another guest's: refuse,
     // rather than fail half way on the kernel's EEXIST, or later take its proxy entry away.
     for g in &hp.ip {
-        if let Some(r) = o.routes.iter().find(|e| {
-            e.dst == g.ip
-                && e.prefix_len == g.prefix_len
-                && e.table == RT_TABLE_MAIN
-                && e.metric == Some(metric(hp))
-                && e.oif.is_some_and(|o| o != link.index)
-        }) {
+        if let Some(r) = o
+            .routes
+            .iter()
+            .find(|r| routed_elsewhere(r, g, hp, link.index))
+        {
             let other = match r.oif {
                 Some(i) => o
                     .link_names
@@ -423,7 +420,7 @@ pub fn plan_offline(o: &Observed, hp: &Hotplug) -> Result<Vec<Step>> {
     // runs all the same and must not cut the first guest off).
     if let Some(gw) = &o.gateway {
         for ip in proxied_addresses(hp, &on_vif) {
-            let needed_elsewhere = o.routes.iter().any(|r| {
+            let needed_elsewhere = o.ipv6_routes.iter().any(|r| {
                 r.dst == ip
                     && r.prefix_len == 128
                     && r.table == RT_TABLE_MAIN
@@ -637,6 +634,10 @@ mod tests {
                 route("10.0.0.5", 32, 7, 2),
                 // Another metric (an administrator's): not online's.
                 route("10.0.0.9", 32, 7, 100),
+                route("2001:db8::5", 128, 7, 2),
+                route("2001:db8::6", 128, 7, 2),
+            ],
+            ipv6_routes: vec![
                 route("2001:db8::5", 128, 7, 2),
                 route("2001:db8::6", 128, 7, 2),
                 // The guest's tap still routes ::5: its proxy entry stays.
