@@ -301,3 +301,78 @@ pub mod fixture {
         format!("{:#}", r.unwrap_err())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::fixture::{hp, name, netback};
+    use super::*;
+    use crate::invocation::Command;
+
+    #[test]
+    fn the_device_is_this_backends_only_provably() {
+        let mut h = hp(Mode::Bridge, Command::Online);
+        h.wanted_name = name("web0");
+        // Renamed by an earlier online: found under vifname by our alias.
+        let mut renamed = netback(true);
+        renamed.name = "web0".into();
+        renamed.alias = Some("xen-vif vif5.0".into());
+        let v = Vif {
+            at_wanted_name: Some(renamed.clone()),
+            ..Default::default()
+        };
+        assert_eq!(v.device(&h), Some(&renamed));
+        // A stranger called web0 is not ours.
+        let stranger = Link {
+            index: 9,
+            name: "web0".into(),
+            ..Default::default()
+        };
+        let v = Vif {
+            at_wanted_name: Some(stranger),
+            ..Default::default()
+        };
+        assert_eq!(v.device(&h), None);
+        // Under netback's name, a device another vif was renamed to is that vif's.
+        let mut other = netback(true);
+        other.alias = Some("xen-vif vif6.0".into());
+        let v = Vif {
+            at_kernel_name: Some(other),
+            ..Default::default()
+        };
+        assert_eq!(v.device(&h), None);
+        assert_eq!(
+            format!("{:#}", v.require(&h).unwrap_err()),
+            "device vif5.0 is another backend's: vif5.0 carries the alias \"xen-vif vif6.0\""
+        );
+    }
+
+    #[test]
+    fn golden_rename_keeps_netbacks_name_as_an_alternative_one() {
+        let mut h = hp(Mode::Bridge, Command::Online);
+        h.wanted_name = name("web0");
+        let link = netback(false);
+        let v = Vif {
+            at_kernel_name: Some(link.clone()),
+            ..Default::default()
+        };
+        let (steps, downs) = v.down_and_rename(&h, &link, false).unwrap();
+        assert_eq!(
+            fixture::text(&steps),
+            [
+                "ip link set vif5.0 name web0 alias \"xen-vif vif5.0\"",
+                "ip link property add dev web0 altname vif5.0",
+            ]
+        );
+        // Down already: nothing to bring up again.
+        assert!(!downs);
+        // Named already, its alternative name there: nothing, even when asked to go down
+        // (a down link stays down).
+        let mut named = link.clone();
+        named.name = "web0".into();
+        named.alt_names = vec!["vif5.0".into()];
+        assert_eq!(
+            v.down_and_rename(&h, &named, true).unwrap(),
+            (vec![], false)
+        );
+    }
+}
