@@ -72,8 +72,8 @@ pub fn resolve_bridge(nl: &mut Netlink, hp: &Hotplug) -> Result<Link> {
     resolve(&observe_bridge(nl, hp)?, hp)
 }
 
-/// What bridge mode reads: the vif, the bridge candidates, and the port's VLANs when it is a
-/// port of the bridge already and VLANs are asked for.
+/// What bridge mode reads: the vif; for online, the bridge candidates, and the port's VLANs
+/// when it is a port of the bridge already and VLANs are asked for.
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
     pub vif: Vif,

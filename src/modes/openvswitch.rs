@@ -2,8 +2,9 @@
 //! tag and trunks of `bridge=BR[.TAG][:TRUNK...]` (or of libxl's `vlan` key) and the guest's
 //! identity in its interface's external-ids, as the stock script sets them.
 //!
-//! observe (the OVSDB and xenstore into [`Observed`]) → plan (pure, [`plan_port`]) for the
-//! OVSDB part; the kernel part (name, MAC, addresses, MTU) is bridge mode's [`prepare_port`].
+//! observe (the vif as every mode reads it, [`Vif`]; the OVSDB and xenstore into [`Observed`])
+//! → plan (pure: [`plan_online`], with [`plan_port`] for the OVSDB part); the kernel part (name,
+//! MAC, addresses, MTU) is bridge mode's [`prepare_port`].
 
 use std::collections::BTreeMap;
 

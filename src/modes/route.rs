@@ -19,7 +19,7 @@ use crate::sysctl;
 use crate::addr::GuestAddr;
 
 /// The device whose addresses the guests use as gateway: `gatewaydev`/`netdev`, else `dummy0`,
-/// else the device of the default route. None: see [`no_gateway`].
+/// else the device of the default route. None: there is none (`plan_online` says why).
 pub fn observe_gateway(nl: &mut Netlink, hp: &Hotplug) -> Result<Option<Link>> {
     if let Some(name) = &hp.gatewaydev {
         return Ok(nl.link_by_name(name.as_str())?);
