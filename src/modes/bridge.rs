@@ -141,7 +141,7 @@ pub fn prepare_port(vif: &Vif, hp: &Hotplug, link: &Link, mtu: u32) -> Result<(V
     // second online leaves a working port alone.
     let (mut steps, needs_down) = vif.down_and_rename(hp, link, set_mac)?;
     // The filter first, while the port is down and before it joins the bridge (or switch).
-    steps.extend(filter::plan_online(&vif.filter, hp, link)?);
+    steps.extend(filter::plan_online(&vif.filter, hp, link));
     let name = hp.wanted_name.to_string();
     if set_mac {
         steps.push(Step::SetMac {

@@ -284,16 +284,15 @@ pub fn plan(observed: &Observed, chain: &str, want: Option<&IngressChain>) -> Ve
 
 /// The steps online adds for the filter, once the device has its final name (`link` as it is
 /// now; its name may still change by earlier steps of the same plan). Pure.
-pub fn plan_online(o: &Observed, hp: &Hotplug, link: &Link) -> Result<Vec<Step>> {
+pub fn plan_online(o: &Observed, hp: &Hotplug, link: &Link) -> Vec<Step> {
     let chain = hp.kernel_name.as_str();
     if !hp.antispoof {
-        return Ok(plan(o, chain, None));
+        return plan(o, chain, None);
     }
     let want = ruleset(chain, hp.wanted_name.as_str(), hp.mac, &hp.ip);
     let mut steps = plan(o, chain, want.as_ref());
     // No router advertisements or redirects heeded on the vif (a guest must not be dom0's
     // router). Observed under the current name, written under the final one.
-    IfName::new(&link.name).map_err(anyhow::Error::msg)?;
     for key in IPV6_HYGIENE {
         let Some(old) = o.sysctls.get(key) else {
             continue; // no IPv6 on this host
@@ -326,7 +325,7 @@ pub fn plan_online(o: &Observed, hp: &Hotplug, link: &Link) -> Result<Vec<Step>>
             }
         }
     }
-    Ok(steps)
+    steps
 }
 
 /// The modes where dom0 routes to the guest's addresses (and so pins their neighbours).
@@ -549,7 +548,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            text(&plan_online(&o, &h, &netback(false)).unwrap()),
+            text(&plan_online(&o, &h, &netback(false))),
             [
                 "nft add table netdev xen-vif-vif5.0 with chain vif5.0 on web0 (24 rules)",
                 "echo 0 > /proc/sys/net/ipv6/conf/web0/accept_ra",
@@ -560,7 +559,7 @@ mod tests {
         h.antispoof = false;
         let o = Observed { table: true, ..o };
         assert_eq!(
-            text(&plan_online(&o, &h, &netback(false)).unwrap()),
+            text(&plan_online(&o, &h, &netback(false))),
             ["nft delete table netdev xen-vif-vif5.0"]
         );
     }

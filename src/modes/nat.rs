@@ -144,7 +144,7 @@ pub fn plan_online(o: &Observed, hp: &Hotplug) -> Result<Vec<Step>> {
     }
     let link = o.vif.require(hp)?;
     let (mut steps, rename_downs) = o.vif.down_and_rename(hp, link, false)?;
-    steps.extend(filter::plan_online(&o.vif.filter, hp, link)?);
+    steps.extend(filter::plan_online(&o.vif.filter, hp, link));
     // `ip link set dev VIF up arp on`, as stock: proxy ARP answers on the vif.
     if link.noarp {
         steps.push(Step::SetArp {

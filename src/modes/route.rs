@@ -305,7 +305,7 @@ pub fn plan_online(o: &Observed, hp: &Hotplug) -> Result<Vec<Step>> {
     let name = hp.wanted_name.to_string();
     let (mut steps, needs_down) = o.vif.down_and_rename(hp, link, false)?;
     // The filter first, before the guest gets a route.
-    steps.extend(filter::plan_online(&o.vif.filter, hp, link)?);
+    steps.extend(filter::plan_online(&o.vif.filter, hp, link));
     let mut gw_addrs = Vec::new();
     if wants_v4 {
         gw_addrs.extend(gw4.map(|ip| (ip, 32)));
