@@ -379,4 +379,23 @@ mod tests {
         };
         assert_eq!(del.to_string(), "ovs-vsctl --if-exists del-port vif5.0");
     }
+
+    #[test]
+    fn golden_online_comes_up_before_the_port_joins() {
+        use crate::modes::fixture::{netback, text, vif};
+        let h = hp("ovsbr0", tagged(10, &[]), None);
+        let steps = plan_online(&vif(netback(false)), &observed(None), Some(9000), &h).unwrap();
+        assert_eq!(
+            text(&steps),
+            [
+                "ip link set vif5.0 address fe:ff:ff:ff:ff:ff",
+                "ip link set vif5.0 mtu 9000",
+                "ip link set vif5.0 up",
+                "ovs-vsctl -- --if-exists del-port vif5.0 -- add-port ovsbr0 vif5.0 tag=10 -- set \
+                 interface vif5.0 'external-ids:\"attached-mac\"=\"00:16:3e:00:00:01\"' \
+                 'external-ids:\"xen-vm-name\"=\"web\"'",
+                "xenstore-write /local/domain/5/device/vif/0/mtu 9000",
+            ]
+        );
+    }
 }
