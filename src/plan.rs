@@ -295,7 +295,7 @@ pub fn route_str(r: &Route, dev: &str) -> String {
     if let Some(m) = r.metric {
         s.push_str(&format!(" metric {m}"));
     }
-    if r.table != 254 {
+    if r.table != crate::netlink::RT_TABLE_MAIN {
         s.push_str(&format!(" table {}", r.table));
     }
     s

@@ -5,8 +5,10 @@
 //!
 //! The ingress hook sees every frame the guest sends before the bridge, routing, NAT or Open
 //! vSwitch's kernel datapath does, so one chain serves every mode. `ruleset` is pure (golden
-//! tests below); `observe` reads the kernel; `online`/`offline` turn the two into steps.
+//! tests below); `observe_vif` reads the kernel; `plan_online`/`plan_offline` turn the two
+//! into steps, purely.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::Result;
@@ -14,7 +16,7 @@ use anyhow::Result;
 use crate::addr::GuestAddr;
 use crate::ifname::IfName;
 use crate::invocation::{Hotplug, Mode};
-use crate::netlink::{Link, Netlink};
+use crate::netlink::{Link, Neighbour, Netlink};
 use crate::nftables::{
     ChainState, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMPV6, IPPROTO_UDP, IngressChain, Mac,
     Match, Nfnetlink, Prefix, Rule, Verdict,
@@ -188,12 +190,19 @@ pub fn fingerprint(chain: &IngressChain) -> String {
     crate::nftables::fingerprint("xen-vif", &chain.to_string())
 }
 
-/// What the kernel has for this vif's filter.
+/// What the kernel has for this vif's filter and its plug hygiene.
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
     /// The vif's table is there (with or without its chain).
     pub table: bool,
     pub chain: Option<ChainState>,
+    /// [`IPV6_HYGIENE`] of the device, under its current name (the conf directory moves with a
+    /// rename); a key not here could not be read (no IPv6 on this host).
+    pub sysctls: BTreeMap<&'static str, String>,
+    /// What a new interface gets for each of them (offline puts that back).
+    pub defaults: BTreeMap<&'static str, String>,
+    /// The device's neighbour entries (route and NAT mode only: the pinned guest addresses).
+    pub neighbours: Vec<Neighbour>,
 }
 
 /// Read this vif's table and chain. A kernel without nf_tables has none (an online that needs
@@ -210,6 +219,7 @@ pub fn observe(chain: &str) -> Result<Observed> {
         Ok(Observed {
             table: c.is_some() || nf.has_netdev_table(&table)?,
             chain: c,
+            ..Default::default()
         })
     });
     match observed {
@@ -217,6 +227,31 @@ pub fn observe(chain: &str) -> Result<Observed> {
         Err(e) if crate::nftables::is_unsupported(&e) => Ok(Observed::default()),
         Err(e) => Err(anyhow::Error::new(e).context(format!("read nft table netdev {table}"))),
     }
+}
+
+/// Read the table and chain, and for the device `link` (this backend's, if there is one) the
+/// sysctls and neighbour entries `plan_online`/`plan_offline` weigh.
+pub fn observe_vif(nl: &mut Netlink, hp: &Hotplug, link: Option<&Link>) -> Result<Observed> {
+    let mut o = observe(hp.kernel_name.as_str())?;
+    let Some(link) = link else {
+        return Ok(o);
+    };
+    if let Ok(now) = IfName::new(&link.name) {
+        for key in IPV6_HYGIENE {
+            if let Ok(v) = sysctl::read(&sysctl::ipv6_conf(&now, key)) {
+                o.sysctls.insert(key, v);
+            }
+            if !hp.command.is_up() {
+                if let Ok(v) = sysctl::read(&sysctl::conf_path("ipv6", "default", key)) {
+                    o.defaults.insert(key, v);
+                }
+            }
+        }
+    }
+    if routed(hp) && (!hp.command.is_up() || (hp.antispoof && hp.mac.is_some())) {
+        o.neighbours = nl.neighbours(link.index)?;
+    }
+    Ok(o)
 }
 
 /// The steps that make the vif's table hold exactly `want`, or no table when `want` is None
@@ -248,27 +283,25 @@ pub fn plan(observed: &Observed, chain: &str, want: Option<&IngressChain>) -> Ve
 }
 
 /// The steps online adds for the filter, once the device has its final name (`link` as it is
-/// now; its name may still change by earlier steps of the same plan).
-pub fn online(nl: &mut Netlink, hp: &Hotplug, link: &Link) -> Result<Vec<Step>> {
+/// now; its name may still change by earlier steps of the same plan). Pure.
+pub fn plan_online(o: &Observed, hp: &Hotplug, link: &Link) -> Vec<Step> {
     let chain = hp.kernel_name.as_str();
-    let observed = observe(chain)?;
     if !hp.antispoof {
-        return Ok(plan(&observed, chain, None));
+        return plan(o, chain, None);
     }
     let want = ruleset(chain, hp.wanted_name.as_str(), hp.mac, &hp.ip);
-    let mut steps = plan(&observed, chain, want.as_ref());
+    let mut steps = plan(o, chain, want.as_ref());
     // No router advertisements or redirects heeded on the vif (a guest must not be dom0's
-    // router). The conf directory moves with a rename: read it under the current name.
-    let now = IfName::new(&link.name).map_err(anyhow::Error::msg)?;
+    // router). Observed under the current name, written under the final one.
     for key in IPV6_HYGIENE {
-        let Ok(old) = sysctl::read(&sysctl::ipv6_conf(&now, key)) else {
+        let Some(old) = o.sysctls.get(key) else {
             continue; // no IPv6 on this host
         };
         if old != "0" {
             steps.push(Step::Sysctl {
                 path: sysctl::ipv6_conf(&hp.wanted_name, key),
                 value: "0".into(),
-                old,
+                old: old.clone(),
             });
         }
     }
@@ -276,9 +309,9 @@ pub fn online(nl: &mut Netlink, hp: &Hotplug, link: &Link) -> Result<Vec<Step>> 
     // a neighbour's ARP or NA cannot redirect another guest's traffic.
     if routed(hp) {
         if let Some(mac) = hp.mac {
-            let have = nl.neighbours(link.index)?;
             for g in hp.ip.iter().filter(|g| is_host(g)) {
-                let pinned = have
+                let pinned = o
+                    .neighbours
                     .iter()
                     .any(|n| n.ip == g.ip && n.permanent && n.mac.as_deref() == Some(&mac[..]));
                 if !pinned {
@@ -292,7 +325,7 @@ pub fn online(nl: &mut Netlink, hp: &Hotplug, link: &Link) -> Result<Vec<Step>> 
             }
         }
     }
-    Ok(steps)
+    steps
 }
 
 /// The modes where dom0 routes to the guest's addresses (and so pins their neighbours).
@@ -305,14 +338,14 @@ fn is_host(g: &GuestAddr) -> bool {
 }
 
 /// The steps offline adds: the vif's table goes with its chain (also when the device is already
-/// gone), so the ruleset is as before the vif's online; pinned
-/// neighbours and the IPv6 sysctls are put back, and the guest's connections forgotten.
-pub fn offline(nl: &mut Netlink, hp: &Hotplug, link: Option<&Link>) -> Result<Vec<Step>> {
+/// gone), so the ruleset is as before the vif's online; pinned neighbours and the IPv6 sysctls
+/// are put back, and the guest's connections forgotten. Pure.
+pub fn plan_offline(o: &Observed, hp: &Hotplug, link: Option<&Link>) -> Vec<Step> {
     let chain = hp.kernel_name.as_str();
     let mut steps = Vec::new();
     if let Some(link) = link {
         if routed(hp) {
-            for n in nl.neighbours(link.index)? {
+            for n in &o.neighbours {
                 if n.permanent && hp.ip.iter().any(|g| is_host(g) && g.ip == n.ip) {
                     steps.push(Step::DelNeighbour {
                         index: link.index,
@@ -325,28 +358,25 @@ pub fn offline(nl: &mut Netlink, hp: &Hotplug, link: Option<&Link>) -> Result<Ve
         }
         if let Ok(now) = IfName::new(&link.name) {
             for key in IPV6_HYGIENE {
-                let default = sysctl::read(&sysctl::conf_path("ipv6", "default", key));
-                if let (Ok(old), Ok(default)) =
-                    (sysctl::read(&sysctl::ipv6_conf(&now, key)), default)
-                {
+                if let (Some(old), Some(default)) = (o.sysctls.get(key), o.defaults.get(key)) {
                     if old != default {
                         steps.push(Step::Sysctl {
                             path: sysctl::ipv6_conf(&now, key),
-                            value: default,
-                            old,
+                            value: default.clone(),
+                            old: old.clone(),
                         });
                     }
                 }
             }
         }
     }
-    steps.extend(plan(&observe(chain)?, chain, None));
+    steps.extend(plan(o, chain, None));
     if !hp.ip.is_empty() {
         steps.push(Step::ForgetConnections {
             prefixes: hp.ip.iter().map(prefix).collect(),
         });
     }
-    Ok(steps)
+    steps
 }
 
 #[cfg(test)]
@@ -434,6 +464,7 @@ mod tests {
                 comment: Some(fingerprint(&want)),
                 rules: want.rules.len(),
             }),
+            ..Default::default()
         };
         assert!(plan(&same, "vif5.0", Some(&want)).is_empty());
         // Another device, a rule less, another fingerprint: replaced in one step.
@@ -463,7 +494,7 @@ mod tests {
         // Only the table (somebody deleted the chain): replaced.
         let table_only = Observed {
             table: true,
-            chain: None,
+            ..Default::default()
         };
         assert!(matches!(
             plan(&table_only, "vif5.0", Some(&want)).as_slice(),
@@ -484,5 +515,88 @@ mod tests {
         assert_eq!(table("vif5.0-emu"), "xen-vif-vif5.0-emu");
         // Within every kernel's NFT_TABLE_MAXNAMELEN (32 before Linux 4.16), NUL included.
         assert!(table("vif32767.65535").len() < 32);
+    }
+
+    fn routed_guest(command: crate::invocation::Command) -> Hotplug {
+        let mut h = crate::modes::fixture::hp(Mode::Route, command);
+        h.antispoof = true;
+        h.mac = Some(MAC);
+        h.ip = parse_guest_addrs("10.0.0.5 10.0.1.0/24 2001:db8::5").unwrap();
+        h
+    }
+
+    fn neighbour(ip: &str, mac: Option<Mac>, permanent: bool) -> Neighbour {
+        Neighbour {
+            ip: ip.parse().unwrap(),
+            mac: mac.map(|m| m.to_vec()),
+            permanent,
+        }
+    }
+
+    #[test]
+    fn golden_online_hygiene_and_pinned_neighbours() {
+        use crate::modes::fixture::{name, netback, text};
+        let mut h = routed_guest(crate::invocation::Command::Online);
+        h.wanted_name = name("web0");
+        let o = Observed {
+            sysctls: BTreeMap::from([("accept_ra", "1".into()), ("accept_redirects", "0".into())]),
+            // ::5 is pinned already; 10.0.0.5 only learnt (not permanent). The /24 is no host.
+            neighbours: vec![
+                neighbour("2001:db8::5", Some(MAC), true),
+                neighbour("10.0.0.5", Some(MAC), false),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            text(&plan_online(&o, &h, &netback(false))),
+            [
+                "nft add table netdev xen-vif-vif5.0 with chain vif5.0 on web0 (24 rules)",
+                "echo 0 > /proc/sys/net/ipv6/conf/web0/accept_ra",
+                "ip neigh replace 10.0.0.5 lladdr 00:16:3e:00:00:05 dev web0 nud permanent",
+            ]
+        );
+        // Without the filter: its table goes, and nothing else is touched.
+        h.antispoof = false;
+        let o = Observed { table: true, ..o };
+        assert_eq!(
+            text(&plan_online(&o, &h, &netback(false))),
+            ["nft delete table netdev xen-vif-vif5.0"]
+        );
+    }
+
+    #[test]
+    fn golden_offline_puts_the_hygiene_back() {
+        use crate::modes::fixture::{netback, text};
+        let h = routed_guest(crate::invocation::Command::Offline);
+        let o = Observed {
+            table: true,
+            sysctls: BTreeMap::from([("accept_ra", "0".into()), ("accept_redirects", "0".into())]),
+            defaults: BTreeMap::from([("accept_ra", "1".into()), ("accept_redirects", "0".into())]),
+            neighbours: vec![
+                neighbour("10.0.0.5", Some(MAC), true),
+                neighbour("10.0.0.9", Some(MAC), true),
+                neighbour("2001:db8::5", None, false),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            text(&plan_offline(&o, &h, Some(&netback(false)))),
+            [
+                "ip neigh del 10.0.0.5 dev vif5.0",
+                "echo 1 > /proc/sys/net/ipv6/conf/vif5.0/accept_ra",
+                "nft delete table netdev xen-vif-vif5.0",
+                "conntrack -D --orig-src 10.0.0.5; conntrack -D --orig-dst 10.0.0.5; \
+                 conntrack -D --orig-src 10.0.1.0/24; conntrack -D --orig-dst 10.0.1.0/24; \
+                 conntrack -D --orig-src 2001:db8::5; conntrack -D --orig-dst 2001:db8::5",
+            ]
+        );
+        // In bridge mode dom0 pins nothing, so it removes nothing.
+        let mut bridged = h.clone();
+        bridged.mode = Mode::Bridge;
+        assert!(
+            !text(&plan_offline(&o, &bridged, Some(&netback(false))))
+                .iter()
+                .any(|s| s.starts_with("ip neigh"))
+        );
     }
 }

@@ -14,13 +14,13 @@ use std::net::{IpAddr, Ipv4Addr};
 use anyhow::{Result, bail};
 
 use super::route::{address_step, has_route, host_route, sysctl_step};
-use super::{down_and_rename, filter, find_device, require_device};
+use super::{Vif, filter, observe_vif};
 use crate::addr::{GuestAddr, nat_router_address};
 use crate::config;
 use crate::dhcp_hosts::{self, Entry, Files};
 use crate::ifname::IfName;
 use crate::invocation::{DeviceId, Hotplug, TypeIf};
-use crate::netlink::{Address, Link, Netlink, RT_TABLE_MAIN, Route};
+use crate::netlink::{Link, Netlink, RT_TABLE_MAIN, Route};
 use crate::plan::Step;
 use crate::sysctl;
 
@@ -47,20 +47,13 @@ fn guest_ipv4(hp: &Hotplug) -> Result<Ipv4Addr> {
 /// What the kernel (and the DHCP files) have for this vif.
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
-    /// The device as it is now.
-    pub link: Option<Link>,
-    /// The rename to `vifname` (with the link-down it needs), and whether those take the link
-    /// down.
-    pub rename: Vec<Step>,
-    pub rename_downs: bool,
-    pub addresses: Vec<Address>,
+    /// The device, its addresses and the filter's state.
+    pub vif: Vif,
     /// IPv4 routes of the main table over the device.
     pub routes: Vec<Route>,
     /// `proxy_arp` of the device, and what a new interface gets.
     pub proxy_arp: String,
     pub proxy_arp_default: String,
-    /// The anti-spoofing filter's steps (its own observe and plan).
-    pub filter: Vec<Step>,
     /// The DHCP files, when configured, and whether they hold this guest's entry as wanted
     /// (online) or anything under its name (offline).
     pub dhcp: Option<Files>,
@@ -91,11 +84,11 @@ pub fn dhcp_entry(hp: &Hotplug) -> Result<Entry> {
 }
 
 pub fn observe(nl: &mut Netlink, hp: &Hotplug) -> Result<Observed> {
-    let link = if hp.command.is_up() && hp.type_if == TypeIf::Vif {
-        Some(require_device(nl, hp)?)
-    } else {
-        find_device(nl, hp)?
-    };
+    let vif = observe_vif(nl, hp)?;
+    if hp.command.is_up() && hp.type_if == TypeIf::Vif {
+        // Before the DHCP entry's own complaints.
+        vif.require(hp)?;
+    }
     let mut o = Observed {
         proxy_arp_default: super::route::proxy_arp_default(),
         dhcp: dhcp_files(),
@@ -103,10 +96,7 @@ pub fn observe(nl: &mut Netlink, hp: &Hotplug) -> Result<Observed> {
     };
     if hp.type_if == TypeIf::Tap {
         // The stock script leaves the emulated NIC's tap alone (bar the rename).
-        if let (true, Some(l)) = (hp.command.is_up(), &link) {
-            (o.rename, o.rename_downs) = down_and_rename(nl, hp, l, false)?;
-        }
-        o.link = link;
+        o.vif = vif;
         return Ok(o);
     }
     if let Some(files) = &o.dhcp {
@@ -116,24 +106,15 @@ pub fn observe(nl: &mut Netlink, hp: &Hotplug) -> Result<Observed> {
             dhcp_hosts::has_name(files, &host_name(hp.id))?
         };
     }
-    let Some(l) = &link else {
-        o.filter = filter::offline(nl, hp, None)?;
-        return Ok(o);
-    };
-    if hp.command.is_up() {
-        (o.rename, o.rename_downs) = down_and_rename(nl, hp, l, false)?;
-        o.filter = filter::online(nl, hp, l)?;
-    } else {
-        o.filter = filter::offline(nl, hp, Some(l))?;
+    if let Some(l) = vif.device(hp) {
+        o.routes = nl.routes(false, Some(l.index))?;
+        // The conf directory moves with a rename: read it under the current name.
+        o.proxy_arp = IfName::new(&l.name)
+            .ok()
+            .and_then(|n| sysctl::read(&sysctl::ipv4_conf(&n, "proxy_arp")).ok())
+            .unwrap_or_else(|| "0".into());
     }
-    o.addresses = nl.addresses(Some(l.index))?;
-    o.routes = nl.routes(false, Some(l.index))?;
-    // The conf directory moves with a rename: read it under the current name.
-    o.proxy_arp = IfName::new(&l.name)
-        .ok()
-        .and_then(|n| sysctl::read(&sysctl::ipv4_conf(&n, "proxy_arp")).ok())
-        .unwrap_or_else(|| "0".into());
-    o.link = link;
+    o.vif = vif;
     Ok(o)
 }
 
@@ -151,17 +132,19 @@ fn guest_route(hp: &Hotplug, index: u32) -> Result<Route> {
 /// online: the link up, the router address on it, the route to the guest, proxy ARP, and the
 /// DHCP entry — in the stock script's order (a route's device must be up, its source local).
 pub fn plan_online(o: &Observed, hp: &Hotplug) -> Result<Vec<Step>> {
-    let mut steps = o.rename.clone();
     if hp.type_if == TypeIf::Tap {
-        if let (Some(link), true) = (&o.link, o.rename_downs) {
+        let Some(link) = o.vif.device(hp) else {
+            return Ok(Vec::new());
+        };
+        let (mut steps, downs) = o.vif.down_and_rename(hp, link, false)?;
+        if downs {
             steps.push(up(link, hp, true));
         }
         return Ok(steps);
     }
-    let Some(link) = &o.link else {
-        bail!("device {} does not exist", hp.kernel_name);
-    };
-    steps.extend(o.filter.iter().cloned());
+    let link = o.vif.require(hp)?;
+    let (mut steps, rename_downs) = o.vif.down_and_rename(hp, link, false)?;
+    steps.extend(filter::plan_online(&o.vif.filter, hp, link));
     // `ip link set dev VIF up arp on`, as stock: proxy ARP answers on the vif.
     if link.noarp {
         steps.push(Step::SetArp {
@@ -170,13 +153,13 @@ pub fn plan_online(o: &Observed, hp: &Hotplug) -> Result<Vec<Step>> {
             on: true,
         });
     }
-    if !link.up || o.rename_downs {
+    if !link.up || rename_downs {
         steps.push(up(link, hp, true));
     }
     let name = hp.wanted_name.to_string();
     let router = nat_router_address(guest_ipv4(hp)?);
     steps.extend(address_step(
-        &o.addresses,
+        &o.vif.addresses,
         link.index,
         &name,
         IpAddr::V4(router),
@@ -224,8 +207,8 @@ pub fn plan_offline(o: &Observed, hp: &Hotplug) -> Result<Vec<Step>> {
             name: host_name(hp.id),
         });
     }
-    let Some(link) = &o.link else {
-        steps.extend(o.filter.iter().cloned());
+    let Some(link) = o.vif.device(hp) else {
+        steps.extend(filter::plan_offline(&o.vif.filter, hp, None));
         return Ok(steps);
     };
     // No address (online refused it): no route or router address can have been added.
@@ -244,6 +227,7 @@ pub fn plan_offline(o: &Observed, hp: &Hotplug) -> Result<Vec<Step>> {
         });
     }
     for a in o
+        .vif
         .addresses
         .iter()
         .filter(|a| Some(a.ip) == router && a.prefix_len == 32)
@@ -267,7 +251,7 @@ pub fn plan_offline(o: &Observed, hp: &Hotplug) -> Result<Vec<Step>> {
             up: false,
         });
     }
-    steps.extend(o.filter.iter().cloned());
+    steps.extend(filter::plan_offline(&o.vif.filter, hp, Some(link)));
     Ok(steps)
 }
 
@@ -285,6 +269,16 @@ mod tests {
 
     use super::*;
     use crate::invocation::{Command, Mode};
+    use crate::netlink::Address;
+
+    /// The vif as observed: `link` under netback's name, with `addresses`.
+    fn device(link: Link, addresses: Vec<Address>) -> Vif {
+        Vif {
+            at_kernel_name: Some(link),
+            addresses,
+            ..Default::default()
+        }
+    }
 
     fn id(domid: u32, devid: u32) -> DeviceId {
         DeviceId { domid, devid }
@@ -339,7 +333,7 @@ mod tests {
     #[test]
     fn online_on_a_fresh_vif() {
         let o = Observed {
-            link: Some(vif(false)),
+            vif: device(vif(false), Vec::new()),
             proxy_arp: "0".into(),
             proxy_arp_default: "0".into(),
             ..Default::default()
@@ -360,7 +354,7 @@ mod tests {
         let mut link = vif(false);
         link.noarp = true;
         let o = Observed {
-            link: Some(link),
+            vif: device(link, Vec::new()),
             proxy_arp: "1".into(),
             ..Default::default()
         };
@@ -378,8 +372,10 @@ mod tests {
             options: Some(PathBuf::from("/run/xen-vif-dhcp/options")),
             pid_file: None,
         };
+        let mut link = vif(false);
+        link.name = "vif5.1".into();
         let o = Observed {
-            link: Some(vif(false)),
+            vif: device(link, Vec::new()),
             proxy_arp: "0".into(),
             dhcp: Some(files),
             ..Default::default()
@@ -408,9 +404,11 @@ mod tests {
         // The kernel reports the metric of a route added without one as 0.
         route.metric = Some(0);
         let o = Observed {
-            addresses: vec![Address::new(7, "10.0.5.128".parse().unwrap(), 32)],
+            vif: device(
+                link,
+                vec![Address::new(7, "10.0.5.128".parse().unwrap(), 32)],
+            ),
             routes: vec![route],
-            link: Some(link),
             proxy_arp: "1".into(),
             dhcp: Some(Files {
                 hosts: "/h".into(),
@@ -429,9 +427,11 @@ mod tests {
         let link = vif(true);
         let route = guest_route(&h, link.index).unwrap();
         let o = Observed {
-            addresses: vec![Address::new(7, "10.0.5.128".parse().unwrap(), 32)],
+            vif: device(
+                link,
+                vec![Address::new(7, "10.0.5.128".parse().unwrap(), 32)],
+            ),
             routes: vec![route],
-            link: Some(link),
             proxy_arp: "1".into(),
             proxy_arp_default: "0".into(),
             dhcp: Some(Files {
@@ -440,7 +440,6 @@ mod tests {
                 pid_file: None,
             }),
             dhcp_present: true,
-            ..Default::default()
         };
         assert_eq!(
             text(&plan_offline(&o, &h).unwrap()),
@@ -450,14 +449,18 @@ mod tests {
                 "ip address del 10.0.5.128/32 dev vif5.0",
                 "echo 0 > /proc/sys/net/ipv4/conf/vif5.0/proxy_arp",
                 "ip link set vif5.0 down",
+                "conntrack -D --orig-src 10.0.5.1; conntrack -D --orig-dst 10.0.5.1",
             ]
         );
-        // Gone: only the DHCP entry is left to remove.
+        // Gone, and the DHCP entry too: only the guest's connections are left to forget.
         let gone = Observed {
             dhcp_present: false,
             ..Default::default()
         };
-        assert!(plan_offline(&gone, &h).unwrap().is_empty());
+        assert_eq!(
+            text(&plan_offline(&gone, &h).unwrap()),
+            ["conntrack -D --orig-src 10.0.5.1; conntrack -D --orig-dst 10.0.5.1"]
+        );
     }
 
     #[test]
@@ -465,7 +468,7 @@ mod tests {
         let mut h = hp(Command::Add, 0, None);
         h.type_if = TypeIf::Tap;
         let o = Observed {
-            link: Some(vif(false)),
+            vif: device(vif(false), Vec::new()),
             ..Default::default()
         };
         assert!(plan_online(&o, &h).unwrap().is_empty());

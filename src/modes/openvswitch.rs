@@ -2,15 +2,16 @@
 //! tag and trunks of `bridge=BR[.TAG][:TRUNK...]` (or of libxl's `vlan` key) and the guest's
 //! identity in its interface's external-ids, as the stock script sets them.
 //!
-//! observe (the OVSDB and xenstore into [`Observed`]) → plan (pure, [`plan_port`]) for the
-//! OVSDB part; the kernel part (name, MAC, addresses, MTU) is bridge mode's [`prepare_port`].
+//! observe (the vif as every mode reads it, [`Vif`]; the OVSDB and xenstore into [`Observed`])
+//! → plan (pure: [`plan_online`], with [`plan_port`] for the OVSDB part); the kernel part (name,
+//! MAC, addresses, MTU) is bridge mode's [`prepare_port`].
 
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
 
 use super::bridge::prepare_port;
-use super::{find_device, require_device};
+use super::{Vif, observe_vif};
 use crate::invocation::Hotplug;
 use crate::log;
 use crate::netlink::Netlink;
@@ -147,17 +148,30 @@ pub fn observe(store: &dyn Store, hp: &Hotplug, name: &str) -> Result<Observed> 
 }
 
 pub fn online(nl: &mut Netlink, store: &dyn Store, hp: &Hotplug) -> Result<Vec<Step>> {
-    let link = require_device(nl, hp)?;
-    let name = hp.wanted_name.to_string();
-    let obs = observe(store, hp, &name)?;
-    let ovs = plan_port(&obs, hp, &name)?;
+    let vif = observe_vif(nl, hp)?;
+    vif.require(hp)?;
+    let obs = observe(store, hp, hp.wanted_name.as_str())?;
     // The bridge's MTU, as bridge mode takes it: the kernel device of its internal port.
     let bridge_mtu = match &hp.bridge {
         Some(b) => nl.link_by_name(b.as_str())?.map(|l| l.mtu),
         None => None,
     };
+    plan_online(&vif, &obs, bridge_mtu, hp)
+}
+
+/// online: the OVSDB change decided first (a bad bridge or VLAN refuses before anything), the
+/// port prepared as bridge mode does, then up, then the port joins. Pure.
+pub fn plan_online(
+    vif: &Vif,
+    obs: &Observed,
+    bridge_mtu: Option<u32>,
+    hp: &Hotplug,
+) -> Result<Vec<Step>> {
+    let link = vif.require(hp)?;
+    let name = hp.wanted_name.to_string();
+    let ovs = plan_port(obs, hp, &name)?;
     let mtu = hp.mtu.or(bridge_mtu).unwrap_or(link.mtu);
-    let (mut steps, needs_down) = prepare_port(nl, hp, &link, mtu)?;
+    let (mut steps, needs_down) = prepare_port(vif, hp, link, mtu)?;
     // Up before the port joins (stock: after): undone newest first, the port then leaves
     // before the link goes down. ovs-vswitchd, when it lets a port go, writes back the link's
     // flags as it last saw them, and could bring up again a link taken down just before.
@@ -177,10 +191,9 @@ pub fn online(nl: &mut Netlink, store: &dyn Store, hp: &Hotplug) -> Result<Vec<S
 /// take the link down: in this order, as the change waits for ovs-vswitchd to let the port go
 /// (see `online`).
 pub fn offline(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
-    let link = find_device(nl, hp)?;
-    let name = link
-        .as_ref()
-        .map_or_else(|| hp.wanted_name.to_string(), |l| l.name.clone());
+    let vif = observe_vif(nl, hp)?;
+    let link = vif.device(hp);
+    let name = link.map_or_else(|| hp.wanted_name.to_string(), |l| l.name.clone());
     let mut steps = Vec::new();
     match Ovsdb::connect().and_then(|mut db| db.port(&name)) {
         Ok(Some(port)) => steps.push(Step::OvsDelPort {
@@ -192,7 +205,7 @@ pub fn offline(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
             "{name}: {e:#}; leaving any Open vSwitch port to the administrator"
         )),
     }
-    if let Some(l) = link.as_ref().filter(|l| l.up) {
+    if let Some(l) = link.filter(|l| l.up) {
         steps.push(Step::SetUp {
             index: l.index,
             name,
@@ -200,7 +213,7 @@ pub fn offline(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
         });
     }
     // The anti-spoofing chain and its hygiene go as in every mode.
-    steps.extend(super::filter::offline(nl, hp, link.as_ref())?);
+    steps.extend(super::filter::plan_offline(&vif.filter, hp, link));
     Ok(steps)
 }
 
@@ -365,5 +378,24 @@ mod tests {
             old: None,
         };
         assert_eq!(del.to_string(), "ovs-vsctl --if-exists del-port vif5.0");
+    }
+
+    #[test]
+    fn golden_online_comes_up_before_the_port_joins() {
+        use crate::modes::fixture::{netback, text, vif};
+        let h = hp("ovsbr0", tagged(10, &[]), None);
+        let steps = plan_online(&vif(netback(false)), &observed(None), Some(9000), &h).unwrap();
+        assert_eq!(
+            text(&steps),
+            [
+                "ip link set vif5.0 address fe:ff:ff:ff:ff:ff",
+                "ip link set vif5.0 mtu 9000",
+                "ip link set vif5.0 up",
+                "ovs-vsctl -- --if-exists del-port vif5.0 -- add-port ovsbr0 vif5.0 tag=10 -- set \
+                 interface vif5.0 'external-ids:\"attached-mac\"=\"00:16:3e:00:00:01\"' \
+                 'external-ids:\"xen-vm-name\"=\"web\"'",
+                "xenstore-write /local/domain/5/device/vif/0/mtu 9000",
+            ]
+        );
     }
 }

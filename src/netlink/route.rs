@@ -23,9 +23,9 @@ pub struct Route {
     pub src: Option<IpAddr>,
     pub metric: Option<u32>,
     pub table: u32,
-    pub protocol: u8,
-    pub scope: u8,
-    pub kind: u8,
+    pub protocol: RouteProtocol,
+    pub scope: RouteScope,
+    pub kind: RouteType,
 }
 
 impl Route {
@@ -39,9 +39,9 @@ impl Route {
             src: None,
             metric: None,
             table: RT_TABLE_MAIN,
-            protocol: u8::from(RouteProtocol::Boot),
-            scope: u8::from(RouteScope::Link),
-            kind: u8::from(RouteType::Unicast),
+            protocol: RouteProtocol::Boot,
+            scope: RouteScope::Link,
+            kind: RouteType::Unicast,
         }
     }
 
@@ -54,9 +54,9 @@ impl Route {
         } else {
             252
         };
-        m.header.protocol = RouteProtocol::from(self.protocol);
-        m.header.scope = RouteScope::from(self.scope);
-        m.header.kind = RouteType::from(self.kind);
+        m.header.protocol = self.protocol;
+        m.header.scope = self.scope;
+        m.header.kind = self.kind;
         m.attributes.push(RouteAttribute::Table(self.table));
         if self.prefix_len > 0 {
             m.attributes
@@ -116,9 +116,9 @@ impl Netlink {
                 src: None,
                 metric: None,
                 table: u32::from(r.header.table),
-                protocol: r.header.protocol.into(),
-                scope: r.header.scope.into(),
-                kind: r.header.kind.into(),
+                protocol: r.header.protocol,
+                scope: r.header.scope,
+                kind: r.header.kind,
             };
             let mut via_oif = oif.is_none();
             for attr in r.attributes {
@@ -166,9 +166,7 @@ impl Netlink {
                 .routes(v6, None)?
                 .into_iter()
                 .filter(|r| {
-                    r.prefix_len == 0
-                        && r.table == RT_TABLE_MAIN
-                        && r.kind == u8::from(RouteType::Unicast)
+                    r.prefix_len == 0 && r.table == RT_TABLE_MAIN && r.kind == RouteType::Unicast
                 })
                 .find_map(|r| r.oif);
             if let Some(i) = oif {

@@ -414,7 +414,7 @@ mod tests {
         let mut secondary = addr(2, "10.0.0.3", 24);
         secondary.flags |= SECONDARY;
         let mut kernel = route(2, "10.0.0.0", 24, None);
-        kernel.protocol = u8::from(netlink_packet_route::route::RouteProtocol::Kernel);
+        kernel.protocol = crate::netlink::RouteProtocol::Kernel;
         Observed {
             addresses: vec![
                 secondary,

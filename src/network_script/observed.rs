@@ -5,10 +5,9 @@ use std::collections::BTreeMap;
 use std::fs;
 
 use anyhow::{Result, anyhow};
-use netlink_packet_route::route::{RouteProtocol, RouteType};
 
 use super::state::{LinkId, Record, State};
-use crate::netlink::{Address, Link, Netlink, PortVlan, Route};
+use crate::netlink::{Address, Link, Netlink, PortVlan, Route, RouteProtocol, RouteType};
 use crate::nftables::{self, ChainState, Nfnetlink};
 use crate::plan::Step;
 use crate::sysctl;
@@ -192,12 +191,12 @@ impl FreeIndexes {
 
 /// A unicast route: what a host's routes through a device are (not local, broadcast, ...).
 pub fn is_unicast(r: &Route) -> bool {
-    r.kind == u8::from(RouteType::Unicast)
+    r.kind == RouteType::Unicast
 }
 
 /// A route the kernel derives from an address: it follows the address by itself.
 pub fn is_kernel_route(r: &Route) -> bool {
-    r.protocol == u8::from(RouteProtocol::Kernel)
+    r.protocol == RouteProtocol::Kernel
 }
 
 /// Whether `have` is `want`: the same destination, table, metric, gateway and device. What
@@ -221,7 +220,7 @@ pub fn updown(l: &Link) -> &'static str {
 pub mod fixture {
     use super::super::{Instance, Start};
     use super::*;
-    use crate::netlink::NewLink;
+    use crate::netlink::{NewLink, RouteScope};
     use crate::plan::Step;
 
     pub fn link(index: u32, name: &str, up: bool) -> Link {
@@ -251,7 +250,7 @@ pub mod fixture {
         let mut r = Route::via_dev(dst.parse().unwrap(), len, oif);
         r.gateway = via.map(|g| g.parse().unwrap());
         if r.gateway.is_some() {
-            r.scope = 0;
+            r.scope = RouteScope::Universe;
         }
         r
     }
@@ -506,8 +505,8 @@ mod tests {
         let want = route(3, "192.168.5.0", 24, Some("10.0.0.1"));
         let mut have = want.clone();
         // Filled in by the kernel: the same route.
-        have.protocol = u8::from(RouteProtocol::Kernel);
-        have.scope = 200;
+        have.protocol = RouteProtocol::Kernel;
+        have.scope = crate::netlink::RouteScope::Host;
         have.src = Some("10.0.0.2".parse().unwrap());
         assert!(same_route(&have, &want));
         let others = [

@@ -20,7 +20,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use nix::fcntl::Flock;
 
 use crate::ifname::IfName;
-use crate::netlink::{Address, Route};
+use crate::netlink::{Address, Route, RouteProtocol, RouteScope, RouteType};
 
 const VERSION: &str = "1";
 
@@ -271,9 +271,9 @@ impl Record {
                 set("dst", &rt.dst);
                 set("len", &rt.prefix_len);
                 set("table", &rt.table);
-                set("proto", &rt.protocol);
-                set("scope", &rt.scope);
-                set("type", &rt.kind);
+                set("proto", &u8::from(rt.protocol));
+                set("scope", &u8::from(rt.scope));
+                set("type", &u8::from(rt.kind));
                 if let Some(o) = rt.oif {
                     set("oif", &o);
                 }
@@ -398,9 +398,9 @@ impl Record {
                     src: f.opt_num("src")?,
                     metric: f.opt_num("metric")?,
                     table: f.num("table")?,
-                    protocol: f.num("proto")?,
-                    scope: f.num("scope")?,
-                    kind: f.num("type")?,
+                    protocol: RouteProtocol::from(f.num::<u8>("proto")?),
+                    scope: RouteScope::from(f.num::<u8>("scope")?),
+                    kind: RouteType::from(f.num::<u8>("type")?),
                 })
             }
             "created" => Record::Created(f.link()?),
