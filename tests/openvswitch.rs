@@ -384,3 +384,36 @@ fn a_port_moves_to_the_bridge_the_backend_names_now() {
     assert_ok(&offline(&sb, &ovs, 5));
     assert!(ovs.ports("ovsbr1").is_empty());
 }
+
+#[test]
+fn the_emulated_nics_tap_joins_and_leaves_the_switch_with_its_filter() {
+    let Some((sb, ovs)) = guest("ovs-tap", "ovsbr0.10", &[]) else {
+        return;
+    };
+    // qemu's tap for the HVM guest's emulated NIC, beside its PV vif.
+    sb.netback_vif("vif5.0-emu", "t5.0");
+    let mut env = sb.libxl_env("vif-openvswitch", 5, 0);
+    env.extend(ovs.env());
+    env.push(("INTERFACE".into(), "vif5.0-emu".into()));
+    assert_ok(&sb.run("vif-openvswitch", &["add", "type_if=tap"], &env));
+    assert_eq!(ovs.ports("ovsbr0"), ["vif5.0-emu"]);
+    assert_eq!(ovs.get("port", "vif5.0-emu", "tag").as_deref(), Some("10"));
+    assert!(
+        ovs.get("interface", "vif5.0-emu", "external_ids")
+            .unwrap()
+            .contains("xen-vm-name=guest5"),
+    );
+    assert!(sb.is_up("vif5.0-emu"));
+    // The tap has its own filter; it reports nothing to xenstore (the vif does that).
+    let tables = stdout(&sb.sh("nft list tables netdev"));
+    assert!(tables.contains("xen-vif-vif5.0-emu"), "{tables}");
+    assert_eq!(hotplug(&sb, "hotplug-status").as_deref(), Some(""));
+    assert_eq!(sb.xs.read("/local/domain/5/device/vif/0/mtu"), None);
+    // The PV vif beside it, then the tap goes: the vif's port stays.
+    assert_ok(&online(&sb, &ovs, 5));
+    assert_ok(&sb.run("vif-openvswitch", &["remove", "type_if=tap"], &env));
+    assert_eq!(ovs.ports("ovsbr0"), ["vif5.0"]);
+    let tables = stdout(&sb.sh("nft list tables netdev"));
+    assert!(!tables.contains("xen-vif-vif5.0-emu"), "{tables}");
+    assert!(tables.contains("xen-vif-vif5.0"), "{tables}");
+}
