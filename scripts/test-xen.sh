@@ -14,9 +14,14 @@ vm_host_deps
 [ "${XEN_VIF_SKIP_BUILD:-}" = 1 ] || cargo build --release --workspace --locked --quiet
 scripts/check-static.sh "$REL/xen-vif" >/dev/null
 
-dom0_modules=(xen-privcmd xenfs xen-evtchn xen-gntdev xen-gntalloc xen-netback bridge 8021q dummy nf_tables)
+# veth and the nf_tables NAT modules (with nf_conntrack and nf_nat): checks/80-nat.sh;
+# nf_conntrack_netlink: offline forgets a guest's connections over ctnetlink (as on any dom0,
+# where the kernel loads it on first use).
+dom0_modules=(xen-privcmd xenfs xen-evtchn xen-gntdev xen-gntalloc xen-netback bridge 8021q dummy nf_tables
+    veth nft_chain_nat nft_masq nf_conntrack_netlink)
 domu_modules=(xen-netfront)
-dom0_pkgs=kmod,iproute2,iputils-ping,procps,jq,xen-utils-4.17,xenstore-utils,xen-hypervisor-4.17-amd64
+# nftables: the checks read the rulesets (and the NAT check's outside counts with it).
+dom0_pkgs=kmod,iproute2,iputils-ping,procps,jq,nftables,xen-utils-4.17,xenstore-utils,xen-hypervisor-4.17-amd64
 kpkg=$(vm_kernel_pkg)
 [ -n "$kpkg" ] || vm_die "cannot tell which kernel linux-image-amd64 depends on"
 kdir=$(vm_unpack "$kpkg")

@@ -847,8 +847,8 @@ impl Step {
                     // No nfnetlink: no connection tracking either.
                     Err(e) if nftables::is_unsupported(&e) => {}
                     // Hygiene, not the teardown itself: the entries time out on their own, and
-                    // a guest going away must not be held up by them (Debian 12's 6.1 kernel
-                    // answers some deletions with EINVAL). Said, not hidden.
+                    // a guest going away must not be held up by them (e.g. a kernel with
+                    // conntrack but no nf_conntrack_netlink). Said, not hidden.
                     Err(e) => log::warn(&format!("{self}: {e}; the entries will time out")),
                 }
                 None

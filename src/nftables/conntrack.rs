@@ -5,6 +5,8 @@ use std::net::IpAddr;
 
 use nix::errno::Errno;
 
+use crate::netlink::NetlinkError;
+
 use super::rules::Prefix;
 use super::socket::{Msg, NLM_F_ACK, NLM_F_DUMP, Nfnetlink, Result, attrs};
 
@@ -50,13 +52,32 @@ fn orig_addrs(tuple: &[u8]) -> Vec<IpAddr> {
     out
 }
 
+/// Whether this namespace's conntrack count (`nf_conntrack_count`, None when the file is absent)
+/// says there is nothing to delete: no conntrack in the kernel at all, or no entry here.
+/// (Asking ctnetlink without conntrack would also make the kernel load both modules.)
+fn nothing_tracked(count: Option<&str>) -> bool {
+    count.is_none_or(|c| c.trim() == "0")
+}
+
+/// nfnetlink answers EINVAL for a subsystem it does not have: conntrack without ctnetlink
+/// (`nf_conntrack_netlink` neither loaded nor loadable). Say so rather than "invalid argument".
+fn name_missing_ctnetlink(e: NetlinkError) -> NetlinkError {
+    if e.errno != Errno::EINVAL || e.message.is_some() {
+        return e;
+    }
+    NetlinkError {
+        message: Some("the kernel has no ctnetlink (nf_conntrack_netlink)".into()),
+        ..e
+    }
+}
+
 impl Nfnetlink {
     /// Delete every conntrack entry whose original source or destination is in `prefixes`.
     /// Returns how many went. A kernel without conntrack has none to delete.
     pub fn delete_conntrack(&mut self, prefixes: &[Prefix]) -> Result<usize> {
         // A dump walks the whole conntrack hash table (shared by every namespace, sized by
         // memory: milliseconds), so skip it when this namespace tracks nothing.
-        if std::fs::read_to_string(CONNTRACK_COUNT).is_ok_and(|c| c.trim() == "0") {
+        if nothing_tracked(std::fs::read_to_string(CONNTRACK_COUNT).ok().as_deref()) {
             return Ok(0);
         }
         let mut deleted = 0;
@@ -64,7 +85,7 @@ impl Nfnetlink {
         let entries = match self.dump(|| Msg::new(ct_type(IPCTNL_MSG_CT_GET), NLM_F_DUMP, 0, 0)) {
             Ok(e) => e,
             Err(e) if super::is_unsupported(&e) => return Ok(0),
-            Err(e) => return Err(e),
+            Err(e) => return Err(name_missing_ctnetlink(e)),
         };
         for entry in entries {
             let family = entry.payload.first().copied().unwrap_or(0);
@@ -94,5 +115,35 @@ impl Nfnetlink {
             }
         }
         Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_to_delete_without_conntrack_or_without_entries() {
+        assert!(nothing_tracked(None));
+        assert!(nothing_tracked(Some("0\n")));
+        assert!(!nothing_tracked(Some("3\n")));
+    }
+
+    #[test]
+    fn einval_from_the_dump_names_the_missing_module() {
+        let e = name_missing_ctnetlink(NetlinkError {
+            errno: Errno::EINVAL,
+            message: None,
+        });
+        assert_eq!(
+            e.to_string(),
+            "Invalid argument (EINVAL: Invalid argument): the kernel has no ctnetlink \
+             (nf_conntrack_netlink)"
+        );
+        let other = name_missing_ctnetlink(NetlinkError {
+            errno: Errno::EPERM,
+            message: None,
+        });
+        assert_eq!((other.errno, other.message), (Errno::EPERM, None));
     }
 }
