@@ -594,3 +594,57 @@ fn concurrent_onlines_keep_every_dhcp_entry() {
     assert_eq!(fs::read_to_string(&hosts).unwrap(), "");
     assert_eq!(fs::read_to_string(&opts).unwrap(), "");
 }
+
+/// The DHCP server's pid file steers a SIGHUP from root: one owned by an unprivileged user may
+/// only name that user's own process (dnsmasq hands its pid file to the user it drops to). One
+/// that names root's process is refused, nothing is signalled, and the online is undone.
+#[test]
+fn a_pid_file_of_another_user_cannot_make_root_signal_its_process() {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    let Some(sb) = Sandbox::new("nat-pid") else {
+        return;
+    };
+    let dir = sb.path("dhcp");
+    fs::create_dir_all(&dir).unwrap();
+    let pid_file = dir.join("dnsmasq.pid");
+    // Root's process, which would die of a SIGHUP it does not handle.
+    let mut victim = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    fs::write(&pid_file, format!("{}\n", victim.id())).unwrap();
+    fs::set_permissions(&pid_file, fs::Permissions::from_mode(0o644)).unwrap();
+    chown(&pid_file, Some(65534), Some(65534)).unwrap();
+    let cfg = sb.etc_dir().join("xen");
+    fs::create_dir_all(&cfg).unwrap();
+    fs::write(
+        cfg.join("xen-vif.toml"),
+        format!(
+            "nat_dhcp_hosts = \"{}\"\nnat_dhcp_pid_file = \"{}\"\n",
+            dir.join("hosts").display(),
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    let _g = guest(&sb, 0, None, "00:16:3e:00:00:05");
+    let before = sb.snapshot();
+    let o = sb.run(
+        "vif-nat",
+        &["online", "type_if=vif"],
+        &sb.libxl_env("vif-nat", 5, 0),
+    );
+    assert_fails(&o);
+    let he = sb.xs.read(&format!("{BE}/0/hotplug-error")).unwrap();
+    assert!(
+        he.contains("is owned by uid 65534 but names process") && he.contains("of another user"),
+        "{he}"
+    );
+    assert_eq!(sb.snapshot(), before);
+    assert_eq!(
+        victim.try_wait().unwrap(),
+        None,
+        "the process was signalled"
+    );
+    let _ = victim.kill();
+    let _ = victim.wait();
+}
