@@ -939,3 +939,21 @@ fn syslog_gets_daemon_lines_with_the_script_as_ident() {
         "{lines:#?}"
     );
 }
+
+#[test]
+fn nat_hooks_get_the_stock_default_ip_with_its_prefix() {
+    let Some(sb) = guest("nathook", &[("script", "/etc/xen/scripts/vif-nat")]) else {
+        return;
+    };
+    recording_hook(&sb, "50-record.hook", &sb.path("hook-env"));
+    assert_ok(&sb.online("vif-nat", 5, 0));
+    let env = env_file(&sb.path("hook-env.online"));
+    // Stock vif-nat sets `ip` to its derived default, with the /16 it puts on nothing.
+    assert_eq!(env.get("ip").map(String::as_str), Some("10.0.5.1/16"));
+    assert_eq!(env.get("dev").map(String::as_str), Some("vif5.0"));
+    assert_eq!(env.get("bridge"), None, "{env:?}");
+    assert_ok(&sb.offline("vif-nat", 5, 0));
+    let env = env_file(&sb.path("hook-env.offline"));
+    assert_eq!(env.get("command").map(String::as_str), Some("offline"));
+    assert_eq!(env.get("ip").map(String::as_str), Some("10.0.5.1/16"));
+}
