@@ -1,7 +1,9 @@
 //! The vif modes. Each reads what it needs into a plain struct (`observe`; [`Vif`] is what every
 //! mode reads about the vif), then plans from it purely (`plan_online`, `plan_offline`: golden
-//! tests beside each); `online`/`offline` are the two together. Nothing here reads argv or the
-//! environment (that is `invocation`), and nothing here changes the kernel (`plan`).
+//! tests beside each); `online`/`offline` are the two together. A run observes once: [`observe`]
+//! gives the mode's [`Observed`], which [`plan_observed`] plans from and the hooks' variables and
+//! `status` are read from. Nothing here reads argv or the environment (that is `invocation`),
+//! and nothing here changes the kernel (`plan`).
 
 pub mod bridge;
 pub mod filter;
