@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 
 use crate::invocation::{Hotplug, Mode, TypeIf};
-use crate::modes::{bridge, route};
-use crate::netlink::Netlink;
+use crate::modes::Observed;
 use crate::trust;
 
 /// What runs each hook, as the stock scripts' `.` ran them in their own shell.
@@ -97,15 +96,16 @@ pub fn find(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(hooks)
 }
 
-/// After an action on `hp`: run the hooks in `dir` (None: hooks are off), if there are any.
-/// Only then are the variables worked out (the bridge and gateway lookups cost netlink calls).
-pub fn run_after(dir: Option<&Path>, nl: &mut Netlink, hp: &Hotplug) -> Result<()> {
+/// After an action on `hp`: run the hooks in `dir` (None: hooks are off), if there are any,
+/// with the variables worked out from what the action observed before it changed anything
+/// (the bridge and the gateway it resolved are the same after the change).
+pub fn run_after(dir: Option<&Path>, observed: &Observed, hp: &Hotplug) -> Result<()> {
     let Some(dir) = dir else { return Ok(()) };
     let hooks = find(dir)?;
     if hooks.is_empty() {
         return Ok(());
     }
-    run_all(&hooks, &vars_for(nl, hp))
+    run_all(&hooks, &vars_for(observed, hp))
 }
 
 /// Run `hooks` in order with `vars`; the first failure stops, like the stock ERR trap.
@@ -118,10 +118,10 @@ pub fn run_all(hooks: &[PathBuf], vars: &Vars) -> Result<()> {
     Ok(())
 }
 
-/// What the stock vif-bridge / vif-route have in their shell when they call the hooks. Lookups
-/// that fail (e.g. the bridge is gone at offline) leave what the caller asked for.
-pub fn vars_for(nl: &mut Netlink, hp: &Hotplug) -> Vars {
-    let name = |n: &crate::ifname::IfName| n.to_string();
+/// What the stock vif-bridge / vif-route have in their shell when they call the hooks, from
+/// what the action observed. What could not be resolved (e.g. the bridge is gone at offline)
+/// leaves what the caller asked for. Pure.
+pub fn vars_for(observed: &Observed, hp: &Hotplug) -> Vars {
     let ip: Vec<String> = hp
         .ip
         .iter()
@@ -143,35 +143,22 @@ pub fn vars_for(nl: &mut Netlink, hp: &Hotplug) -> Vars {
         type_if: hp.type_if.to_string(),
         xenbus_path: hp.backend.clone(),
         // vif-route never sets `bridge` (libxl's default xenbr0 is in every backend).
-        bridge: None,
+        bridge: observed.bridge_name(hp),
         ip: ip.join(" "),
         main_ip: None,
-        netdev: hp.gatewaydev.as_ref().map(name),
+        netdev: hp.gatewaydev.as_ref().map(ToString::to_string),
     };
-    match hp.mode {
-        Mode::Bridge => {
-            vars.bridge = match bridge::resolve_bridge(nl, hp) {
-                Ok(b) => Some(b.name),
-                Err(_) => hp.bridge.as_ref().map(name),
-            };
-        }
-        // The stock vif-nat sets `ip` to its default (`10.D1.D2.N/16`) when none is given.
-        Mode::Nat => {
-            if let Ok(default) = crate::addr::nat_default_address(hp.id.domid, hp.id.devid) {
-                if vars.ip == default.to_string() {
-                    vars.ip = format!("{default}/16");
-                }
+    // The stock vif-nat sets `ip` to its default (`10.D1.D2.N/16`) when none is given.
+    if hp.mode == Mode::Nat {
+        if let Ok(default) = crate::addr::nat_default_address(hp.id.domid, hp.id.devid) {
+            if vars.ip == default.to_string() {
+                vars.ip = format!("{default}/16");
             }
         }
-        Mode::Openvswitch => vars.bridge = hp.bridge.as_ref().map(name),
-        Mode::Route => {
-            if let Ok(gw) = route::gateway_device(nl, hp) {
-                if let Ok((v4, v6)) = route::gateway_addresses(nl, &gw) {
-                    vars.main_ip = v4.or(v6).map(|a| a.to_string());
-                }
-                vars.netdev = Some(gw.name);
-            }
-        }
+    }
+    if let Some((netdev, main_ip)) = observed.gateway() {
+        vars.main_ip = main_ip.map(|a| a.to_string());
+        vars.netdev = Some(netdev);
     }
     vars
 }
@@ -231,6 +218,131 @@ fn kill_group(child: &mut std::process::Child) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::addr::parse_guest_addrs;
+    use crate::invocation::Command;
+    use crate::modes::fixture::{hp, name};
+    use crate::modes::{bridge, nat, openvswitch, route};
+    use crate::netlink::Link;
+
+    fn link(index: u32, name: &str, kind: Option<&str>) -> Link {
+        Link {
+            index,
+            name: name.into(),
+            kind: kind.map(Into::into),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn golden_bridge_vars_name_the_bridge_resolved() {
+        let mut h = hp(Mode::Bridge, Command::Online);
+        h.bridge = Some(name("xenbr0"));
+        h.wanted_name = name("web0");
+        h.ip = parse_guest_addrs("10.0.0.5 192.0.2.0/24").unwrap();
+        // xend's network-bridge named the bridge eth0: the stock script resolves xenbr0 to it.
+        let o = Observed::Bridge(bridge::Observed {
+            bridge: bridge::BridgeCandidates {
+                fallback: Some(link(3, "eth0", Some("bridge"))),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        assert_eq!(
+            vars_for(&o, &h),
+            Vars {
+                command: "online".into(),
+                dev: "web0".into(),
+                vif: Some("vif5.0".into()),
+                type_if: "vif".into(),
+                xenbus_path: "backend/vif/5/0".into(),
+                bridge: Some("eth0".into()),
+                ip: "10.0.0.5 192.0.2.0/24".into(),
+                main_ip: None,
+                netdev: None,
+            }
+        );
+    }
+
+    #[test]
+    fn a_bridge_that_does_not_resolve_leaves_the_callers() {
+        let mut h = hp(Mode::Bridge, Command::Offline);
+        h.bridge = Some(name("xenbr0"));
+        // Gone at offline (or unreadable: no candidates).
+        let o = Observed::Bridge(bridge::Observed::default());
+        assert_eq!(vars_for(&o, &h).bridge.as_deref(), Some("xenbr0"));
+        // Not a bridge: the caller's too.
+        let o = Observed::Bridge(bridge::Observed {
+            bridge: bridge::BridgeCandidates {
+                named: Some(link(3, "xenbr0", Some("dummy"))),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        assert_eq!(vars_for(&o, &h).bridge.as_deref(), Some("xenbr0"));
+        // None named and several bridges: nothing.
+        h.bridge = None;
+        let o = Observed::Bridge(bridge::Observed {
+            bridge: bridge::BridgeCandidates {
+                bridges: vec![
+                    link(3, "br0", Some("bridge")),
+                    link(4, "br1", Some("bridge")),
+                ],
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        assert_eq!(vars_for(&o, &h).bridge, None);
+    }
+
+    #[test]
+    fn route_vars_name_the_gateway_and_its_main_address() {
+        let mut h = hp(Mode::Route, Command::Online);
+        h.bridge = Some(name("xenbr0"));
+        h.gatewaydev = Some(name("eth9"));
+        let mut r = route::Observed {
+            gateway: Some(link(2, "eth1", None)),
+            gateway_v4: Some("192.0.2.1".parse().unwrap()),
+            gateway_v6: Some("2001:db8::1".parse().unwrap()),
+            ..Default::default()
+        };
+        let v = vars_for(&Observed::Route(r.clone()), &h);
+        // libxl's default bridge is in every backend; vif-route has none.
+        assert_eq!(v.bridge, None);
+        assert_eq!(v.netdev.as_deref(), Some("eth1"));
+        assert_eq!(v.main_ip.as_deref(), Some("192.0.2.1"));
+        r.gateway_v4 = None;
+        let v = vars_for(&Observed::Route(r.clone()), &h);
+        assert_eq!(v.main_ip.as_deref(), Some("2001:db8::1"));
+        r.gateway_v6 = None;
+        let v = vars_for(&Observed::Route(r.clone()), &h);
+        assert_eq!((v.netdev.as_deref(), v.main_ip), (Some("eth1"), None));
+        // No gateway device (e.g. gone at offline): the caller's netdev, no main_ip.
+        r.gateway = None;
+        let v = vars_for(&Observed::Route(r), &h);
+        assert_eq!((v.netdev.as_deref(), v.main_ip), (Some("eth9"), None));
+    }
+
+    #[test]
+    fn nat_vars_give_the_default_address_its_16_and_ovs_the_callers_bridge() {
+        let mut h = hp(Mode::Nat, Command::Online);
+        h.bridge = Some(name("xenbr0"));
+        h.ip = parse_guest_addrs("10.0.5.1").unwrap();
+        let o = Observed::Nat(nat::Observed::default());
+        let v = vars_for(&o, &h);
+        assert_eq!((v.ip.as_str(), v.bridge), ("10.0.5.1/16", None));
+        // An address given is left as it is.
+        h.ip = parse_guest_addrs("192.0.2.5").unwrap();
+        assert_eq!(vars_for(&o, &h).ip, "192.0.2.5");
+
+        let mut h = hp(Mode::Openvswitch, Command::Offline);
+        h.bridge = Some(name("ovsbr0"));
+        let o = Observed::Openvswitch(openvswitch::Observed::default());
+        let v = vars_for(&o, &h);
+        assert_eq!(
+            (v.command.as_str(), v.bridge.as_deref()),
+            ("offline", Some("ovsbr0"))
+        );
+    }
 
     #[test]
     fn no_directory_no_hooks() {

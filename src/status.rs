@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 
 use crate::config;
 use crate::invocation::{self, Call, Command, DeviceId, Hotplug, Mode, TypeIf, Words};
-use crate::modes::{filter, find_device};
+use crate::modes::{self, Vif, filter};
 use crate::netlink::Netlink;
 use crate::plan::Step;
 use crate::xenstore::{self, Store, XenStore};
@@ -139,7 +139,19 @@ fn one(store: &dyn Store, nl: &mut Netlink, id: DeviceId) -> Result<VifStatus> {
         }
     };
     st.device = hp.wanted_name.to_string();
-    if let Some(link) = find_device(nl, &hp)? {
+    // One observation for every column and for the differences. One the mode refuses (no
+    // device, the Open vSwitch database unreachable, ...) is a difference: what every mode
+    // reads about the vif is still shown.
+    let observed = modes::observe(nl, store, &hp);
+    let fallback;
+    let vif = match &observed {
+        Ok(o) => o.vif(),
+        Err(_) => {
+            fallback = modes::observe_vif(nl, &hp)?;
+            &fallback
+        }
+    };
+    if let Some(link) = vif.device(&hp) {
         st.state = if link.up { "up" } else { "down" }.into();
         st.mtu = Some(link.mtu);
         st.device = link.name.clone();
@@ -147,9 +159,14 @@ fn one(store: &dyn Store, nl: &mut Netlink, id: DeviceId) -> Result<VifStatus> {
             st.bridge = nl.link_by_index(m)?.map(|b| b.name);
         }
     }
-    st.filter = filter_state(&hp)?;
+    st.filter = filter_state(vif, &hp);
     if mode == Mode::Openvswitch {
-        match crate::ovsdb::Ovsdb::connect().and_then(|mut db| db.port(&st.device)) {
+        // Online observed the port under `vifname`; a device not renamed yet has its own.
+        let port = match &observed {
+            Ok(o) if st.device == hp.wanted_name.as_str() => Ok(o.ovs_port().cloned()),
+            _ => crate::ovsdb::Ovsdb::connect().and_then(|mut db| db.port(&st.device)),
+        };
+        match port {
             Ok(Some(port)) => {
                 st.bridge = port.bridge;
                 let words = port.config.vlan_words();
@@ -165,7 +182,7 @@ fn one(store: &dyn Store, nl: &mut Netlink, id: DeviceId) -> Result<VifStatus> {
             Err(e) => st.differences.push(format!("{e:#}")),
         }
     }
-    match crate::modes::plan(nl, store, &hp) {
+    match observed.and_then(|o| modes::plan_observed(&o, &hp)) {
         Ok(steps) => st.differences.extend(
             steps
                 .iter()
@@ -186,25 +203,25 @@ fn one(store: &dyn Store, nl: &mut Netlink, id: DeviceId) -> Result<VifStatus> {
     Ok(st)
 }
 
-/// One word for the vif's filter.
-fn filter_state(hp: &Hotplug) -> Result<String> {
+/// One word for the vif's filter, from its observed state: `off` (configuration), `-`
+/// (nothing to filter), `missing`, `on` (as wanted) or `stale`. Pure.
+fn filter_state(vif: &Vif, hp: &Hotplug) -> String {
     let name = hp.kernel_name.as_str();
-    let observed = filter::observe(name)?;
     if !hp.antispoof {
-        return Ok("off".into());
+        return "off".into();
     }
     let Some(want) = filter::ruleset(name, hp.wanted_name.as_str(), hp.mac, &hp.ip) else {
-        return Ok("-".into());
+        return "-".into();
     };
-    Ok(match (
-        &observed.chain,
-        filter::plan(&observed, name, Some(&want)).is_empty(),
+    match (
+        &vif.filter.chain,
+        filter::plan(&vif.filter, name, Some(&want)).is_empty(),
     ) {
         (None, _) => "missing",
         (Some(_), true) => "on",
         (Some(_), false) => "stale",
     }
-    .into())
+    .into()
 }
 
 fn json_str(s: &str) -> String {
@@ -374,5 +391,31 @@ mod tests {
         assert_eq!(printable("plain text"), "plain text");
         assert_eq!(printable("a\x1b[2Jb\nc\u{9b}"), "a\\u{1b}[2Jb\\nc\\u{9b}");
         assert_eq!(json_str("a\x1b\u{9b}\"\n"), "\"a\\u001b\\u009b\\\"\\n\"");
+    }
+
+    #[test]
+    fn the_filter_word_comes_from_the_observed_chain() {
+        use crate::addr::parse_guest_addrs;
+        use crate::modes::fixture::hp;
+        use crate::nftables::ChainState;
+        let mut h = hp(Mode::Bridge, Command::Online);
+        let mut vif = Vif::default();
+        assert_eq!(filter_state(&vif, &h), "off");
+        h.antispoof = true;
+        // Neither a MAC nor addresses: nothing to filter.
+        assert_eq!(filter_state(&vif, &h), "-");
+        h.mac = Some([0x00, 0x16, 0x3e, 0, 0, 5]);
+        h.ip = parse_guest_addrs("10.0.0.5").unwrap();
+        assert_eq!(filter_state(&vif, &h), "missing");
+        let want = filter::ruleset("vif5.0", "vif5.0", h.mac, &h.ip).unwrap();
+        vif.filter.table = true;
+        vif.filter.chain = Some(ChainState {
+            devices: vec!["vif5.0".into()],
+            comment: Some(filter::fingerprint(&want)),
+            rules: want.rules.len(),
+        });
+        assert_eq!(filter_state(&vif, &h), "on");
+        vif.filter.chain.as_mut().unwrap().rules += 1;
+        assert_eq!(filter_state(&vif, &h), "stale");
     }
 }

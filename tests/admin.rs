@@ -187,11 +187,26 @@ fn hooks_run_after_the_change_with_the_stock_variables() {
     assert_ok(&sb.offline("vif-bridge", 5, 0));
     let env = env_file(&sb.path("hook-env.offline"));
     assert_eq!(env["command"], "offline");
+    // Resolved as at online (the stock script resolves it for every command).
+    assert_eq!(env.get("bridge").map(String::as_str), Some("xenbr0"));
     assert!(
         !fs::read_to_string(sb.path("hook-env.offline"))
             .unwrap()
             .contains("master")
     );
+}
+
+#[test]
+fn an_offline_hook_gets_the_callers_bridge_when_it_is_gone() {
+    let Some(sb) = guest("hookbrgone", &[]) else {
+        return;
+    };
+    recording_hook(&sb, "50-record.hook", &sb.path("hook-env"));
+    assert_ok(&sb.online("vif-bridge", 5, 0));
+    sb.ip("link del xenbr0");
+    assert_ok(&sb.offline("vif-bridge", 5, 0));
+    let env = env_file(&sb.path("hook-env.offline"));
+    assert_eq!(env.get("bridge").map(String::as_str), Some("xenbr0"));
 }
 
 /// A guest at 192.0.2.5 behind gateway 192.0.2.1 on gw0: a bridge with no ports stands in
@@ -226,6 +241,10 @@ fn route_hooks_get_main_ip_and_netdev() {
     assert_eq!(env.get("netdev").map(String::as_str), Some("gw0"));
     assert_eq!(env.get("ip").map(String::as_str), Some("192.0.2.5"));
     assert_ok(&sb.offline("vif-route", 5, 0));
+    // Offline sees the same gateway.
+    let env = env_file(&sb.path("hook-env.offline"));
+    assert_eq!(env.get("main_ip").map(String::as_str), Some("192.0.2.1"));
+    assert_eq!(env.get("netdev").map(String::as_str), Some("gw0"));
 }
 
 #[test]

@@ -183,7 +183,9 @@ fn act(hp: &Hotplug, store: &dyn Store, dry_run: bool, cfg: &Config) -> Result<(
         Some(lock::lock_device(hp.kernel_name.as_str())?)
     };
     let mut nl = Netlink::open().context("open rtnetlink")?;
-    let mut steps = modes::plan(&mut nl, store, hp)?;
+    // Observed once: the plan and the hooks' environment both come from it.
+    let observed = modes::observe(&mut nl, store, hp)?;
+    let mut steps = modes::plan_observed(&observed, hp)?;
     // libxl waits for this; netback connects the guest once it reads `connected`.
     let connected =
         (hp.command == Command::Online && hp.type_if == TypeIf::Vif).then(|| Step::XsWrite {
@@ -199,13 +201,13 @@ fn act(hp: &Hotplug, store: &dyn Store, dry_run: bool, cfg: &Config) -> Result<(
             log::debug(&format!("{}: nothing to undo (already gone)", hp.device()));
         }
         plan::teardown(&mut nl, store, &steps)?;
-        return hooks::run_after(cfg.hook_dir.as_deref(), &mut nl, hp);
+        return hooks::run_after(cfg.hook_dir.as_deref(), &observed, hp);
     }
     let applied = plan::apply(&mut nl, store, &steps)?;
     // As stock: the hooks run after the change and before `connected` is written. If either
     // fails, this run's changes are taken back like any other failure.
     let finish =
-        hooks::run_after(cfg.hook_dir.as_deref(), &mut nl, hp).and_then(|()| match connected {
+        hooks::run_after(cfg.hook_dir.as_deref(), &observed, hp).and_then(|()| match connected {
             Some(step) => plan::apply(&mut nl, store, &[step]).map(drop),
             None => Ok(()),
         });

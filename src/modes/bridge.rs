@@ -67,13 +67,8 @@ pub fn resolve(c: &BridgeCandidates, hp: &Hotplug) -> Result<Link> {
     }
 }
 
-/// The bridge to attach to, from the kernel (for the hooks' environment).
-pub fn resolve_bridge(nl: &mut Netlink, hp: &Hotplug) -> Result<Link> {
-    resolve(&observe_bridge(nl, hp)?, hp)
-}
-
-/// What bridge mode reads: the vif; for online, the bridge candidates, and the port's VLANs
-/// when it is a port of the bridge already and VLANs are asked for.
+/// What bridge mode reads: the vif, the bridge candidates, and the port's VLANs when it is a
+/// port of the bridge already and online asks for VLANs.
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
     pub vif: Vif,
@@ -81,23 +76,41 @@ pub struct Observed {
     pub port_vlans: Vec<PortVlan>,
 }
 
+/// Offline reads the bridge candidates too, only for the hooks' `bridge` (the stock script
+/// resolves it for every command); one that cannot be read leaves the caller's bridge there.
 pub fn observe(nl: &mut Netlink, hp: &Hotplug) -> Result<Observed> {
     let vif = observe_vif(nl, hp)?;
     let mut o = Observed {
         bridge: if hp.command.is_up() {
             observe_bridge(nl, hp)?
         } else {
-            BridgeCandidates::default()
+            observe_bridge(nl, hp).unwrap_or_default()
         },
         ..Default::default()
     };
-    if let (Some(l), Ok(b), Some(_)) = (vif.device(hp), resolve(&o.bridge, hp), &hp.vlan) {
+    if let (true, Some(l), Ok(b), Some(_)) = (
+        hp.command.is_up(),
+        vif.device(hp),
+        resolve(&o.bridge, hp),
+        &hp.vlan,
+    ) {
         if l.master == Some(b.index) {
             o.port_vlans = nl.port_vlans(l.index)?;
         }
     }
     o.vif = vif;
     Ok(o)
+}
+
+impl Observed {
+    /// The bridge's name as the stock script has it: the one resolved, else (none resolves,
+    /// e.g. it is gone at offline) the one the caller named.
+    pub fn bridge_name(&self, hp: &Hotplug) -> Option<String> {
+        match resolve(&self.bridge, hp) {
+            Ok(b) => Some(b.name),
+            Err(_) => hp.bridge.as_ref().map(ToString::to_string),
+        }
+    }
 }
 
 /// The port's VLAN changes: from `current` to exactly `wanted`.

@@ -1,13 +1,17 @@
 //! The vif modes. Each reads what it needs into a plain struct (`observe`; [`Vif`] is what every
 //! mode reads about the vif), then plans from it purely (`plan_online`, `plan_offline`: golden
-//! tests beside each); `online`/`offline` are the two together. Nothing here reads argv or the
-//! environment (that is `invocation`), and nothing here changes the kernel (`plan`).
+//! tests beside each); `online`/`offline` are the two together. A run observes once: [`observe`]
+//! gives the mode's [`Observed`], which [`plan_observed`] plans from and the hooks' variables and
+//! `status` are read from. Nothing here reads argv or the environment (that is `invocation`),
+//! and nothing here changes the kernel (`plan`).
 
 pub mod bridge;
 pub mod filter;
 pub mod nat;
 pub mod openvswitch;
 pub mod route;
+
+use std::net::IpAddr;
 
 use anyhow::{Result, bail};
 
@@ -17,17 +21,85 @@ use crate::netlink::{Address, Link, Netlink};
 use crate::plan::Step;
 use crate::xenstore::Store;
 
-/// Plan the change `hp` asks for, in its mode.
+/// Plan the change `hp` asks for, in its mode: [`observe`], then [`plan_observed`].
 pub fn plan(nl: &mut Netlink, store: &dyn Store, hp: &Hotplug) -> Result<Vec<Step>> {
-    match (hp.mode, hp.command.is_up()) {
-        (Mode::Bridge, true) => bridge::online(nl, hp),
-        (Mode::Bridge, false) => bridge::offline(nl, hp),
-        (Mode::Route, true) => route::online(nl, hp),
-        (Mode::Route, false) => route::offline(nl, hp),
-        (Mode::Nat, true) => nat::online(nl, hp),
-        (Mode::Nat, false) => nat::offline(nl, hp),
-        (Mode::Openvswitch, true) => openvswitch::online(nl, store, hp),
-        (Mode::Openvswitch, false) => openvswitch::offline(nl, hp),
+    plan_observed(&observe(nl, store, hp)?, hp)
+}
+
+/// What a run reads, in its mode: once, for the plan and for whoever reports on the run (the
+/// hooks' environment, `status`).
+#[derive(Clone, Debug)]
+pub enum Observed {
+    Bridge(bridge::Observed),
+    Route(route::Observed),
+    Nat(nat::Observed),
+    Openvswitch(openvswitch::Observed),
+}
+
+/// Read what the change `hp` asks for needs, in its mode.
+pub fn observe(nl: &mut Netlink, store: &dyn Store, hp: &Hotplug) -> Result<Observed> {
+    Ok(match hp.mode {
+        Mode::Bridge => Observed::Bridge(bridge::observe(nl, hp)?),
+        Mode::Route => Observed::Route(route::observe(nl, hp)?),
+        Mode::Nat => Observed::Nat(nat::observe(nl, hp)?),
+        Mode::Openvswitch => Observed::Openvswitch(openvswitch::observe(nl, store, hp)?),
+    })
+}
+
+/// The change `hp` asks for, from what was observed (in `hp`'s mode). Pure.
+pub fn plan_observed(o: &Observed, hp: &Hotplug) -> Result<Vec<Step>> {
+    let up = hp.command.is_up();
+    match o {
+        Observed::Bridge(o) if up => bridge::plan_online(o, hp),
+        Observed::Bridge(o) => bridge::plan_offline(o, hp),
+        Observed::Route(o) if up => route::plan_online(o, hp),
+        Observed::Route(o) => route::plan_offline(o, hp),
+        Observed::Nat(o) if up => nat::plan_online(o, hp),
+        Observed::Nat(o) => nat::plan_offline(o, hp),
+        Observed::Openvswitch(o) if up => openvswitch::plan_online(o, hp),
+        Observed::Openvswitch(o) => openvswitch::plan_offline(o, hp),
+    }
+}
+
+impl Observed {
+    /// What every mode reads about the vif.
+    pub fn vif(&self) -> &Vif {
+        match self {
+            Observed::Bridge(o) => &o.vif,
+            Observed::Route(o) => &o.vif,
+            Observed::Nat(o) => &o.vif,
+            Observed::Openvswitch(o) => &o.vif,
+        }
+    }
+
+    /// The switch the vif is (to be) a port of, as the stock scripts name it: in bridge mode
+    /// the bridge resolved, else the caller's; in Open vSwitch mode the caller's. Route and
+    /// NAT mode have none (libxl's default `xenbr0` is in every backend; the stock scripts
+    /// ignore it there).
+    pub fn bridge_name(&self, hp: &Hotplug) -> Option<String> {
+        match self {
+            Observed::Bridge(o) => o.bridge_name(hp),
+            Observed::Openvswitch(_) => hp.bridge.as_ref().map(ToString::to_string),
+            Observed::Route(_) | Observed::Nat(_) => None,
+        }
+    }
+
+    /// Route mode: the gateway device's name and its main address (see
+    /// [`route::Observed::gateway_for_hooks`]).
+    pub fn gateway(&self) -> Option<(String, Option<IpAddr>)> {
+        match self {
+            Observed::Route(o) => o.gateway_for_hooks(),
+            _ => None,
+        }
+    }
+
+    /// Open vSwitch mode: the port as the database has it under the name observed (online:
+    /// `vifname`; offline: the device's).
+    pub fn ovs_port(&self) -> Option<&crate::ovsdb::Port> {
+        match self {
+            Observed::Openvswitch(o) => o.db.port.as_ref(),
+            _ => None,
+        }
     }
 }
 
@@ -81,11 +153,6 @@ fn observe_names(nl: &mut Netlink, hp: &Hotplug) -> Result<Vif> {
         ));
     }
     Ok(vif)
-}
-
-/// This backend's device, if there is one (see [`Vif::device`]).
-pub fn find_device(nl: &mut Netlink, hp: &Hotplug) -> Result<Option<Link>> {
-    Ok(observe_names(nl, hp)?.device(hp).cloned())
 }
 
 impl Vif {

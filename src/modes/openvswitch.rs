@@ -2,9 +2,10 @@
 //! tag and trunks of `bridge=BR[.TAG][:TRUNK...]` (or of libxl's `vlan` key) and the guest's
 //! identity in its interface's external-ids, as the stock script sets them.
 //!
-//! observe (the vif as every mode reads it, [`Vif`]; the OVSDB and xenstore into [`Observed`])
-//! → plan (pure: [`plan_online`], with [`plan_port`] for the OVSDB part); the kernel part (name,
-//! MAC, addresses, MTU) is bridge mode's [`prepare_port`].
+//! observe (the vif as every mode reads it, [`Vif`], and the OVSDB and xenstore, [`Database`],
+//! into [`Observed`]) → plan (pure: [`plan_online`], with [`plan_port`] for the OVSDB part, and
+//! [`plan_offline`]); the kernel part (name, MAC, addresses, MTU) is bridge mode's
+//! [`prepare_port`].
 
 use std::collections::BTreeMap;
 
@@ -21,14 +22,24 @@ use crate::xenstore::Store;
 
 /// What Open vSwitch and the toolstack have for this vif.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Observed {
-    /// Every OVS bridge.
+pub struct Database {
+    /// Every OVS bridge (online only).
     pub bridges: Vec<String>,
     /// The OVS port of the device's name, if there is one.
     pub port: Option<Port>,
     /// The interface's external-ids as the stock script sets them (`xen-vm-name`,
-    /// `xen-vm-uuid`, `attached-mac`), from toolstack-owned keys; missing keys are left out.
+    /// `xen-vm-uuid`, `attached-mac`), from toolstack-owned keys; missing keys are left out
+    /// (online only).
     pub identity: BTreeMap<String, String>,
+}
+
+/// What Open vSwitch mode reads: the vif, the database, and (online) the bridge's MTU.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    pub vif: Vif,
+    pub db: Database,
+    /// The bridge's MTU, as bridge mode takes it: the kernel device of its internal port.
+    pub bridge_mtu: Option<u32>,
 }
 
 /// The port's VLAN columns: from the `bridge` suffix as the stock script sets them (no
@@ -62,7 +73,7 @@ pub fn port_vlans(hp: &Hotplug) -> Result<(Option<u16>, Vec<u16>, Option<String>
 }
 
 /// The OVSDB change online needs: none when the port is already as wanted. Pure.
-pub fn plan_port(obs: &Observed, hp: &Hotplug, name: &str) -> Result<Option<Step>> {
+pub fn plan_port(obs: &Database, hp: &Hotplug, name: &str) -> Result<Option<Step>> {
     let Some(bridge) = &hp.bridge else {
         bail!("no bridge given (xenstore bridge or bridge=BRIDGE[.TAG][:TRUNK...])");
     };
@@ -137,41 +148,75 @@ pub fn guest_identity(store: &dyn Store, hp: &Hotplug) -> Result<BTreeMap<String
     Ok(ids)
 }
 
-/// What Open vSwitch and xenstore have for this vif.
-pub fn observe(store: &dyn Store, hp: &Hotplug, name: &str) -> Result<Observed> {
+/// What Open vSwitch and xenstore have for the port `name`.
+pub fn observe_database(store: &dyn Store, hp: &Hotplug, name: &str) -> Result<Database> {
     let mut db = Ovsdb::connect()?;
-    Ok(Observed {
+    Ok(Database {
         bridges: db.bridges()?,
         port: db.port(name)?,
         identity: guest_identity(store, hp)?,
     })
 }
 
-pub fn online(nl: &mut Netlink, store: &dyn Store, hp: &Hotplug) -> Result<Vec<Step>> {
+/// Online: the vif (it must be there), the database and the bridge's MTU. Offline: the vif and
+/// the port of its name; an unreachable database is logged, as the stock script ignores it.
+pub fn observe(nl: &mut Netlink, store: &dyn Store, hp: &Hotplug) -> Result<Observed> {
     let vif = observe_vif(nl, hp)?;
+    if !hp.command.is_up() {
+        let name = offline_name(&vif, hp);
+        let port = match Ovsdb::connect().and_then(|mut db| db.port(&name)) {
+            Ok(port) => port,
+            Err(e) => {
+                log::warn(&format!(
+                    "{name}: {e:#}; leaving any Open vSwitch port to the administrator"
+                ));
+                None
+            }
+        };
+        return Ok(Observed {
+            vif,
+            db: Database {
+                port,
+                ..Default::default()
+            },
+            bridge_mtu: None,
+        });
+    }
     vif.require(hp)?;
-    let obs = observe(store, hp, hp.wanted_name.as_str())?;
-    // The bridge's MTU, as bridge mode takes it: the kernel device of its internal port.
+    let db = observe_database(store, hp, hp.wanted_name.as_str())?;
     let bridge_mtu = match &hp.bridge {
         Some(b) => nl.link_by_name(b.as_str())?.map(|l| l.mtu),
         None => None,
     };
-    plan_online(&vif, &obs, bridge_mtu, hp)
+    Ok(Observed {
+        vif,
+        db,
+        bridge_mtu,
+    })
+}
+
+/// The port's name at offline: the device's, or `vifname` when the device is gone.
+fn offline_name(vif: &Vif, hp: &Hotplug) -> String {
+    vif.device(hp)
+        .map_or_else(|| hp.wanted_name.to_string(), |l| l.name.clone())
+}
+
+pub fn online(nl: &mut Netlink, store: &dyn Store, hp: &Hotplug) -> Result<Vec<Step>> {
+    plan_online(&observe(nl, store, hp)?, hp)
+}
+
+pub fn offline(nl: &mut Netlink, store: &dyn Store, hp: &Hotplug) -> Result<Vec<Step>> {
+    plan_offline(&observe(nl, store, hp)?, hp)
 }
 
 /// online: the OVSDB change decided first (a bad bridge or VLAN refuses before anything), the
 /// port prepared as bridge mode does, then up, then the port joins. Pure.
-pub fn plan_online(
-    vif: &Vif,
-    obs: &Observed,
-    bridge_mtu: Option<u32>,
-    hp: &Hotplug,
-) -> Result<Vec<Step>> {
-    let link = vif.require(hp)?;
+pub fn plan_online(o: &Observed, hp: &Hotplug) -> Result<Vec<Step>> {
+    let link = o.vif.require(hp)?;
     let name = hp.wanted_name.to_string();
-    let ovs = plan_port(obs, hp, &name)?;
-    let mtu = hp.mtu.or(bridge_mtu).unwrap_or(link.mtu);
-    let (mut steps, needs_down) = prepare_port(vif, hp, link, mtu)?;
+    let ovs = plan_port(&o.db, hp, &name)?;
+    let mtu = hp.mtu.or(o.bridge_mtu).unwrap_or(link.mtu);
+    let (mut steps, needs_down) = prepare_port(&o.vif, hp, link, mtu)?;
     // Up before the port joins (stock: after): undone newest first, the port then leaves
     // before the link goes down. ovs-vswitchd, when it lets a port go, writes back the link's
     // flags as it last saw them, and could bring up again a link taken down just before.
@@ -187,23 +232,17 @@ pub fn plan_online(
     Ok(steps)
 }
 
-/// Remove the port (an unreachable database is logged, as the stock script ignores it), then
-/// take the link down: in this order, as the change waits for ovs-vswitchd to let the port go
-/// (see `online`).
-pub fn offline(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
-    let vif = observe_vif(nl, hp)?;
-    let link = vif.device(hp);
-    let name = link.map_or_else(|| hp.wanted_name.to_string(), |l| l.name.clone());
+/// offline: remove the port, then take the link down: in this order, as the change waits for
+/// ovs-vswitchd to let the port go (see `plan_online`). Pure.
+pub fn plan_offline(o: &Observed, hp: &Hotplug) -> Result<Vec<Step>> {
+    let link = o.vif.device(hp);
+    let name = offline_name(&o.vif, hp);
     let mut steps = Vec::new();
-    match Ovsdb::connect().and_then(|mut db| db.port(&name)) {
-        Ok(Some(port)) => steps.push(Step::OvsDelPort {
+    if let Some(port) = &o.db.port {
+        steps.push(Step::OvsDelPort {
             name: name.clone(),
-            old: Some(port),
-        }),
-        Ok(None) => {}
-        Err(e) => log::warn(&format!(
-            "{name}: {e:#}; leaving any Open vSwitch port to the administrator"
-        )),
+            old: Some(port.clone()),
+        });
     }
     if let Some(l) = link.filter(|l| l.up) {
         steps.push(Step::SetUp {
@@ -213,7 +252,7 @@ pub fn offline(nl: &mut Netlink, hp: &Hotplug) -> Result<Vec<Step>> {
         });
     }
     // The anti-spoofing chain and its hygiene go as in every mode.
-    steps.extend(super::filter::plan_offline(&vif.filter, hp, link));
+    steps.extend(super::filter::plan_offline(&o.vif.filter, hp, link));
     Ok(steps)
 }
 
@@ -247,8 +286,8 @@ mod tests {
         }
     }
 
-    fn observed(port: Option<Port>) -> Observed {
-        Observed {
+    fn observed(port: Option<Port>) -> Database {
+        Database {
             bridges: vec!["ovsbr0".into(), "ovsbr1".into()],
             port,
             identity: [
@@ -384,7 +423,12 @@ mod tests {
     fn golden_online_comes_up_before_the_port_joins() {
         use crate::modes::fixture::{netback, text, vif};
         let h = hp("ovsbr0", tagged(10, &[]), None);
-        let steps = plan_online(&vif(netback(false)), &observed(None), Some(9000), &h).unwrap();
+        let o = Observed {
+            vif: vif(netback(false)),
+            db: observed(None),
+            bridge_mtu: Some(9000),
+        };
+        let steps = plan_online(&o, &h).unwrap();
         assert_eq!(
             text(&steps),
             [
@@ -397,5 +441,37 @@ mod tests {
                 "xenstore-write /local/domain/5/device/vif/0/mtu 9000",
             ]
         );
+    }
+
+    #[test]
+    fn golden_offline_removes_the_port_then_takes_the_link_down() {
+        use crate::modes::fixture::{netback, text, vif};
+        let mut h = hp("ovsbr0", BridgeVlans::default(), None);
+        h.command = Command::Offline;
+        h.antispoof = false;
+        let port = Port {
+            name: "vif5.0".into(),
+            bridge: Some("ovsbr0".into()),
+            config: PortConfig::default(),
+        };
+        let mut o = Observed {
+            vif: vif(netback(true)),
+            db: Database {
+                port: Some(port),
+                ..Default::default()
+            },
+            bridge_mtu: None,
+        };
+        assert_eq!(
+            text(&plan_offline(&o, &h).unwrap()),
+            [
+                "ovs-vsctl --if-exists del-port vif5.0",
+                "ip link set vif5.0 down"
+            ]
+        );
+        // No port (or the database unreachable, logged at observe), the device gone: nothing.
+        o.db.port = None;
+        o.vif = Vif::default();
+        assert!(plan_offline(&o, &h).unwrap().is_empty());
     }
 }

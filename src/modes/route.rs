@@ -40,11 +40,6 @@ fn no_gateway(hp: &Hotplug) -> anyhow::Error {
     }
 }
 
-/// The gateway device, from the kernel (for the hooks' environment).
-pub fn gateway_device(nl: &mut Netlink, hp: &Hotplug) -> Result<Link> {
-    observe_gateway(nl, hp)?.ok_or_else(|| no_gateway(hp))
-}
-
 /// The gateway's primary IPv4 address and first global IPv6 address, from its addresses.
 pub fn gateway_ips(addrs: &[Address]) -> (Option<IpAddr>, Option<IpAddr>) {
     let v4 = addrs
@@ -125,7 +120,8 @@ pub(super) fn address_step(
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
     pub vif: Vif,
-    /// The gateway device (online; offline: only when it has proxy entries to weigh).
+    /// The gateway device and its addresses the guests use (offline: when they can be read;
+    /// the hooks' `netdev` and `main_ip` are theirs).
     pub gateway: Option<Link>,
     pub gateway_v4: Option<IpAddr>,
     pub gateway_v6: Option<IpAddr>,
@@ -222,16 +218,31 @@ fn observe_offline(
             .unwrap_or_default();
         o.proxy_arp_default = proxy_arp_default();
     }
+    // An unusable gateway setting only means there are no proxy entries to remove (and no
+    // `netdev`/`main_ip` for the hooks but the caller's).
+    let Ok(Some(gw)) = observe_gateway(nl, hp) else {
+        return Ok(());
+    };
+    if let Ok((v4, v6)) = gateway_addresses(nl, &gw) {
+        (o.gateway_v4, o.gateway_v6) = (v4, v6);
+    }
     let on_vif = guest_routes(&o.routes, hp, link.map(|l| l.index));
     if !proxied_addresses(hp, &on_vif).is_empty() {
-        // An unusable gateway setting only means there are no proxy entries to remove.
-        if let Ok(Some(gw)) = observe_gateway(nl, hp) {
-            o.proxied = nl.proxy_neighbours(gw.index)?;
-            o.ipv6_routes = nl.routes(true, None)?;
-            o.gateway = Some(gw);
-        }
+        o.proxied = nl.proxy_neighbours(gw.index)?;
+        o.ipv6_routes = nl.routes(true, None)?;
     }
+    o.gateway = Some(gw);
     Ok(())
+}
+
+impl Observed {
+    /// The gateway device's name and its main address (IPv4, else IPv6), as the stock
+    /// script's `netdev` and `main_ip`; None without a gateway device.
+    pub fn gateway_for_hooks(&self) -> Option<(String, Option<IpAddr>)> {
+        self.gateway
+            .as_ref()
+            .map(|gw| (gw.name.clone(), self.gateway_v4.or(self.gateway_v6)))
+    }
 }
 
 /// Whether `r` routes the guest's address `g` at this device kind's metric to another device
