@@ -166,3 +166,40 @@ expect_same() {
     fail "$1"
     return 1
 }
+
+# NAT checks: the "outside" network (the LAN or the internet) beyond dom0's uplink: namespace
+# outside behind the veth UPLINK, dom0 NET.1/24 and the outside NET.2/24. A reply to a guest's
+# own address cannot leave the outside (no route back to 10/8), so only a masqueraded ping
+# succeeds; the outside counts echo requests by source (dom0's address, or 10/8) in its own
+# nf_tables table, read by `counted`.
+nat_outside() {
+    setup ip netns add outside
+    setup ip link add "$1" type veth peer name eth0 netns outside
+    setup ip addr add "$2.1/24" dev "$1"
+    setup ip link set "$1" up
+    setup inns outside ip link set lo up
+    setup inns outside ip addr add "$2.2/24" dev eth0
+    setup inns outside ip link set eth0 up
+    setup inns outside ip route add prohibit 10.0.0.0/8
+    setup inns outside nft -f - <<EOF
+table ip seen {
+    chain input {
+        type filter hook input priority 0;
+        icmp type echo-request ip saddr $2.1 counter
+        icmp type echo-request ip saddr 10.0.0.0/8 counter
+    }
+}
+EOF
+}
+
+nat_sysctls() {
+    for f in /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/all/proxy_arp; do
+        echo "$f=$(cat $f)"
+    done
+}
+
+# counted SOURCE: the echo requests from SOURCE (as in the rule) the outside has counted.
+counted() {
+    inns outside nft list chain ip seen input |
+        sed -n "s|.*ip saddr $1 counter packets \\([0-9]*\\) .*|\\1|p"
+}

@@ -4,35 +4,7 @@
 # the outside sees dom0's address (192.168.50.1) as the source: it has no route back to 10/8
 # and counts the echo requests by source in its own nf_tables table.
 
-nat_sysctls() {
-    for f in /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/all/proxy_arp; do
-        echo "$f=$(cat $f)"
-    done
-}
-# counted SOURCE: the echo requests from SOURCE (as in the rule) the outside has counted.
-counted() {
-    inns outside nft list chain ip seen input |
-        sed -n "s|.*ip saddr $1 counter packets \\([0-9]*\\) .*|\\1|p"
-}
-
-setup ip netns add outside
-setup ip link add uplink0 type veth peer name eth0 netns outside
-setup ip addr add 192.168.50.1/24 dev uplink0
-setup ip link set uplink0 up
-setup inns outside ip link set lo up
-setup inns outside ip addr add 192.168.50.2/24 dev eth0
-setup inns outside ip link set eth0 up
-# A reply to a guest's own address cannot leave the outside: only a masqueraded ping succeeds.
-setup inns outside ip route add prohibit 10.0.0.0/8
-setup inns outside nft -f - <<'EOF'
-table ip seen {
-    chain input {
-        type filter hook input priority 0;
-        icmp type echo-request ip saddr 192.168.50.1 counter
-        icmp type echo-request ip saddr 10.0.0.0/8 counter
-    }
-}
-EOF
+nat_outside uplink0 192.168.50
 nat_before=$(net_snapshot)
 sysctl_before=$(nat_sysctls)
 
