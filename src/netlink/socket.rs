@@ -1,8 +1,10 @@
 //! The only code that talks to the kernel: send one request, collect its answer, check sequence
 //! numbers and turn NACKs into typed errors. Everything above it builds messages.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::fd::AsRawFd;
 
 use netlink_packet_core::{
@@ -57,13 +59,53 @@ pub fn is_errno(e: &anyhow::Error, errnos: &[Errno]) -> bool {
 const DUMP_RETRIES: usize = 5;
 
 pub struct Netlink {
-    socket: Socket,
+    socket: ManuallyDrop<Socket>,
     seq: u32,
     buf: Vec<u8>,
+    /// A send, receive or wait failed: closed rather than kept.
+    broken: bool,
+}
+
+// Each thread keeps one rtnetlink socket for all its requests: a resident daemon's worker opens
+// one for good, not one per action. Answers are matched by sequence number, so what a timed-out
+// request left behind is never taken for a later answer.
+thread_local! {
+    static KEPT: RefCell<Option<(Socket, u32)>> = const { RefCell::new(None) };
+}
+
+impl Drop for Netlink {
+    fn drop(&mut self) {
+        // SAFETY: `socket` is taken exactly once, here, and never used again.
+        let socket = unsafe { ManuallyDrop::take(&mut self.socket) };
+        if self.broken {
+            return;
+        }
+        // A thread being torn down has no slot left: the socket then just closes.
+        let _ = KEPT.try_with(|k| {
+            if let Ok(mut slot) = k.try_borrow_mut() {
+                if slot.is_none() {
+                    *slot = Some((socket, self.seq));
+                }
+            }
+        });
+    }
 }
 
 impl Netlink {
+    /// The socket this thread kept, else a new one.
     pub fn open() -> Result<Netlink> {
+        let kept = KEPT
+            .try_with(|k| k.try_borrow_mut().ok().and_then(|mut s| s.take()))
+            .ok()
+            .flatten();
+        if let Some((socket, seq)) = kept {
+            return Ok(Netlink {
+                socket: ManuallyDrop::new(socket),
+                seq,
+                buf: Vec::with_capacity(64 * 1024),
+                broken: false,
+            });
+        }
         let mut socket = Socket::new(NETLINK_ROUTE)?;
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
@@ -71,11 +113,12 @@ impl Netlink {
         let _ = socket.set_ext_ack(true);
         let _ = socket.set_netlink_get_strict_chk(true);
         Ok(Netlink {
-            socket,
+            socket: ManuallyDrop::new(socket),
             seq: 0,
             // Capacity only: the kernel writes what it answers, and zeroing 64 KiB up front
             // would touch (page-fault) all of it on every run.
             buf: Vec::with_capacity(64 * 1024),
+            broken: false,
         })
     }
 
@@ -88,7 +131,9 @@ impl Netlink {
         packet.finalize();
         let mut out = vec![0; packet.buffer_len()];
         packet.serialize(&mut out);
-        self.socket.send(&out, 0)?;
+        let sent = self.socket.send(&out, 0);
+        self.broken |= sent.is_err();
+        sent?;
         Ok(self.seq)
     }
 
@@ -102,9 +147,12 @@ impl Netlink {
     ) -> Result<bool> {
         let mut interrupted = false;
         loop {
-            self.wait_for_answer()?;
-            self.buf.clear();
-            let n = self.socket.recv(&mut self.buf, 0)?;
+            let received = self.wait_for_answer().and_then(|()| {
+                self.buf.clear();
+                Ok(self.socket.recv(&mut self.buf, 0)?)
+            });
+            self.broken |= received.is_err();
+            let n = received?;
             let mut offset = 0;
             while offset < n {
                 let bytes = &self.buf[offset..n];
