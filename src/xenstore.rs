@@ -12,6 +12,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, OwnedFd};
 
 use anyhow::{Context, Result};
@@ -137,7 +138,7 @@ pub struct WatchEvent {
 
 /// One connection to xenstored.
 pub struct XenStore {
-    conn: RefCell<Conn>,
+    conn: ManuallyDrop<RefCell<Conn>>,
 }
 
 struct Conn {
@@ -148,6 +149,47 @@ struct Conn {
     /// A request that timed out or broke left the stream mid-message: later requests would read
     /// its reply. Nothing more is sent on such a connection.
     broken: bool,
+    /// It set a watch: its events are its owner's, so it is never kept for another.
+    watching: bool,
+}
+
+// Each thread keeps one plain connection (no watch, nothing pending) for its next `open`: a
+// resident daemon's worker connects once, not once per action, and a one-shot run's udev gate
+// and its action share one.
+thread_local! {
+    static KEPT: RefCell<Option<Conn>> = const { RefCell::new(None) };
+}
+
+impl Drop for XenStore {
+    fn drop(&mut self) {
+        // SAFETY: `conn` is taken exactly once, here, and never used again.
+        let conn = unsafe { ManuallyDrop::take(&mut self.conn) }.into_inner();
+        if conn.broken || conn.watching || !conn.events.is_empty() {
+            return;
+        }
+        // A thread being torn down has no slot left: the connection then just closes.
+        let _ = KEPT.try_with(|k| {
+            if let Ok(mut slot) = k.try_borrow_mut() {
+                if slot.is_none() {
+                    *slot = Some(conn);
+                }
+            }
+        });
+    }
+}
+
+/// This thread's kept connection, unless xenstored has closed it or sent something unasked
+/// since (then it is dropped, and the caller connects afresh).
+fn kept() -> Option<Conn> {
+    let conn = KEPT
+        .try_with(|k| k.try_borrow_mut().ok().and_then(|mut s| s.take()))
+        .ok()
+        .flatten()?;
+    let mut fds = [PollFd::new(conn.fd.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(0) => Some(conn),
+        _ => None,
+    }
 }
 
 fn absent<T>(r: io::Result<T>) -> io::Result<Option<T>> {
@@ -343,6 +385,11 @@ impl XenStore {
     /// One connection: `XENSTORED_PATH` (or /run/xenstored/socket), else the xenbus device. The
     /// error names every path tried and what that usually means.
     pub fn open() -> Result<XenStore> {
+        if let Some(conn) = kept() {
+            return Ok(XenStore {
+                conn: ManuallyDrop::new(RefCell::new(conn)),
+            });
+        }
         let socket = socket_path();
         let fd = match connect_socket(&socket) {
             Ok(fd) => fd,
@@ -357,12 +404,13 @@ impl XenStore {
             })?,
         };
         Ok(XenStore {
-            conn: RefCell::new(Conn {
+            conn: ManuallyDrop::new(RefCell::new(Conn {
                 fd,
                 next_id: 0,
                 events: VecDeque::new(),
                 broken: false,
-            }),
+                watching: false,
+            })),
         })
     }
 
@@ -403,6 +451,7 @@ impl XenStore {
 
     /// Watch `path` and everything below it; xenstored fires once at once, as it always does.
     pub fn watch(&self, path: &str, token: &str) -> io::Result<()> {
+        self.conn.borrow_mut().watching = true;
         self.transact(Op::Watch, &[path, token], true).map(drop)
     }
 
