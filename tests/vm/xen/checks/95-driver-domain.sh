@@ -59,8 +59,7 @@ if [ -n "$gid" ]; then
             fail "no 'offline result=ok' of vif$gid.0 in the driver domain's hotplug log"
         wait_for 100 drv_emptied ||
             fail "vif$gid.0 still a port of xenbr9 in the driver domain"
-        wait_for 100 sh -c "! xenstore-ls /local/domain/$drvid/backend/vif/$gid" ||
-            fail "the backend directories of drv-guest are still there"
+        wait_for 100 sh -c "! xenstore-ls $be" || fail "the backend directory $be is still there"
         # libxl waits LIBXL_DESTROY_TIMEOUT (10 s) for the driver domain to remove the backend,
         # then removes it itself and says so.
         case "$XL_OUT" in *"timed out"*) fail "xl destroy: $(echo "$XL_OUT" | grep 'timed out')" ;; esac
