@@ -20,6 +20,8 @@ scripts/check-static.sh "$REL/xen-vif" >/dev/null
 dom0_modules=(xen-privcmd xenfs xen-evtchn xen-gntdev xen-gntalloc xen-netback bridge 8021q dummy nf_tables
     veth nft_chain_nat nft_masq nf_conntrack_netlink)
 domu_modules=(xen-netfront)
+# The driver domain (checks/95-driver-domain.sh): netback, its bridge and the vif filter.
+drv_modules=(xen-netback bridge nf_tables)
 # nftables: the checks read the rulesets (and the NAT check's outside counts with it).
 dom0_pkgs=kmod,iproute2,iputils-ping,procps,jq,nftables,xen-utils-4.17,xenstore-utils,xen-hypervisor-4.17-amd64
 kpkg=$(vm_kernel_pkg)
@@ -63,7 +65,8 @@ if [ ! -f "$img/dom0.cpio" ]; then
     vm_prune "$VM_CACHE/xen-tier" "$img"
 fi
 
-# This run: xen-vif, the checks and the domUs' initramfs, appended to the cached dom0 image.
+# This run: xen-vif, the checks and the initramfs of the test domUs and of the driver domain,
+# appended to the cached dom0 image.
 run=$(mktemp -d /tmp/xen-vif-xen.XXXXXX)
 trap 'rm -rf "$run"' EXIT
 d=$run/domu
@@ -73,9 +76,17 @@ vm_modules "$kdir" "$kver" "$d" "${domu_modules[@]}" > "$d/etc/vm-modules"
 install -m 755 tests/vm/xen/domu-init "$d/init"
 printf '#!/bin/busybox sh\n# xl shutdown: the kernel runs /sbin/poweroff; init is a script.\nexec /bin/busybox poweroff -f\n' > "$d/sbin/poweroff"
 chmod 755 "$d/sbin/poweroff"
+# The driver domain's: the same busybox, netback instead of netfront, and xen-vif.
+v=$run/drv
+cp -a "$d" "$v"
+rm -rf "$v/lib" "$v/init"
+vm_modules "$kdir" "$kver" "$v" "${drv_modules[@]}" > "$v/etc/vm-modules"
+install -m 755 tests/vm/xen/driver-init "$v/init"
+install -D -m 755 "$REL/xen-vif" "$v/usr/lib/xen-vif/xen-vif"
 r=$run/root
 mkdir -p "$r/xvt" "$r/usr/lib/xen-vif"
 vm_cpio "$d" "$r/xvt/domu.cpio"
+vm_cpio "$v" "$r/xvt/drv.cpio"
 cp "$REL/xen-vif" "$r/usr/lib/xen-vif/xen-vif"
 install -m 755 tests/vm/xen/init "$r/xvt-init"
 install -m 755 tests/vm/xen/vif-record tests/vm/xen/vif-vlan "$r/xvt/"

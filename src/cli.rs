@@ -60,7 +60,8 @@ pub enum Cmd {
         waits for hotplug-status=connected. The daemon watches backend/vif, brings a backend \
         up when its state reaches InitWait with online=1 and takes it down when libxl removes \
         it (online=0, state Closing, or the directory gone), exactly as vif-setup online and \
-        offline would; an HVM guest's emulated NIC (the tap vifD.N-emu) is added and removed \
+        offline would; in a driver domain it then removes the closed backend's directory, as \
+        xl devd does. An HVM guest's emulated NIC (the tap vifD.N-emu) is added and removed \
         from the kernel's uevents. Nothing is done while libxl runs the scripts itself \
         (libxl/disable_udev). SIGTERM finishes the actions in flight and stops. \
         The systemd unit xen-vif.service runs it."

@@ -59,6 +59,10 @@ pub struct Observed {
     pub hotplug_status: Option<String>,
     /// `libxl/disable_udev` exists: libxl runs the scripts itself.
     pub libxl_runs_scripts: bool,
+    /// This domain is not domain 0 (its `domid` key): a driver domain, where removing a
+    /// closed backend's directory is this daemon's job (xl devd's otherwise), and dom0's libxl
+    /// waits for it.
+    pub driver_domain: bool,
 }
 
 /// What this daemon knows was done for a backend.
@@ -70,6 +74,8 @@ pub enum Done {
     Online,
     /// Taken down.
     Offline,
+    /// `offline` ran and failed: not repeated, and the backend's directory is left to libxl.
+    OfflineFailed,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +90,8 @@ pub enum Action {
     Adopt,
     /// The backend is gone and nothing is left to undo: forget it.
     Forget,
+    /// Remove the closed, taken-down backend's directory (in a driver domain).
+    Remove,
 }
 
 fn number(v: &Option<String>) -> Option<u32> {
@@ -94,7 +102,9 @@ fn number(v: &Option<String>) -> Option<u32> {
 ///
 /// - libxl running the scripts itself: nothing (it does it; forget a removed one).
 /// - removed: `offline` once if it was brought up, else forget.
-/// - `online` = 0 and `state` ≥ 5 (Closing; libxl's removal): `offline` once.
+/// - `online` = 0 and `state` ≥ 5 (Closing; libxl's removal): `offline` once; then in a
+///   driver domain, once `state` is 6 (Closed) and that `offline` succeeded, remove the
+///   backend's directory, as xl devd does (dom0's libxl waits for it; in dom0 libxl does it).
 /// - `online` = 1 and `state` 2..4 (InitWait on): `online` while `hotplug-status` is empty
 ///   (pending: never done, whatever this process remembers, e.g. a run that could not report);
 ///   `connected` is adopted; `error` is left (the failure was reported; libxl destroys the
@@ -113,7 +123,8 @@ pub fn decide(o: &Observed, done: Done) -> Action {
     let state = number(&o.state);
     match (number(&o.online), state) {
         (Some(0), Some(s)) if s >= 5 => match done {
-            Done::Offline => Action::Nothing,
+            Done::Offline if o.driver_domain && s == 6 => Action::Remove,
+            Done::Offline | Done::OfflineFailed => Action::Nothing,
             _ => Action::Offline,
         },
         (Some(1), Some(2..=4)) => match (o.hotplug_status.as_deref(), done) {
@@ -499,12 +510,14 @@ fn observe_on(store: &mut Option<XenStore>, id: DeviceId) -> Result<(Observed, O
         )?;
         let exists = !keys.is_empty() || s.directory(&backend)?.is_some();
         let libxl_runs_scripts = s.read("libxl/disable_udev")?.is_some();
+        let driver_domain = s.read("domid")?.is_some_and(|d| d.trim() != "0");
         let o = Observed {
             exists,
             online: keys.get("online").cloned(),
             state: keys.get("state").cloned(),
             hotplug_status: keys.get("hotplug-status").cloned(),
             libxl_runs_scripts,
+            driver_domain,
         };
         Ok((o, keys.get("script").cloned()))
     })();
@@ -546,6 +559,10 @@ fn handle(shared: &Shared, store: &mut Option<XenStore>, id: DeviceId) {
             Action::Online | Action::Offline if STOP.load(Ordering::SeqCst) => None,
             Action::Online => Some(("online", act(id, "online", script.as_deref()))),
             Action::Offline => Some(("offline", act(id, "offline", script.as_deref()))),
+            Action::Remove => {
+                remove_backend(store, id);
+                None
+            }
             _ => None,
         };
         let mut entries = locked(&shared.entries);
@@ -555,13 +572,17 @@ fn handle(shared: &Shared, store: &mut Option<XenStore>, id: DeviceId) {
         match (action, outcome) {
             (Action::Adopt, _) => e.done = Done::Online,
             (_, Some((what, ok))) => {
-                e.done = if what == "online" {
-                    Done::Online
-                } else {
-                    Done::Offline
+                e.done = match (what, ok) {
+                    ("online", _) => Done::Online,
+                    (_, true) => Done::Offline,
+                    (_, false) => Done::OfflineFailed,
                 };
                 e.last = Some((what, ok));
                 shared.dirty.store(true, Ordering::SeqCst);
+                // The backend may be Closed already: the removal that follows needs no event.
+                if e.done == Done::Offline && o.driver_domain {
+                    e.again = true;
+                }
             }
             _ => {}
         }
@@ -575,6 +596,24 @@ fn handle(shared: &Shared, store: &mut Option<XenStore>, id: DeviceId) {
             shared.dirty.store(true, Ordering::SeqCst);
         }
         return;
+    }
+}
+
+/// A driver domain's part of a device's removal, once it is taken down: its backend directory
+/// (its own; the parents above it are dom0's, which libxl leaves to the toolstack). A failure
+/// is logged; the next event looks again, and dom0's libxl removes it after its timeout.
+fn remove_backend(store: &mut Option<XenStore>, id: DeviceId) {
+    let backend = id.relative_backend();
+    let removed = match store.as_ref() {
+        Some(s) => s.rm(&backend).map_err(anyhow::Error::from),
+        None => Err(anyhow::anyhow!("no connection to xenstored")),
+    };
+    match removed {
+        Ok(()) => log::info(&format!("daemon: removed {backend} (closed, taken down)")),
+        Err(e) => {
+            *store = None;
+            log::warn(&format!("daemon: cannot remove {backend}: {e:#}"));
+        }
     }
 }
 
@@ -770,6 +809,7 @@ mod tests {
             state: Some(state.into()),
             hotplug_status: hs.map(String::from),
             libxl_runs_scripts: false,
+            driver_domain: false,
         }
     }
 
@@ -841,6 +881,36 @@ mod tests {
             decide(&be("1", "5", Some("connected")), Done::Online),
             Action::Nothing
         );
+    }
+
+    #[test]
+    fn a_driver_domain_removes_the_closed_backend_it_took_down() {
+        let drv = |online, state| Observed {
+            driver_domain: true,
+            ..be(online, state, Some("connected"))
+        };
+        assert_eq!(decide(&drv("0", "5"), Done::Online), Action::Offline);
+        // Closing: netback is not done with it yet.
+        assert_eq!(decide(&drv("0", "5"), Done::Offline), Action::Nothing);
+        assert_eq!(decide(&drv("0", "6"), Done::Offline), Action::Remove);
+        assert_eq!(decide(&drv("0", "6"), Done::Online), Action::Offline);
+        // A failed offline is neither repeated nor followed by the removal (libxl's, then).
+        assert_eq!(decide(&drv("0", "6"), Done::OfflineFailed), Action::Nothing);
+        assert_eq!(
+            decide(&be("0", "6", Some("connected")), Done::OfflineFailed),
+            Action::Nothing
+        );
+        // In dom0 libxl removes it.
+        assert_eq!(
+            decide(&be("0", "6", Some("connected")), Done::Offline),
+            Action::Nothing
+        );
+        let gone = Observed {
+            driver_domain: true,
+            ..Observed::default()
+        };
+        assert_eq!(decide(&gone, Done::Offline), Action::Forget);
+        assert_eq!(decide(&gone, Done::OfflineFailed), Action::Forget);
     }
 
     #[test]

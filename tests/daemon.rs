@@ -608,6 +608,71 @@ fn in_a_driver_domain_it_serves_its_own_backends_only() {
 }
 
 #[test]
+fn in_a_driver_domain_it_removes_the_backends_it_took_down() {
+    let Some(mut sb) = sandbox("drm") else {
+        return;
+    };
+    sb.xs = test_xenstored::Daemon::start_with(
+        &sb.path("xenstored-dom3.sock"),
+        test_xenstored::Options {
+            domid: 3,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // libxl writes `domid` in every domain's home; dom0's says 0 (and there libxl removes).
+    sb.xs.write("/local/domain/3/domid", "3");
+    vifs(&sb, 5..=5);
+    let _d = Daemon::start(&sb);
+    let dir = "/local/domain/3/backend/vif";
+    for (p, online) in [(format!("{dir}/5/0"), "1"), (format!("{dir}/5/1"), "0")] {
+        for (k, v) in [
+            ("frontend-id", "5"),
+            ("online", online),
+            ("bridge", "xenbr0"),
+            ("script", "/etc/xen/scripts/vif-bridge"),
+            ("hotplug-status", ""),
+            ("state", "1"),
+        ] {
+            sb.xs.write(&format!("{p}/{k}"), v);
+        }
+    }
+    sb.xs.write(&format!("{dir}/5/0/state"), "2");
+    wait_for(&sb, "vif5.0 connected", Duration::from_secs(10), || {
+        sb.xs.read(&format!("{dir}/5/0/hotplug-status")).as_deref() == Some("connected")
+    });
+    // Closing (libxl's removal): taken down, the directory still netback's.
+    sb.xs.write(&format!("{dir}/5/0/online"), "0");
+    sb.xs.write(&format!("{dir}/5/0/state"), "5");
+    wait_for(&sb, "vif5.0 detached", Duration::from_secs(10), || {
+        !attached(&sb, 5)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(sb.xs.read(&format!("{dir}/5/0/state")).is_some());
+    // Closed: the directory goes, and only it (the guest's directory is dom0's).
+    sb.xs.write(&format!("{dir}/5/0/state"), "6");
+    wait_for(
+        &sb,
+        "vif5.0's backend removed",
+        Duration::from_secs(10),
+        || sb.xs.read(&format!("{dir}/5/0")).is_none(),
+    );
+    assert_eq!(
+        sb.xs.read(&format!("{dir}/5/1/online")).as_deref(),
+        Some("0")
+    );
+    sb.xs.write(&format!("{dir}/5/1/state"), "6");
+    wait_for(
+        &sb,
+        "vif5.1's backend removed",
+        Duration::from_secs(10),
+        || sb.xs.read(&format!("{dir}/5/1")).is_none(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sb.xs.read(&format!("{dir}/5")).as_deref(), Some(""));
+}
+
+#[test]
 fn sigterm_finishes_the_action_in_flight() {
     let Some(sb) = sandbox("dterm") else {
         return;

@@ -18,6 +18,24 @@ on_crash = "destroy"
 EOC
 }
 
+# driver_domain NAME EXTRA: write /run/xvt/NAME.cfg, a PV driver domain (tests/vm/xen/driver-init:
+# netback, a bridge, `xen-vif daemon`); EXTRA goes to its kernel command line. `driver_domain`
+# gives it its own `libxl` directory in xenstore, as a domain serving others' devices needs.
+driver_domain() {
+    cat > "/run/xvt/$1.cfg" <<EOC
+name = "$1"
+type = "pv"
+kernel = "/var/lib/xvt/vmlinuz"
+ramdisk = "/xvt/drv.cpio"
+memory = 160
+vcpus = 1
+driver_domain = 1
+extra = "console=hvc0 quiet $2"
+on_poweroff = "destroy"
+on_crash = "destroy"
+EOC
+}
+
 # xl_run CMD...: the real xl, time-limited; its output (stdout+stderr) in $XL_OUT. Into a file,
 # not a pipe: `xl create` leaves a monitor process behind that keeps its stdout open.
 xl_run() {
