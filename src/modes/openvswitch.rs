@@ -238,21 +238,24 @@ pub fn plan_offline(o: &Observed, hp: &Hotplug) -> Result<Vec<Step>> {
     let link = o.vif.device(hp);
     let name = offline_name(&o.vif, hp);
     let mut steps = Vec::new();
-    if let Some(port) = &o.db.port {
-        steps.push(Step::OvsDelPort {
-            name: name.clone(),
-            old: Some(port.clone()),
-        });
-    }
+    // Down first: from then on the guest sends nothing, so its filter can go before the port
+    // does, and the kernel's grace period for the filter's deletion (paid when the process
+    // closes its netfilter socket) runs while ovs-vswitchd lets the port go.
     if let Some(l) = link.filter(|l| l.up) {
         steps.push(Step::SetUp {
             index: l.index,
-            name,
+            name: name.clone(),
             up: false,
         });
     }
     // The anti-spoofing chain and its hygiene go as in every mode.
     steps.extend(super::filter::plan_offline(&o.vif.filter, hp, link));
+    if let Some(port) = &o.db.port {
+        steps.push(Step::OvsDelPort {
+            name,
+            old: Some(port.clone()),
+        });
+    }
     Ok(steps)
 }
 
@@ -444,7 +447,7 @@ mod tests {
     }
 
     #[test]
-    fn golden_offline_removes_the_port_then_takes_the_link_down() {
+    fn golden_offline_takes_the_link_down_then_removes_the_port() {
         use crate::modes::fixture::{netback, text, vif};
         let mut h = hp("ovsbr0", BridgeVlans::default(), None);
         h.command = Command::Offline;
@@ -465,8 +468,8 @@ mod tests {
         assert_eq!(
             text(&plan_offline(&o, &h).unwrap()),
             [
-                "ovs-vsctl --if-exists del-port vif5.0",
-                "ip link set vif5.0 down"
+                "ip link set vif5.0 down",
+                "ovs-vsctl --if-exists del-port vif5.0"
             ]
         );
         // No port (or the database unreachable, logged at observe), the device gone: nothing.

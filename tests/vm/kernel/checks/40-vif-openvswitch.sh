@@ -74,6 +74,10 @@ for d in 5 6 7; do
 done
 expect_eq "ports after offline" "$(ovs-vsctl list-ports ovsbr0)" ""
 expect_eq "vif5.0's master after offline" "$(master_of vif5.0)" ""
+# Offline takes the link down before it removes the port: ovs-vswitchd letting the port go
+# must not bring it up again.
+sleep 1
+expect_eq "vif5.0 is down after offline" "$(ip -o link show dev vif5.0 | grep -c '[<,]UP[,>]')" 0
 expect "offline again" hotplug vif-openvswitch offline 5 0
 xs_stop
 ovs_stop
