@@ -991,10 +991,9 @@ fn with_undo_failures(e: anyhow::Error, failed_undo: &[String]) -> anyhow::Error
 pub fn apply(nl: &mut Netlink, store: &dyn Store, steps: &[Step]) -> Result<Applied> {
     let mut done = Applied(Vec::new());
     for step in steps {
-        log::debug(&format!("{step}"));
         match step.apply(nl, store) {
             Ok(inverse) => {
-                log::info(&step.label());
+                log_applied(step);
                 done.0.extend(inverse);
             }
             Err(e) => return Err(done.undo(nl, store, e.context(step.label()))),
@@ -1008,11 +1007,22 @@ pub fn apply(nl: &mut Netlink, store: &dyn Store, steps: &[Step]) -> Result<Appl
 /// The error names the failed step.
 pub fn apply_until_failure(nl: &mut Netlink, store: &dyn Store, steps: &[Step]) -> Result<()> {
     for step in steps {
-        log::debug(&format!("{step}"));
         step.apply(nl, store).with_context(|| step.to_string())?;
-        log::info(&format!("{step}"));
+        log_applied(step);
     }
     Ok(())
+}
+
+/// One line per applied step (its label); the whole `nft` text of a filter or masquerading
+/// chain, which the label only sums up, as debug detail. Once each: `--verbose` shows both
+/// levels on stderr.
+fn log_applied(step: &Step) {
+    let label = step.label();
+    log::info(&label);
+    let full = step.to_string();
+    if full != label {
+        log::debug(&full);
+    }
 }
 
 /// Apply every step, treating "already gone" as done, and report every failure together.

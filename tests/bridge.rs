@@ -60,6 +60,25 @@ fn online_twice_is_the_same_state() {
 }
 
 #[test]
+fn debug_logging_names_each_step_once() {
+    let Some(sb) = guest("verbose", &[("ip", "10.9.0.5")]) else {
+        return;
+    };
+    let mut env = sb.libxl_env("vif-bridge", 5, 0);
+    env.push(("XEN_VIF_LOG".into(), "debug".into()));
+    let o = sb.run("vif-bridge", &["online", "type_if=vif"], &env);
+    assert_ok(&o);
+    let err = stderr(&o);
+    let lines: Vec<&str> = err.lines().collect();
+    for want in ["ip link set vif5.0 master xenbr0", "nft add table netdev"] {
+        let n = lines.iter().filter(|l| l.contains(want)).count();
+        assert_eq!(n, 1, "{want:?} once in:\n{err}");
+    }
+    // The filter's whole nft text is there once too, as debug detail under its label.
+    assert_eq!(err.matches("type filter hook ingress").count(), 1, "{err}");
+}
+
+#[test]
 fn mtu_from_xenstore() {
     let Some(sb) = guest("mtu", &[("mtu", "1400")]) else {
         return;
