@@ -739,6 +739,65 @@ fn route_mode_filters_and_pins_neighbours() {
 }
 
 #[test]
+fn nat_mode_filters_the_derived_address() {
+    let Some(sb) = Sandbox::new("nat") else {
+        return;
+    };
+    if !require(have_tool("nft"), "nft (nftables)") {
+        return;
+    }
+    // No `ip`: the guest's address is stock vif-nat's 10.0.<domid>.<handle+1>, its router .128.
+    let g = Netns::new(&sb, "g5");
+    sb.ip(&format!(
+        "link add vif5.0 type veth peer name eth0 address {}",
+        mac_str(&MAC5)
+    ));
+    sb.move_to("eth0", &g);
+    g.ip("link set eth0 up");
+    g.ip("addr add 10.0.5.1/16 dev eth0 nodad");
+    sb.backend(
+        5,
+        0,
+        &[
+            ("script", "/etc/xen/scripts/vif-nat"),
+            ("mac", &mac_str(&MAC5)),
+        ],
+    );
+    let env = sb.libxl_env("vif-nat", 5, 0);
+    let before = nft(&sb, "list ruleset").1;
+    assert_ok(&sb.run("vif-nat", &["online", "type_if=vif"], &env));
+    assert_eq!(sb.addrs("vif5.0"), ["10.0.5.128/32"]);
+    assert_eq!(
+        chains(&sb).get("vif5.0").map(|c| c.0.as_str()),
+        Some("vif5.0")
+    );
+    // Reverse-path filtering would drop the foreign source too: only the filter is tested.
+    for conf in ["all", "vif5.0"] {
+        sb.set_sysctl(&format!("/proc/sys/net/ipv4/conf/{conf}/rp_filter"), "0");
+    }
+    let vif_mac = parse_mac(&sb.mac("vif5.0"));
+    let d4 = listen(&sb.ns, "10.0.5.128:7000");
+    let p = udp4(v4("10.0.5.1"), v4("10.0.5.128"), 5555, 7000, b"own");
+    send_frame(&g.name, "eth0", &eth(vif_mac, MAC5, 0x0800, &p));
+    assert!(arrived(&d4, b"own", WAIT * 5), "own (derived) address");
+    let p = udp4(v4("10.0.6.1"), v4("10.0.5.128"), 5555, 7000, b"spoof");
+    send_frame(&g.name, "eth0", &eth(vif_mac, MAC5, 0x0800, &p));
+    assert!(
+        !arrived(&d4, b"spoof", WAIT),
+        "another guest's derived address"
+    );
+    let p = udp4(v4("10.0.5.1"), v4("10.0.5.128"), 5555, 7000, b"mac");
+    send_frame(
+        &g.name,
+        "eth0",
+        &eth(vif_mac, [0x00, 0x16, 0x3e, 9, 9, 9], 0x0800, &p),
+    );
+    assert!(!arrived(&d4, b"mac", WAIT), "another MAC");
+    assert_ok(&sb.run("vif-nat", &["offline", "type_if=vif"], &env));
+    assert_eq!(nft(&sb, "list ruleset").1, before);
+}
+
+#[test]
 fn the_hvm_tap_gets_its_own_chain() {
     let Some(Lan { sb, .. }) = lan("tap") else {
         return;
