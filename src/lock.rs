@@ -40,7 +40,13 @@ pub fn namespace_dir(base: &Path) -> PathBuf {
 
 /// The network-script lock of this namespace.
 pub fn network_lock_path() -> PathBuf {
-    namespace_dir(Path::new(RUN_DIR)).join("network-scripts.lock")
+    network_lock_in(&namespace_dir(Path::new(RUN_DIR)))
+}
+
+/// The network-script lock in the state directory `dir` (a namespace's, see `namespace_dir`):
+/// network scripts hold it exclusively for start and stop, vif actions shared.
+pub fn network_lock_in(dir: &Path) -> PathBuf {
+    dir.join("network-scripts.lock")
 }
 
 fn open_lock(path: &Path) -> std::io::Result<File> {

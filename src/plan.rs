@@ -477,6 +477,16 @@ fn is_gone(e: &anyhow::Error) -> bool {
 }
 
 impl Step {
+    /// The one "read a sysctl, change it if it differs": the write of `value` to `path` unless
+    /// `old`, what the host has there now, is that already.
+    pub fn sysctl_change(path: impl Into<String>, value: &str, old: &str) -> Option<Step> {
+        (old != value).then(|| Step::Sysctl {
+            path: path.into(),
+            value: value.into(),
+            old: old.into(),
+        })
+    }
+
     /// The step in one line, for logs and error messages (`Display` is what `--dry-run`
     /// prints; for a filter chain that is the whole chain).
     pub fn label(&self) -> String {

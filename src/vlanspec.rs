@@ -9,18 +9,22 @@ use crate::netlink::PortVlan;
 const MIN_VID: u32 = 1;
 const MAX_VID: u32 = 4094;
 
-fn vid(s: &str, term: &str) -> Result<u32, String> {
-    let v: u32 = s
-        .parse()
+/// A VLAN id as every place that takes one writes it: decimal digits only, 1..=4094.
+pub fn parse_vid(s: &str) -> Option<u16> {
+    s.parse::<u16>()
         .ok()
-        .filter(|_| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-        .ok_or_else(|| format!("VLAN term {term:?}: {s:?} is not a number"))?;
-    if !(MIN_VID..=MAX_VID).contains(&v) {
-        return Err(format!(
-            "VLAN term {term:?}: {v} is outside {MIN_VID}..{MAX_VID}"
-        ));
+        .filter(|v| (MIN_VID..=MAX_VID).contains(&u32::from(*v)))
+        .filter(|_| s.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn vid(s: &str, term: &str) -> Result<u32, String> {
+    match parse_vid(s) {
+        Some(v) => Ok(u32::from(v)),
+        None if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => Err(format!(
+            "VLAN term {term:?}: {s} is outside {MIN_VID}..{MAX_VID}"
+        )),
+        None => Err(format!("VLAN term {term:?}: {s:?} is not a number")),
     }
-    Ok(v)
 }
 
 /// Parse a `vlan` value into the port's VLAN table, sorted by VLAN id.

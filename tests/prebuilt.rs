@@ -5,7 +5,7 @@
 mod support;
 use support::*;
 
-/// Seed 004's host as the distro builds it: br4 over a VLAN-ish port, br100, both up.
+/// A host as a distribution builds it: br4 over a VLAN-ish port, br100, both up.
 fn host(tag: &str) -> Option<Sandbox> {
     let sb = Sandbox::new(tag)?;
     sb.bridge("br4");

@@ -1,4 +1,4 @@
-//! Issue 7: concurrency, faults and hostile input. Every case runs the real binary in the real
+//! Concurrency, faults and hostile input. Every case runs the real binary in the real
 //! kernel; "nothing changed" is a snapshot comparison.
 
 mod support;

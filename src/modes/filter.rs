@@ -294,15 +294,13 @@ pub fn plan_online(o: &Observed, hp: &Hotplug, link: &Link) -> Vec<Step> {
     // No router advertisements or redirects heeded on the vif (a guest must not be dom0's
     // router). Observed under the current name, written under the final one.
     for key in IPV6_HYGIENE {
-        let Some(old) = o.sysctls.get(key) else {
-            continue; // no IPv6 on this host
-        };
-        if old != "0" {
-            steps.push(Step::Sysctl {
-                path: sysctl::ipv6_conf(&hp.wanted_name, key),
-                value: "0".into(),
-                old: old.clone(),
-            });
+        // No such key: no IPv6 on this host.
+        if let Some(old) = o.sysctls.get(key) {
+            steps.extend(Step::sysctl_change(
+                sysctl::ipv6_conf(&hp.wanted_name, key),
+                "0",
+                old,
+            ));
         }
     }
     // Route and NAT mode: the host resolves each guest address to the backend's MAC only, so
@@ -359,13 +357,11 @@ pub fn plan_offline(o: &Observed, hp: &Hotplug, link: Option<&Link>) -> Vec<Step
         if let Ok(now) = IfName::new(&link.name) {
             for key in IPV6_HYGIENE {
                 if let (Some(old), Some(default)) = (o.sysctls.get(key), o.defaults.get(key)) {
-                    if old != default {
-                        steps.push(Step::Sysctl {
-                            path: sysctl::ipv6_conf(&now, key),
-                            value: default.clone(),
-                            old: old.clone(),
-                        });
-                    }
+                    steps.extend(Step::sysctl_change(
+                        sysctl::ipv6_conf(&now, key),
+                        default,
+                        old,
+                    ));
                 }
             }
         }

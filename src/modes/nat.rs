@@ -13,7 +13,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::{Result, bail};
 
-use super::route::{address_step, has_route, host_route, sysctl_step};
+use super::route::{address_step, has_route, host_route};
 use super::{Vif, filter, observe_vif};
 use crate::addr::{GuestAddr, nat_router_address};
 use crate::config;
@@ -172,10 +172,10 @@ pub fn plan_online(o: &Observed, hp: &Hotplug) -> Result<Vec<Step>> {
             route,
         });
     }
-    steps.extend(sysctl_step(
+    steps.extend(Step::sysctl_change(
         sysctl::ipv4_conf(&hp.wanted_name, "proxy_arp"),
         "1",
-        o.proxy_arp.clone(),
+        &o.proxy_arp,
     ));
     if let (Some(files), false) = (&o.dhcp, o.dhcp_present) {
         steps.push(Step::DhcpHost {
@@ -238,10 +238,10 @@ pub fn plan_offline(o: &Observed, hp: &Hotplug) -> Result<Vec<Step>> {
         });
     }
     if let Ok(n) = IfName::new(&link.name) {
-        steps.extend(sysctl_step(
+        steps.extend(Step::sysctl_change(
             sysctl::ipv4_conf(&n, "proxy_arp"),
             &o.proxy_arp_default,
-            o.proxy_arp.clone(),
+            &o.proxy_arp,
         ));
     }
     if link.up {

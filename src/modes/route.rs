@@ -81,15 +81,9 @@ pub(super) fn host_route(g: &GuestAddr, vif: u32, src: IpAddr, metric: Option<u3
     r
 }
 
-/// Whether `existing` has `r` already (same destination, device, metric and table).
+/// Whether `existing` has `r` already.
 pub(super) fn has_route(existing: &[Route], r: &Route) -> bool {
-    existing.iter().any(|e| {
-        e.dst == r.dst
-            && e.prefix_len == r.prefix_len
-            && e.oif == r.oif
-            && e.metric.unwrap_or(0) == r.metric.unwrap_or(0)
-            && e.table == r.table
-    })
+    existing.iter().any(|e| e.same_as(r))
 }
 
 /// The host's own address on the vif (the guest's gateway), unless `have` has it already.
@@ -336,10 +330,10 @@ pub fn plan_online(o: &Observed, hp: &Hotplug) -> Result<Vec<Step>> {
     }
     let ifname = IfName::new(&name).map_err(anyhow::Error::msg)?;
     if wants_v4 {
-        steps.extend(sysctl_step(
+        steps.extend(Step::sysctl_change(
             sysctl::ipv4_conf(&ifname, "proxy_arp"),
             "1",
-            o.proxy_arp.clone(),
+            &o.proxy_arp,
         ));
     }
     // An address already routed to another device at our metric is another guest's: refuse,
@@ -384,10 +378,10 @@ pub fn plan_online(o: &Observed, hp: &Hotplug) -> Result<Vec<Step>> {
     }
     if wants_v6 {
         let gw_name = IfName::new(&gw.name).map_err(anyhow::Error::msg)?;
-        steps.extend(sysctl_step(
+        steps.extend(Step::sysctl_change(
             sysctl::ipv6_conf(&gw_name, "proxy_ndp"),
             "1",
-            o.proxy_ndp.clone(),
+            &o.proxy_ndp,
         ));
         for g in hp.ip.iter().filter(|g| g.ip.is_ipv6() && g.is_host()) {
             if !o.proxied.contains(&g.ip) {
@@ -400,15 +394,6 @@ pub fn plan_online(o: &Observed, hp: &Hotplug) -> Result<Vec<Step>> {
         }
     }
     Ok(steps)
-}
-
-/// Set `path` to `value` unless it already is (`old`: what it is now).
-pub(super) fn sysctl_step(path: String, value: &str, old: String) -> Option<Step> {
-    (old != value).then(|| Step::Sysctl {
-        path,
-        value: value.into(),
-        old,
-    })
 }
 
 /// The proxy_arp a new interface gets: what offline puts back, so a reused name inherits
@@ -470,10 +455,10 @@ pub fn plan_offline(o: &Observed, hp: &Hotplug) -> Result<Vec<Step>> {
         }
     }
     if let Ok(ifname) = IfName::new(&link.name) {
-        steps.extend(sysctl_step(
+        steps.extend(Step::sysctl_change(
             sysctl::ipv4_conf(&ifname, "proxy_arp"),
             &o.proxy_arp_default,
-            o.proxy_arp.clone(),
+            &o.proxy_arp,
         ));
     }
     if link.up {

@@ -29,6 +29,19 @@ pub struct Route {
 }
 
 impl Route {
+    /// Whether this route (as the kernel lists it) is `want`: the same destination, table,
+    /// metric, gateway and device. What the kernel fills in (protocol, scope, a preferred
+    /// source) does not make it another route, and no metric is metric 0 (the kernel lists an
+    /// IPv4 route of metric 0 without one).
+    pub fn same_as(&self, want: &Route) -> bool {
+        self.dst == want.dst
+            && self.prefix_len == want.prefix_len
+            && self.table == want.table
+            && self.metric.unwrap_or(0) == want.metric.unwrap_or(0)
+            && self.gateway == want.gateway
+            && self.oif == want.oif
+    }
+
     /// A host or prefix route through a device, as `ip route add DST dev DEV src SRC metric M`.
     pub fn via_dev(dst: IpAddr, prefix_len: u8, oif: u32) -> Route {
         Route {

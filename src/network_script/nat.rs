@@ -6,10 +6,7 @@
 //! process). The stock script ran `iptables -t nat -A POSTROUTING -o <netdev> -j MASQUERADE`
 //! (every source) and left forwarding on at stop; here `stop` puts back exactly what `start`
 //! changed, also from a new process after a crash.
-
-use std::net::{IpAddr, Ipv4Addr};
-
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 
 use super::observed::{IP_FORWARD, Observed, updown};
 use super::route::{forwarding_step, restore_sysctls};
@@ -33,28 +30,22 @@ pub struct NatInstance {
 
 /// One `range=` entry: an IPv4 prefix without host bits.
 pub fn parse_range(s: &str) -> Result<Prefix> {
-    let (addr, len) = s
-        .split_once('/')
-        .ok_or_else(|| anyhow!("range={s}: give a prefix, e.g. 10.0.0.0/8"))?;
-    let ip: Ipv4Addr = addr
-        .parse()
-        .map_err(|_| anyhow!("range={s}: {addr:?} is not an IPv4 address"))?;
-    let len = len
-        .parse::<u8>()
-        .ok()
-        .filter(|n| (1..=32).contains(n) && len.bytes().all(|b| b.is_ascii_digit()))
-        .ok_or_else(|| anyhow!("range={s}: bad prefix length {len:?}"))?;
-    let mask = u32::MAX << (32 - u32::from(len));
-    if u32::from(ip) & !mask != 0 {
-        bail!(
-            "range={s}: host bits set (the prefix is {}/{len})",
-            Ipv4Addr::from(u32::from(ip) & mask)
-        );
+    let what = format!("range={s}");
+    if !s.contains('/') {
+        bail!("{what}: give a prefix, e.g. 10.0.0.0/8");
     }
-    Ok(Prefix {
-        ip: IpAddr::V4(ip),
-        len,
-    })
+    let (ip, len) = crate::addr::parse_prefixed(s, &what, false)?;
+    if !ip.is_ipv4() {
+        bail!("{what}: {ip} is not an IPv4 address");
+    }
+    if len == 0 {
+        bail!("{what}: bad prefix length \"0\"");
+    }
+    let net = crate::addr::network(ip, len);
+    if net != ip {
+        bail!("{what}: host bits set (the prefix is {net}/{len})");
+    }
+    Ok(Prefix { ip, len })
 }
 
 /// `netdev=` (or xend's `eth<vifnum>`), else the device of the default route.

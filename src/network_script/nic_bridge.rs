@@ -5,8 +5,7 @@
 use anyhow::{Result, bail};
 use netlink_packet_route::address::AddressFlags;
 
-use super::bridge::bridge_line;
-use super::observed::{Observed, is_kernel_route, is_unicast, same_route, updown};
+use super::observed::{Observed, bridge_line, is_kernel_route, is_unicast, updown};
 use super::state::{LinkId, Record, State};
 use super::{Instance, Script, Start};
 use crate::ifname::IfName;
@@ -136,7 +135,7 @@ impl Instance for NicBridge {
             .cloned()
             .collect();
         // Primaries first (as the kernel lists them): the moves below go in reverse.
-        addrs.sort_by_key(|a| a.flags & AddressFlags::Secondary.bits() != 0);
+        addrs.sort_by_key(|a| a.is_secondary());
         let routes = movable_routes(o, nic.index);
         let bindex = o.free_indexes().take()?;
         let (n, b, p) = (netdev.to_string(), bridge.to_string(), pdev.to_string());
@@ -330,7 +329,7 @@ impl Instance for NicBridge {
         }
         for r in &state.records {
             let Record::Route(route) = r else { continue };
-            if !o.routes_of(nindex).any(|n| same_route(n, route)) {
+            if !o.routes_of(nindex).any(|n| n.same_as(route)) {
                 steps.push(Step::AddRoute {
                     dev: name.into(),
                     route: route.clone(),

@@ -157,15 +157,10 @@ impl Observed {
         self.sysctls.contains_key(IPV6_FORWARDING)
     }
 
-    /// The one "read a sysctl, change it if it differs": the write of `value` to `path` when
-    /// the host has another value there; `None` when it has this one or no such sysctl.
+    /// The write of `value` to `path` when the host has another value there; `None` when it
+    /// has this one or no such sysctl.
     pub fn sysctl_change(&self, path: &str, value: &str) -> Option<Step> {
-        let old = self.sysctl(path)?;
-        (old != value).then(|| Step::Sysctl {
-            path: path.to_string(),
-            value: value.to_string(),
-            old: old.to_string(),
-        })
+        Step::sysctl_change(path, value, self.sysctl(path)?)
     }
 
     /// Ifindexes for the links a plan creates.
@@ -199,15 +194,27 @@ pub fn is_kernel_route(r: &Route) -> bool {
     r.protocol == RouteProtocol::Kernel
 }
 
-/// Whether `have` is `want`: the same destination, table, metric, gateway and device. What
-/// the kernel fills in (protocol, scope, a preferred source) does not make it another route.
-pub fn same_route(have: &Route, want: &Route) -> bool {
-    have.dst == want.dst
-        && have.prefix_len == want.prefix_len
-        && have.table == want.table
-        && have.metric == want.metric
-        && have.gateway == want.gateway
-        && have.oif == want.oif
+/// A bridge's status line, as both network-bridge set-ups show their bridges.
+pub fn bridge_line(br: &Link) -> String {
+    let mac: Vec<String> = br.mac.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "bridge {}: {}, stp {}, forward delay {} s, vlan filtering {}, mac {}\n",
+        br.name,
+        updown(br),
+        match br.stp {
+            Some(true) => "on",
+            Some(false) => "off",
+            None => "?",
+        },
+        br.forward_delay
+            .map_or("?".into(), |d| (d / 100).to_string()),
+        if br.vlan_filtering == Some(true) {
+            "on"
+        } else {
+            "off"
+        },
+        mac.join(":")
+    )
 }
 
 /// "up"/"down" for status lines.
@@ -368,13 +375,10 @@ pub mod fixture {
                 !(a.index == addr.index && a.ip == addr.ip && a.prefix_len == addr.prefix_len)
             }),
             Step::AddRoute { route, .. } => {
-                assert!(
-                    !o.routes.iter().any(|r| same_route(r, route)),
-                    "{step}: exists"
-                );
+                assert!(!o.routes.iter().any(|r| r.same_as(route)), "{step}: exists");
                 o.routes.push(route.clone());
             }
-            Step::DelRoute { route, .. } => o.routes.retain(|r| !same_route(r, route)),
+            Step::DelRoute { route, .. } => o.routes.retain(|r| !r.same_as(route)),
             Step::AddPortVlans { index, vlans, .. } => {
                 o.port_vlans.entry(*index).or_default().extend(vlans)
             }
@@ -508,7 +512,15 @@ mod tests {
         have.protocol = RouteProtocol::Kernel;
         have.scope = crate::netlink::RouteScope::Host;
         have.src = Some("10.0.0.2".parse().unwrap());
-        assert!(same_route(&have, &want));
+        assert!(have.same_as(&want));
+        // The kernel lists an IPv4 route of metric 0 without one.
+        assert!(
+            Route {
+                metric: Some(0),
+                ..want.clone()
+            }
+            .same_as(&want)
+        );
         let others = [
             route(4, "192.168.5.0", 24, Some("10.0.0.1")),
             route(3, "192.168.6.0", 24, Some("10.0.0.1")),
@@ -525,7 +537,7 @@ mod tests {
             },
         ];
         for o in &others {
-            assert!(!same_route(o, &want), "{o:?}");
+            assert!(!o.same_as(&want), "{o:?}");
         }
         assert!(is_unicast(&want) && !is_kernel_route(&want));
     }

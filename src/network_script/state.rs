@@ -160,9 +160,7 @@ impl Fields<'_> {
 
     fn vid(&mut self, v: Option<String>) -> Result<Option<u16>> {
         v.map(|v| {
-            self.parse::<u16>("vid", &v)
-                .ok()
-                .filter(|id| (1..=4094).contains(id))
+            crate::vlanspec::parse_vid(&v)
                 .ok_or_else(|| anyhow!("record {:?}: bad vid {v:?}", self.kind))
         })
         .transpose()
@@ -613,7 +611,7 @@ impl Location {
 
     /// The lock every network script of this namespace takes for start and stop.
     pub fn lock(&self) -> Result<Flock<File>> {
-        crate::lock::lock_file(&self.dir.join("network-scripts.lock"))
+        crate::lock::lock_file(&crate::lock::network_lock_in(&self.dir))
     }
 }
 

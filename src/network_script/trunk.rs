@@ -5,8 +5,7 @@
 
 use anyhow::{Result, anyhow, bail};
 
-use super::bridge::bridge_line;
-use super::observed::{FreeIndexes, Observed, updown};
+use super::observed::{FreeIndexes, Observed, bridge_line, updown};
 use super::state::{LinkId, Record, State};
 use super::{Instance, Params, Script, Start};
 use crate::ifname::IfName;
@@ -22,12 +21,11 @@ const DEFAULT_FILTERING_BRIDGE: &str = "xenbr0";
 /// A new link starts with the `default` value.
 fn no_ipv6_step(o: &Observed, dev: &str) -> Option<Step> {
     let default = sysctl::conf_path("ipv6", "default", "disable_ipv6");
-    let old = o.sysctl(&default)?;
-    (old != "1").then(|| Step::Sysctl {
-        path: sysctl::conf_path("ipv6", dev, "disable_ipv6"),
-        value: "1".into(),
-        old: old.to_string(),
-    })
+    Step::sysctl_change(
+        sysctl::conf_path("ipv6", dev, "disable_ipv6"),
+        "1",
+        o.sysctl(&default)?,
+    )
 }
 
 /// A new bridge `name` (ifindex `index`, without IPv6: it carries guests' traffic, not the
@@ -76,9 +74,7 @@ pub struct TrunkBridges {
 /// `4,100` or ranges `10-12`; every id 1..=4094, each once.
 pub fn parse_vlans(list: &[&str]) -> Result<Vec<u16>> {
     let id = |s: &str| -> Result<u16> {
-        s.parse::<u16>()
-            .ok()
-            .filter(|v| (1..=4094).contains(v) && s.bytes().all(|b| b.is_ascii_digit()))
+        crate::vlanspec::parse_vid(s)
             .ok_or_else(|| anyhow!("vlans: {s:?} is not a VLAN id (1..4094)"))
     };
     let mut out: Vec<u16> = Vec::new();

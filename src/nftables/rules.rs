@@ -4,6 +4,8 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use ipnet::IpNet;
+
 use super::socket::Msg;
 
 // nf_tables expression attributes (linux/netfilter/nf_tables.h).
@@ -52,35 +54,32 @@ impl Prefix {
         }
     }
 
+    /// The prefix as ipnet's network (a length beyond the family's is taken as a host).
+    fn net(&self) -> IpNet {
+        IpNet::new(self.ip, self.len).unwrap_or_else(|_| IpNet::from(self.ip))
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let (a, b) = (self.bytes(), Prefix::host(ip).bytes());
-        a.len() == b.len()
-            && self
-                .mask()
-                .iter()
-                .zip(a.iter().zip(&b))
-                .all(|(m, (x, y))| x & m == y & m)
+        self.net().contains(&ip)
     }
 
     fn bytes(&self) -> Vec<u8> {
-        match self.ip {
-            IpAddr::V4(a) => a.octets().to_vec(),
-            IpAddr::V6(a) => a.octets().to_vec(),
-        }
+        octets(self.ip)
     }
 
     fn mask(&self) -> Vec<u8> {
-        let n = self.bytes().len();
-        (0..n)
-            .map(|i| {
-                let bits = (usize::from(self.len)).saturating_sub(i * 8).min(8);
-                if bits == 0 { 0 } else { 0xffu8 << (8 - bits) }
-            })
-            .collect()
+        octets(self.net().netmask())
     }
 
     fn is_host(&self) -> bool {
-        usize::from(self.len) == self.bytes().len() * 8
+        self.net().prefix_len() == self.net().max_prefix_len()
+    }
+}
+
+fn octets(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
     }
 }
 
