@@ -1,5 +1,6 @@
 //! docs/architecture.md's module table stays true: its imports column is what the code imports
-//! (tests aside), and no module imports one that imports it back. Reads the sources only: no
+//! (tests aside), and no module imports one that imports it back, nor any file of a
+//! directory module a sibling that imports it back. Reads the sources only: no
 //! root, no kernel.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -47,29 +48,49 @@ fn code(text: &str) -> String {
     out
 }
 
-/// The crate's modules `text` names: `crate::x`, and `use crate::{x, y}`.
+/// The crate's modules `text` names: `crate::x`, and `use crate::{x, y::{..}}`.
 fn imports(text: &str, into: &mut BTreeSet<String>) {
-    for (i, _) in text.match_indices("crate::") {
-        let rest = &text[i + "crate::".len()..];
-        let names: Vec<&str> = match rest.strip_prefix('{') {
-            Some(group) => group
-                .split('}')
-                .next()
-                .unwrap_or("")
-                .split(',')
-                .map(str::trim)
-                .collect(),
-            None => vec![rest],
+    names_after(text, "crate::", into);
+}
+
+/// The first name of every path `text` continues after `prefix` (`prefix::x`, and each
+/// member of a group `prefix::{x, y::{..}}`).
+fn names_after(text: &str, prefix: &str, into: &mut BTreeSet<String>) {
+    let ident = |s: &str| -> String {
+        s.trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
+    for (i, _) in text.match_indices(prefix) {
+        if text[..i].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+            continue; // `super::super::x`, `a_crate::x`: not this prefix
+        }
+        let rest = &text[i + prefix.len()..];
+        let Some(group) = rest.strip_prefix('{') else {
+            into.insert(ident(rest));
+            continue;
         };
-        for n in names {
-            let id: String = n
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            if !id.is_empty() {
-                into.insert(id);
+        // The group's top-level members, up to its closing brace.
+        let (mut depth, mut start) = (0i32, 0usize);
+        for (j, c) in group.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 0 => {
+                    into.insert(ident(&group[start..j]));
+                    break;
+                }
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    into.insert(ident(&group[start..j]));
+                    start = j + 1;
+                }
+                _ => {}
             }
         }
+    }
+    for not_a_module in ["", "super", "self"] {
+        into.remove(not_a_module);
     }
 }
 
@@ -165,16 +186,104 @@ fn the_imports_column_is_what_the_code_imports() {
     );
 }
 
-#[test]
-fn no_module_imports_one_that_imports_it_back() {
-    let code = code_imports();
-    let mut cycles = Vec::new();
-    for (a, imports) in &code {
-        for b in imports {
-            if code.get(b).is_some_and(|i| i.contains(a)) && a < b {
-                cycles.push(format!("{a} <-> {b}"));
+/// Within each directory module, what each file imports of its siblings (`super::x`,
+/// `crate::dir::x`); `mod.rs`, the parent, is not one of them.
+fn sibling_imports() -> BTreeMap<String, BTreeMap<String, BTreeSet<String>>> {
+    let src = Path::new(ROOT).join("src");
+    let mut out = BTreeMap::new();
+    for dir in fs::read_dir(&src).unwrap().flatten().map(|e| e.path()) {
+        if !dir.is_dir() {
+            continue;
+        }
+        let parent = dir.file_name().unwrap().to_string_lossy().to_string();
+        let stems: BTreeSet<String> = fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+            .map(|p| p.file_stem().unwrap().to_string_lossy().to_string())
+            .filter(|s| s != "mod")
+            .collect();
+        let mut graph = BTreeMap::new();
+        for stem in &stems {
+            let text = code(&fs::read_to_string(dir.join(format!("{stem}.rs"))).unwrap());
+            let mut names = BTreeSet::new();
+            names_after(&text, "super::", &mut names);
+            names_after(&text, &format!("crate::{parent}::"), &mut names);
+            names.retain(|n| stems.contains(n) && n != stem);
+            graph.insert(stem.clone(), names);
+        }
+        out.insert(parent, graph);
+    }
+    out
+}
+
+/// A cycle in `graph`, if it has one (as the path that closes it).
+fn cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        n: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(i) = path.iter().position(|p| p == n) {
+            let mut c = path[i..].to_vec();
+            c.push(n.to_string());
+            return Some(c);
+        }
+        if done.contains(n) {
+            return None;
+        }
+        path.push(n.to_string());
+        for m in graph.get(n).into_iter().flatten() {
+            if let Some(c) = visit(m, graph, path, done) {
+                return Some(c);
             }
         }
+        path.pop();
+        done.insert(n.to_string());
+        None
     }
-    assert!(cycles.is_empty(), "import cycles: {}", cycles.join(", "));
+    let mut done = BTreeSet::new();
+    graph
+        .keys()
+        .find_map(|n| visit(n, graph, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn no_import_cycle_among_modules_or_among_the_files_of_one() {
+    let mut found = Vec::new();
+    if let Some(c) = cycle(&code_imports()) {
+        found.push(c.join(" -> "));
+    }
+    for (dir, graph) in sibling_imports() {
+        if let Some(c) = cycle(&graph) {
+            found.push(format!("{dir}: {}", c.join(" -> ")));
+        }
+    }
+    assert!(found.is_empty(), "import cycles: {}", found.join("; "));
+}
+
+#[test]
+fn the_cycle_finder_finds_cycles() {
+    let g = |edges: &[(&str, &str)]| {
+        let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (a, b) in edges {
+            g.entry(a.to_string()).or_default().insert(b.to_string());
+            g.entry(b.to_string()).or_default();
+        }
+        g
+    };
+    assert_eq!(cycle(&g(&[("a", "b"), ("b", "c"), ("a", "c")])), None);
+    assert_eq!(
+        cycle(&g(&[("a", "b"), ("b", "c"), ("c", "a")])),
+        Some(vec!["a".into(), "b".into(), "c".into(), "a".into()])
+    );
+    let mut names = BTreeSet::new();
+    names_after(
+        "use super::{observed::{A, B}, state::Record};\nuse super::super::x;",
+        "super::",
+        &mut names,
+    );
+    assert_eq!(names, ["observed", "state"].map(String::from).into());
 }
