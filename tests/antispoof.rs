@@ -664,6 +664,20 @@ fn a_mac_only_chain_without_ip() {
     assert!(!arrived(&d4, b"mac", WAIT), "the MAC rule still applies");
 }
 
+/// Guest 5 of a routed mode: netback's vif5.0 in dom0, its eth0 with `MAC5` and `addr` (no
+/// bridge) in a namespace of its own.
+fn routed_guest(sb: &Sandbox, addr: &str) -> Netns {
+    let g = Netns::new(sb, "g5");
+    sb.ip(&format!(
+        "link add vif5.0 type veth peer name eth0 address {}",
+        mac_str(&MAC5)
+    ));
+    sb.move_to("eth0", &g);
+    g.ip("link set eth0 up");
+    g.ip(&format!("addr add {addr} dev eth0 nodad"));
+    g
+}
+
 #[test]
 fn route_mode_filters_and_pins_neighbours() {
     let Some(sb) = Sandbox::new("route") else {
@@ -675,14 +689,7 @@ fn route_mode_filters_and_pins_neighbours() {
     sb.bridge("gw0");
     sb.ip("addr add 10.9.0.1/29 dev gw0");
     sb.set_sysctl("/proc/sys/net/ipv4/ip_forward", "1");
-    let g = Netns::new(&sb, "g5");
-    sb.ip(&format!(
-        "link add vif5.0 type veth peer name eth0 address {}",
-        mac_str(&MAC5)
-    ));
-    sb.move_to("eth0", &g);
-    g.ip("link set eth0 up");
-    g.ip("addr add 10.9.0.2/29 dev eth0");
+    let g = routed_guest(&sb, "10.9.0.2/29");
     sb.backend(
         5,
         0,
@@ -747,14 +754,7 @@ fn nat_mode_filters_the_derived_address() {
         return;
     }
     // No `ip`: the guest's address is stock vif-nat's 10.0.<domid>.<handle+1>, its router .128.
-    let g = Netns::new(&sb, "g5");
-    sb.ip(&format!(
-        "link add vif5.0 type veth peer name eth0 address {}",
-        mac_str(&MAC5)
-    ));
-    sb.move_to("eth0", &g);
-    g.ip("link set eth0 up");
-    g.ip("addr add 10.0.5.1/16 dev eth0 nodad");
+    let g = routed_guest(&sb, "10.0.5.1/16");
     sb.backend(
         5,
         0,
