@@ -28,11 +28,11 @@ if [ "${1:-}" != --inside ]; then
     ns=xen-vif-nftbench
     cleanup() {
         kill "${xs_pid:-}" 2>/dev/null || true
-        for n in "$ns" "$ns-a" "$ns-b"; do ip netns del "$n" 2>/dev/null || true; done
+        for n in "$ns" "$ns-a" "$ns-b" "$ns-guests" "$ns-more"; do ip netns del "$n" 2>/dev/null || true; done
         rm -rf "$dir"
     }
     trap cleanup EXIT
-    for n in "$ns" "$ns-a" "$ns-b"; do ip netns del "$n" 2>/dev/null || true; done
+    for n in "$ns" "$ns-a" "$ns-b" "$ns-guests" "$ns-more"; do ip netns del "$n" 2>/dev/null || true; done
     for d in $(seq 1 "$nvifs"); do
         be=/local/domain/0/backend/vif/$d/0
         printf '%s\n' "$be/frontend=/local/domain/$d/device/vif/0" "$be/frontend-id=$d" \
@@ -48,15 +48,19 @@ if [ "${1:-}" != --inside ]; then
     ip -n "$ns" link set lo up
     ip -n "$ns" link add xenbr0 address 02:00:00:00:00:01 type bridge
     ip -n "$ns" link set xenbr0 up
-    for d in $(seq 1 "$nvifs"); do echo "link add vif$d.0 address fe:ff:ff:ff:ff:ff type veth peer name g$d"; done > "$dir/links.batch"
+    # The guests' ends live in a namespace of their own, as a guest's interface lives in its
+    # domain: dom0's namespace holds the vifs and the bridge, the device count of a real host
+    # with that many guests (the kernel's netdev hook set-up walks every device, BENCHMARKS.md).
+    ip netns add "$ns-guests"
+    for d in $(seq 1 "$nvifs"); do echo "link add vif$d.0 address fe:ff:ff:ff:ff:ff type veth peer name g$d netns $ns-guests"; done > "$dir/links.batch"
     ip -n "$ns" -batch "$dir/links.batch"
     # Two guests with loopback only and their veth end: vif1.0 <-> a, vif2.0 <-> b.
     for g in a b; do
         ip netns add "$ns-$g"
         ip -n "$ns-$g" link set lo up
     done
-    ip -n "$ns" link set g1 netns "$ns-a"
-    ip -n "$ns" link set g2 netns "$ns-b"
+    ip -n "$ns-guests" link set g1 netns "$ns-a"
+    ip -n "$ns-guests" link set g2 netns "$ns-b"
     ip -n "$ns-a" link set g1 address 00:16:3e:00:00:01 up
     ip -n "$ns-b" link set g2 address 00:16:3e:00:00:02 up
     ip -n "$ns-a" addr add 10.9.0.3/16 dev g1
@@ -125,6 +129,31 @@ for f in false true base; do
 done
 chains="this tree: ${layout[true]}; baseline: ${layout[base]}"
 
+echo "bench: what the 1st vif's filtered online pays for ${nvifs} more devices, or tables..." >&2
+# Each alone, no other vif up: the kernel registers a netdev hook by walking every device of
+# the namespace, and finds a table by name by walking every table (each message of the
+# online's one batch names the vif's table). Empty tables of another name stand in for the
+# other vifs' tables; veths whose peers live elsewhere for their devices.
+filter true
+online_only() { # name
+    hyperfine -N --warmup 10 -r "$runs" --prepare "$dir/xv/vif-bridge offline type_if=vif" \
+        "$dir/xv/vif-bridge online type_if=vif" --export-json "$out/nft-grow-$1.json" >/dev/null
+}
+online_only none
+ip netns add "$NS-more"
+for i in $(seq 1 "$nvifs"); do echo "link add more$i type veth peer name p$i netns $NS-more"; done > "$dir/more.batch"
+ip -batch "$dir/more.batch"
+online_only devices
+for i in $(seq 1 "$nvifs"); do echo "link del more$i"; done > "$dir/less.batch"
+ip -batch "$dir/less.batch"
+ip netns del "$NS-more"
+for i in $(seq 1 "$nvifs"); do echo "add table netdev other$i"; done > "$dir/tables.nft"
+nft -f "$dir/tables.nft"
+online_only tables
+for i in $(seq 1 "$nvifs"); do echo "delete table netdev other$i"; done > "$dir/tables.nft"
+nft -f "$dir/tables.nft"
+"$dir/xv/vif-bridge" offline type_if=vif >/dev/null
+
 echo "bench: UDP through vif1.0 -> xenbr0 -> vif2.0..." >&2
 pps() { # seconds -> packets/s received by guest b
     local before after
@@ -178,6 +207,12 @@ for f, label in [("true", "filtered"), ("base", "filtered by the baseline"), ("f
     print(f"| vif1.0 {label}, beside {int(nvifs) - 1} others | {t('last-'+f+'-on'):.3f} | "
           f"{t('last-'+f+'-off'):.3f} | **{t('last-'+f+'-on') / t('first-'+f+'-on'):.3f}** |")
 print("\n(target: the filtered ratio within 1.10)\n")
+print(f"What grows, each alone (vif1.0 filtered, no other vif up; median of {runs}, ms):\n")
+print("| beside | online | against none |\n|---|---|---|")
+for n, label in [("none", "nothing"), ("devices", f"{nvifs} more devices"),
+                 ("tables", f"{nvifs} empty netdev tables")]:
+    print(f"| {label} | {t('grow-'+n):.3f} | {t('grow-'+n) - t('grow-none'):+.3f} |")
+print()
 print("### UDP, guest a → vif1.0 → xenbr0 → vif2.0 → guest b (18-byte payloads, 3 s, median of 5)\n")
 print("| vif1.0 | packets/s received by b | runs |\n|---|---|---|")
 print(f"| filtered | {pon} | {ron} |\n| not filtered | {poff} | {roff} |")
