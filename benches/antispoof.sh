@@ -139,19 +139,18 @@ online_only() { # name
     hyperfine -N --warmup 10 -r "$runs" --prepare "$dir/xv/vif-bridge offline type_if=vif" \
         "$dir/xv/vif-bridge online type_if=vif" --export-json "$out/nft-grow-$1.json" >/dev/null
 }
+per_vif() { # one line for each of 1..nvifs: the text with every N replaced by the number
+    for i in $(seq 1 "$nvifs"); do echo "${1//N/$i}"; done
+}
 online_only none
 ip netns add "$NS-more"
-for i in $(seq 1 "$nvifs"); do echo "link add more$i type veth peer name p$i netns $NS-more"; done > "$dir/more.batch"
-ip -batch "$dir/more.batch"
+per_vif "link add moreN type veth peer name pN netns $NS-more" | ip -batch -
 online_only devices
-for i in $(seq 1 "$nvifs"); do echo "link del more$i"; done > "$dir/less.batch"
-ip -batch "$dir/less.batch"
+per_vif "link del moreN" | ip -batch -
 ip netns del "$NS-more"
-for i in $(seq 1 "$nvifs"); do echo "add table netdev other$i"; done > "$dir/tables.nft"
-nft -f "$dir/tables.nft"
+per_vif "add table netdev otherN" | nft -f -
 online_only tables
-for i in $(seq 1 "$nvifs"); do echo "delete table netdev other$i"; done > "$dir/tables.nft"
-nft -f "$dir/tables.nft"
+per_vif "delete table netdev otherN" | nft -f -
 "$dir/xv/vif-bridge" offline type_if=vif >/dev/null
 
 echo "bench: UDP through vif1.0 -> xenbr0 -> vif2.0..." >&2
