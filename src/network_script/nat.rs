@@ -6,6 +6,7 @@
 //! process). The stock script ran `iptables -t nat -A POSTROUTING -o <netdev> -j MASQUERADE`
 //! (every source) and left forwarding on at stop; here `stop` puts back exactly what `start`
 //! changed, also from a new process after a crash.
+
 use anyhow::{Result, bail};
 
 use super::observed::{IP_FORWARD, Observed, updown};

@@ -72,7 +72,8 @@ impl Prefix {
     }
 
     fn is_host(&self) -> bool {
-        self.net().prefix_len() == self.net().max_prefix_len()
+        let net = self.net();
+        net.prefix_len() == net.max_prefix_len()
     }
 }
 
