@@ -412,10 +412,10 @@ mod tests {
         vif.filter.chain = Some(ChainState {
             devices: vec!["vif5.0".into()],
             comment: Some(filter::fingerprint(&want)),
-            rules: want.rules.len(),
+            rules: Some(want.rules.len()),
         });
         assert_eq!(filter_state(&vif, &h), "on");
-        vif.filter.chain.as_mut().unwrap().rules += 1;
+        vif.filter.chain.as_mut().unwrap().rules = Some(want.rules.len() + 1);
         assert_eq!(filter_state(&vif, &h), "stale");
     }
 }

@@ -375,7 +375,7 @@ mod tests {
         o.vif.filter.chain = Some(ChainState {
             devices: vec!["web0".into()],
             comment: Some(filter::fingerprint(&want)),
-            rules: want.rules.len(),
+            rules: Some(want.rules.len()),
         });
         o.vif.filter.sysctls = BTreeMap::from([("accept_ra", "0".into())]);
         // Only the frontend's MTU is written again (it is no kernel state).

@@ -207,7 +207,7 @@ pub struct Observed {
 
 /// Read this vif's table and chain. A kernel without nf_tables has none (an online that needs
 /// one then fails when applying it, with the line that names the switch).
-pub fn observe(chain: &str) -> Result<Observed> {
+pub fn observe(chain: &str, count_rules: bool) -> Result<Observed> {
     let mut nf = match Nfnetlink::open() {
         Ok(nf) => nf,
         Err(e) if crate::nftables::is_unsupported(&e) => return Ok(Observed::default()),
@@ -215,7 +215,7 @@ pub fn observe(chain: &str) -> Result<Observed> {
     };
     let table = table(chain);
     // The chain first: when it is there, so is the table (one request in the usual case).
-    let observed = nf.netdev_chain(&table, chain).and_then(|c| {
+    let observed = nf.netdev_chain(&table, chain, count_rules).and_then(|c| {
         Ok(Observed {
             table: c.is_some() || nf.has_netdev_table(&table)?,
             chain: c,
@@ -232,7 +232,8 @@ pub fn observe(chain: &str) -> Result<Observed> {
 /// Read the table and chain, and for the device `link` (this backend's, if there is one) the
 /// sysctls and neighbour entries `plan_online`/`plan_offline` weigh.
 pub fn observe_vif(nl: &mut Netlink, hp: &Hotplug, link: Option<&Link>) -> Result<Observed> {
-    let mut o = observe(hp.kernel_name.as_str())?;
+    // Offline deletes whatever table is there: it need not read the rules back.
+    let mut o = observe(hp.kernel_name.as_str(), hp.command.is_up())?;
     let Some(link) = link else {
         return Ok(o);
     };
@@ -263,7 +264,7 @@ pub fn plan(observed: &Observed, chain: &str, want: Option<&IngressChain>) -> Ve
             let same = have.as_ref().is_some_and(|h| {
                 h.devices == [w.device.clone()]
                     && h.comment.as_deref() == Some(comment.as_str())
-                    && h.rules == w.rules.len()
+                    && h.rules == Some(w.rules.len())
             });
             if same {
                 Vec::new()
@@ -458,7 +459,7 @@ mod tests {
             chain: Some(ChainState {
                 devices: vec!["vif5.0".into()],
                 comment: Some(fingerprint(&want)),
-                rules: want.rules.len(),
+                rules: Some(want.rules.len()),
             }),
             ..Default::default()
         };
@@ -466,7 +467,7 @@ mod tests {
         // Another device, a rule less, another fingerprint: replaced in one step.
         for change in [
             |c: &mut ChainState| c.devices = vec!["web0".into()],
-            |c: &mut ChainState| c.rules -= 1,
+            |c: &mut ChainState| c.rules = c.rules.map(|n| n - 1),
             |c: &mut ChainState| c.comment = Some("xen-vif 0".into()),
         ] {
             let mut o = same.clone();

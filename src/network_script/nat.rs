@@ -112,7 +112,7 @@ pub fn comment(chain: &NatChain) -> String {
 pub fn chain_step(want: &NatChain, have: Option<&ChainState>) -> Option<Step> {
     let comment = comment(want);
     let same = have.is_some_and(|h| {
-        h.comment.as_deref() == Some(comment.as_str()) && h.rules == want.rules.len()
+        h.comment.as_deref() == Some(comment.as_str()) && h.rules == Some(want.rules.len())
     });
     (!same).then(|| Step::Masquerade {
         chain: Box::new(want.clone()),
@@ -278,7 +278,7 @@ mod tests {
         let have = ChainState {
             devices: Vec::new(),
             comment: Some(comment(&want)),
-            rules: 1,
+            rules: Some(1),
         };
         assert_eq!(chain_step(&want, Some(&have)), None);
         let other = ChainState {
@@ -328,7 +328,7 @@ mod tests {
             ChainState {
                 devices: Vec::new(),
                 comment: Some(comment(&want)),
-                rules: want.rules.len(),
+                rules: Some(want.rules.len()),
             },
         );
         o
@@ -372,7 +372,7 @@ mod tests {
             ChainState {
                 devices: Vec::new(),
                 comment: None,
-                rules: 3,
+                rules: Some(3),
             },
         );
         let (steps, _) = planned(i.plan_start(&stale).unwrap());

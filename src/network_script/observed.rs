@@ -420,7 +420,7 @@ pub mod fixture {
                     ChainState {
                         devices: Vec::new(),
                         comment: Some(comment.clone()),
-                        rules: chain.rules.len(),
+                        rules: Some(chain.rules.len()),
                     },
                 );
             }

@@ -83,7 +83,9 @@ pub struct ChainState {
     /// The device its ingress hook is on (none once that device is gone, on newer kernels).
     pub devices: Vec<String>,
     pub comment: Option<String>,
-    pub rules: usize,
+    /// How many rules it holds; None when the caller did not ask (the dump of every rule
+    /// with its expressions is most of a read).
+    pub rules: Option<usize>,
 }
 
 /// Errors that mean the kernel has no nf_tables (or no netdev family): the caller names the
@@ -230,17 +232,28 @@ impl Nfnetlink {
         }
     }
 
-    /// The family ip chain `table`/`name`, or None.
+    /// The family ip chain `table`/`name` with its rules counted, or None.
     pub fn ip_chain(&mut self, table: &str, name: &str) -> Result<Option<ChainState>> {
-        self.chain_state(NFPROTO_IPV4, table, name)
+        self.chain_state(NFPROTO_IPV4, table, name, true)
     }
 
-    /// The netdev chain `table`/`name`, or None.
-    pub fn netdev_chain(&mut self, table: &str, name: &str) -> Result<Option<ChainState>> {
-        self.chain_state(NFPROTO_NETDEV, table, name)
+    /// The netdev chain `table`/`name`, its rules counted if `count_rules`, or None.
+    pub fn netdev_chain(
+        &mut self,
+        table: &str,
+        name: &str,
+        count_rules: bool,
+    ) -> Result<Option<ChainState>> {
+        self.chain_state(NFPROTO_NETDEV, table, name, count_rules)
     }
 
-    fn chain_state(&mut self, family: u8, table: &str, name: &str) -> Result<Option<ChainState>> {
+    fn chain_state(
+        &mut self,
+        family: u8,
+        table: &str,
+        name: &str,
+        count_rules: bool,
+    ) -> Result<Option<ChainState>> {
         let mut m = family_msg(family, NFT_MSG_GETCHAIN, NLM_F_ACK);
         m.str(NFTA_CHAIN_TABLE, table);
         m.str(NFTA_CHAIN_NAME, name);
@@ -250,7 +263,7 @@ impl Nfnetlink {
         let mut st = ChainState {
             devices: Vec::new(),
             comment: None,
-            rules: 0,
+            rules: None,
         };
         for (ty, v) in answer.attrs() {
             match ty {
@@ -279,9 +292,12 @@ impl Nfnetlink {
         // Newer kernels give the device both as NFTA_HOOK_DEV and in NFTA_HOOK_DEVS.
         st.devices.sort();
         st.devices.dedup();
+        if !count_rules {
+            return Ok(Some(st));
+        }
         let (table, name) = (table.to_string(), name.to_string());
-        st.rules = self
-            .dump(|| {
+        st.rules = Some(
+            self.dump(|| {
                 let mut m = family_msg(family, NFT_MSG_GETRULE, NLM_F_DUMP);
                 m.str(NFTA_RULE_TABLE, &table);
                 m.str(NFTA_RULE_CHAIN, &name);
@@ -289,7 +305,8 @@ impl Nfnetlink {
             })?
             .iter()
             .filter(|a| a.ty == nft_type(NFT_MSG_NEWRULE))
-            .count();
+            .count(),
+        );
         Ok(Some(st))
     }
 }
