@@ -1101,3 +1101,118 @@ fn a_kernel_without_nf_tables_fails_online_with_one_line_naming_the_switch() {
     assert_ok(&cmd.output().unwrap());
     assert_eq!(sb.master("vif5.0").as_deref(), Some("xenbr0"));
 }
+
+/// The filter's added cost per online+offline in a process that keeps its sockets (the
+/// resident daemon's case, without the one-shot run's close-time grace period): one vif cycled
+/// `BENCH_CYCLES` times by the library in this process, with no filter, a MAC-only chain, and
+/// the chain for one IPv4 and one IPv6 address, in alternating rounds; each step kind timed.
+/// Another netdev ingress hook stays in place, as on a host with other guests (the kernel
+/// switches its ingress code on and off when the first hook comes and the last one goes).
+///   sudo cargo test --release --test antispoof -- --ignored --nocapture bench_filter
+#[test]
+#[ignore]
+fn bench_filter_cost_in_one_process() {
+    use std::collections::BTreeMap;
+    use std::time::Instant;
+    use xen_vif::invocation::{Command, DeviceId, Hotplug, Mode, TypeIf};
+    use xen_vif::{deadline, ifname::IfName, netlink::Netlink};
+    let Some(sb) = Sandbox::new("fcost") else {
+        return;
+    };
+    sb.bridge("xenbr0");
+    sb.netback_vif("vif1.0", "g1");
+    let (ok, out) = nft(
+        &sb,
+        "'add table netdev other; add chain netdev other c { type filter hook ingress device xenbr0 priority 0; }'",
+    );
+    assert!(ok, "{out}");
+    let cycles: u32 = std::env::var("BENCH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let name = IfName::new("vif1.0").unwrap();
+    let hp = |command, antispoof, ip: &str| Hotplug {
+        script: "vif-bridge",
+        mode: Mode::Bridge,
+        command,
+        type_if: TypeIf::Vif,
+        id: DeviceId { domid: 1, devid: 0 },
+        backend: "backend/vif/1/0".into(),
+        kernel_name: name.clone(),
+        wanted_name: name.clone(),
+        bridge: Some(IfName::new("xenbr0").unwrap()),
+        gatewaydev: None,
+        ip: xen_vif::addr::parse_guest_addrs(ip).unwrap(),
+        mtu: None,
+        vlan: None,
+        mac: Some(MAC5),
+        antispoof,
+        ovs_vlans: Default::default(),
+    };
+    let cases = [
+        ("no filter (`antispoof = false`)", false, ""),
+        ("MAC only (no `ip`): 1 rule", true, ""),
+        (
+            "`ip=10.0.0.5 2001:db8::5`: 22 rules",
+            true,
+            "10.0.0.5 2001:db8::5",
+        ),
+    ];
+    // Per case: each round's cycle time, and each step kind's total over all rounds (µs).
+    let mut cycle: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let mut parts: Vec<BTreeMap<String, f64>> = vec![BTreeMap::new(); cases.len()];
+    in_ns(&sb.ns, || {
+        let _budget = deadline::Deadline::after(Duration::from_secs(3600)).enter();
+        let mut nl = Netlink::open().unwrap();
+        for _round in 0..3 {
+            for (i, (_, antispoof, ip)) in cases.iter().enumerate() {
+                let t = Instant::now();
+                for _ in 0..cycles {
+                    for c in [Command::Online, Command::Offline] {
+                        let h = hp(c, *antispoof, ip);
+                        let t0 = Instant::now();
+                        let steps = xen_vif::modes::plan(&mut nl, &NoStore, &h).unwrap();
+                        *parts[i]
+                            .entry(format!("{c:?}: observe and plan"))
+                            .or_default() += t0.elapsed().as_secs_f64();
+                        for st in &steps {
+                            let t1 = Instant::now();
+                            let _undo =
+                                xen_vif::plan::apply(&mut nl, &NoStore, std::slice::from_ref(st))
+                                    .unwrap();
+                            let label = st.label();
+                            let kind = label.split_whitespace().take(3).collect::<Vec<_>>();
+                            *parts[i]
+                                .entry(format!("{c:?}: {}", kind.join(" ")))
+                                .or_default() += t1.elapsed().as_secs_f64();
+                        }
+                    }
+                }
+                cycle[i].push(t.elapsed().as_secs_f64() * 1e6 / cycles as f64);
+            }
+        }
+    });
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    println!(
+        "\n| one vif, {cycles} cycles x 3 rounds | online+offline, µs (median round) | rounds | added by the filter |\n|---|---|---|---|"
+    );
+    for (i, (label, _, _)) in cases.iter().enumerate() {
+        let rounds: Vec<String> = cycle[i].iter().map(|c| format!("{c:.0}")).collect();
+        println!(
+            "| {label} | {:.0} | {} | {:.0} |",
+            median(&cycle[i]),
+            rounds.join(" "),
+            median(&cycle[i]) - median(&cycle[0])
+        );
+    }
+    for (i, (label, _, _)) in cases.iter().enumerate() {
+        println!("\n{label}, µs per cycle by step:");
+        for (k, v) in &parts[i] {
+            println!("  {:>7.1}  {k}", v * 1e6 / (3 * cycles) as f64);
+        }
+    }
+}

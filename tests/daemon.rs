@@ -980,21 +980,6 @@ fn bench_1000_vifs_daemon_against_one_shot() {
     }
 }
 
-/// A store for the kernel-work loop: the frontend's MTU write goes nowhere.
-struct NoStore;
-
-impl xen_vif::xenstore::Store for NoStore {
-    fn read(&self, _: &str) -> std::io::Result<Option<String>> {
-        Ok(None)
-    }
-    fn write(&self, _: &str, _: &str) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn directory(&self, _: &str) -> std::io::Result<Option<Vec<String>>> {
-        Ok(None)
-    }
-}
-
 /// What the kernel alone takes for `command` on vifs 1..=n: each vif's plan made and applied
 /// exactly as the daemon's worker does it (the same reads, the same steps, the filter's socket
 /// kept), in one thread of this process inside the sandbox's namespace, timed around the loop.

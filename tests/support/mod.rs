@@ -18,6 +18,22 @@ pub mod ovs;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// A store for loops that apply plans in the test process, timing the kernel's work alone:
+/// reads find nothing, writes (the frontend's MTU) go nowhere.
+pub struct NoStore;
+
+impl xen_vif::xenstore::Store for NoStore {
+    fn read(&self, _: &str) -> std::io::Result<Option<String>> {
+        Ok(None)
+    }
+    fn write(&self, _: &str, _: &str) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn directory(&self, _: &str) -> std::io::Result<Option<Vec<String>>> {
+        Ok(None)
+    }
+}
+
 /// In CI every prerequisite is a hard requirement: nothing passes by skipping.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
