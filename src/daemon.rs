@@ -509,8 +509,12 @@ fn observe_on(store: &mut Option<XenStore>, id: DeviceId) -> Result<(Observed, O
             &["online", "state", "hotplug-status", "script"],
         )?;
         let exists = !keys.is_empty() || s.directory(&backend)?.is_some();
-        let libxl_runs_scripts = s.read("libxl/disable_udev")?.is_some();
-        let driver_domain = s.read("domid")?.is_some_and(|d| d.trim() != "0");
+        let [udev, domid]: [std::io::Result<Option<String>>; 2] = s
+            .read_many(&["libxl/disable_udev", "domid"])
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("xenstore: one answer per read expected"))?;
+        let libxl_runs_scripts = udev?.is_some();
+        let driver_domain = domid?.is_some_and(|d| d.trim() != "0");
         let o = Observed {
             exists,
             online: keys.get("online").cloned(),

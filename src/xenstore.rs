@@ -111,6 +111,10 @@ pub trait Store {
     fn write(&self, path: &str, value: &str) -> io::Result<()>;
     /// `Ok(None)` when the directory does not exist.
     fn directory(&self, path: &str) -> io::Result<Option<Vec<String>>>;
+    /// [`Store::read`] of each path, in order; a store that can overlaps the round trips.
+    fn read_many(&self, paths: &[&str]) -> Vec<io::Result<Option<String>>> {
+        paths.iter().map(|p| self.read(p)).collect()
+    }
     /// The domain that owns node `path`; `Ok(None)` when there is no such node. A store that
     /// knows no owners says so rather than guess.
     fn owner(&self, _path: &str) -> io::Result<Option<u32>> {
@@ -331,10 +335,21 @@ impl Conn {
     }
 
     fn transact_once(&mut self, op: Op, parts: &[&str], trailing_nul: bool) -> io::Result<Vec<u8>> {
+        let id = self.send(op, parts, trailing_nul)?;
+        self.reply(op, id)?
+    }
+
+    /// Send one request; its id, for [`Conn::reply`].
+    fn send(&mut self, op: Op, parts: &[&str], trailing_nul: bool) -> io::Result<u32> {
         self.next_id = self.next_id.wrapping_add(1);
-        let id = self.next_id;
-        let out = encode(op, id, parts, trailing_nul)?;
+        let out = encode(op, self.next_id, parts, trailing_nul)?;
         self.write_all(&out)?;
+        Ok(self.next_id)
+    }
+
+    /// The reply to request `id` (the next one due: xenstored answers a connection's requests
+    /// in order). The outer error breaks the stream; the inner one is xenstored's answer.
+    fn reply(&mut self, op: Op, id: u32) -> io::Result<io::Result<Vec<u8>>> {
         loop {
             let (ty, rid, payload) = self.read_message()?;
             if ty == Op::WatchEvent as u32 {
@@ -348,7 +363,7 @@ impl Conn {
                 ));
             }
             if ty == Op::Error as u32 {
-                return Err(error_reply(&payload));
+                return Ok(Err(error_reply(&payload)));
             }
             if ty != op as u32 {
                 return Err(io::Error::new(
@@ -356,8 +371,27 @@ impl Conn {
                     format!("xenstored answered a {op:?} request with message type {ty}"),
                 ));
             }
-            return Ok(payload);
+            return Ok(Ok(payload));
         }
+    }
+
+    /// Reads of every path in `paths`, all sent before the first reply is read: one round trip
+    /// for all. Each request is a write of its own (the xenbus device takes one message per
+    /// write). Every reply is read, an error reply included, so the stream stays in step.
+    fn read_many(&mut self, paths: &[&str]) -> io::Result<Vec<io::Result<Vec<u8>>>> {
+        if self.broken {
+            return Err(closed());
+        }
+        let result = (|| -> io::Result<Vec<io::Result<Vec<u8>>>> {
+            let mut ids = Vec::with_capacity(paths.len());
+            for p in paths {
+                ids.push(self.send(Op::Read, &[p], true)?);
+            }
+            ids.into_iter().map(|id| self.reply(Op::Read, id)).collect()
+        })();
+        // Requests may be out with their replies unread: nothing more goes on this stream.
+        self.broken |= result.is_err();
+        result
     }
 }
 
@@ -403,7 +437,17 @@ impl XenStore {
                 )
             })?,
         };
-        Ok(XenStore {
+        Ok(XenStore::on(fd))
+    }
+
+    /// A connection of its own to the xenstored socket at `path` (no kept connection, no
+    /// fallback to the device): for a benchmark that compares ways of asking.
+    pub fn open_socket(path: &str) -> io::Result<XenStore> {
+        connect_socket(path).map(XenStore::on)
+    }
+
+    fn on(fd: OwnedFd) -> XenStore {
+        XenStore {
             conn: ManuallyDrop::new(RefCell::new(Conn {
                 fd,
                 next_id: 0,
@@ -411,7 +455,7 @@ impl XenStore {
                 broken: false,
                 watching: false,
             })),
-        })
+        }
     }
 
     fn transact(&self, op: Op, parts: &[&str], trailing_nul: bool) -> io::Result<Vec<u8>> {
@@ -539,13 +583,27 @@ impl Store for XenStore {
             .transpose()
     }
 
+    fn read_many(&self, paths: &[&str]) -> Vec<io::Result<Option<String>>> {
+        match self.conn.borrow_mut().read_many(paths) {
+            Ok(replies) => replies
+                .into_iter()
+                .map(|r| absent(r)?.map(payload_str).transpose())
+                .collect(),
+            // The stream broke: every read failed alike.
+            Err(e) => paths
+                .iter()
+                .map(|_| Err(io::Error::new(e.kind(), e.to_string())))
+                .collect(),
+        }
+    }
+
     fn owner(&self, path: &str) -> io::Result<Option<u32>> {
         XenStore::owner(self, path)
     }
 }
 
-/// Read `keys` of directory `dir` in as few round trips as possible: one listing, then one read
-/// per key that exists. A missing directory gives an empty map.
+/// Read `keys` of directory `dir` in two round trips: one listing, then the reads of the keys
+/// that exist, all at once. A missing directory gives an empty map.
 pub fn read_keys(store: &dyn Store, dir: &str, keys: &[&str]) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     let Some(present) = store
@@ -554,15 +612,16 @@ pub fn read_keys(store: &dyn Store, dir: &str, keys: &[&str]) -> Result<BTreeMap
     else {
         return Ok(out);
     };
-    for key in keys {
-        if present.iter().any(|p| p == key) {
-            let path = format!("{dir}/{key}");
-            if let Some(v) = store
-                .read(&path)
-                .with_context(|| format!("read xenstore {path}"))?
-            {
-                out.insert(key.to_string(), v);
-            }
+    let wanted: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|k| present.iter().any(|p| p == k))
+        .collect();
+    let paths: Vec<String> = wanted.iter().map(|k| format!("{dir}/{k}")).collect();
+    let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+    for ((key, path), value) in wanted.iter().zip(&paths).zip(store.read_many(&refs)) {
+        if let Some(v) = value.with_context(|| format!("read xenstore {path}"))? {
+            out.insert(key.to_string(), v);
         }
     }
     Ok(out)

@@ -1088,3 +1088,66 @@ fn an_emulated_nics_tap_is_added_and_removed_from_kernel_uevents() {
     d.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(d.wait(Duration::from_secs(10)), Some(0));
 }
+
+/// Reading a backend's keys as libxl leaves them, against the test xenstored: one listing, then
+/// the reads of the keys present sent at once (what `xenstore::read_keys` does), against the
+/// same reads one round trip each (what it did before 2026-12-02). Alternating batches.
+///   cargo test --release --test daemon -- --ignored --nocapture bench_xenstore_reads
+#[test]
+#[ignore]
+fn bench_xenstore_reads() {
+    use xen_vif::xenstore::{Store, XenStore, read_keys};
+    /// The same connection, one read per round trip (the trait's own `read_many`).
+    struct OneByOne<'a>(&'a XenStore);
+    impl Store for OneByOne<'_> {
+        fn read(&self, path: &str) -> std::io::Result<Option<String>> {
+            self.0.read(path)
+        }
+        fn write(&self, path: &str, value: &str) -> std::io::Result<()> {
+            self.0.write(path, value)
+        }
+        fn directory(&self, path: &str) -> std::io::Result<Option<Vec<String>>> {
+            self.0.directory(path)
+        }
+    }
+    let Some(sb) = sandbox("xsbench") else {
+        return;
+    };
+    libxl_creates(&sb, 5, &[("bridge", "xenbr0"), ("ip", "10.0.0.5")]);
+    let be = be(5, 0);
+    let keys = xen_vif::invocation::backend_keys(Some(xen_vif::invocation::Mode::Bridge));
+    let _budget = xen_vif::deadline::Deadline::after(Duration::from_secs(600)).enter();
+    let xs = XenStore::open_socket(sb.xs.socket().to_str().unwrap()).unwrap();
+    let present = read_keys(&xs, &be, &keys).unwrap().len();
+    assert_eq!(
+        read_keys(&OneByOne(&xs), &be, &keys).unwrap().len(),
+        present
+    );
+    let n = 2000;
+    let (mut at_once, mut one_by_one) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let t = Instant::now();
+        for _ in 0..n {
+            read_keys(&xs, &be, &keys).unwrap();
+        }
+        at_once.push(t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        let t = Instant::now();
+        for _ in 0..n {
+            read_keys(&OneByOne(&xs), &be, &keys).unwrap();
+        }
+        one_by_one.push(t.elapsed().as_secs_f64() * 1e6 / n as f64);
+    }
+    let show = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.1}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "\nread_keys of the bridge-mode keys ({present} of {} present), µs per call, 5 batches of {n}:\n  \
+         listing + reads at once: {}\n  listing + one read per round trip: {}",
+        keys.len(),
+        show(&at_once),
+        show(&one_by_one)
+    );
+}
