@@ -868,8 +868,14 @@ fn bench_1000_vifs_daemon_against_one_shot() {
         let _ = std::fs::remove_file(sb.log_dir().join("xen/xen-hotplug.log"));
     };
     let mut rows = Vec::new();
+    // BENCH_DAEMON_ONLY=1: the kernel work and the daemon rows only (A/B runs of two builds).
+    let one_shot: &[u32] = if std::env::var_os("BENCH_DAEMON_ONLY").is_some() {
+        &[]
+    } else {
+        &[1, 16]
+    };
     // One-shot: every backend at InitWait, one process per vif.
-    for par in [1u32, 16] {
+    for &par in one_shot {
         for dom in 1..=n {
             netback_initwait(&sb, dom);
         }
