@@ -1114,8 +1114,8 @@ fn a_kernel_without_nf_tables_fails_online_with_one_line_naming_the_switch() {
 fn bench_filter_cost_in_one_process() {
     use std::collections::BTreeMap;
     use std::time::Instant;
-    use xen_vif::invocation::{Command, DeviceId, Hotplug, Mode, TypeIf};
-    use xen_vif::{deadline, ifname::IfName, netlink::Netlink};
+    use xen_vif::invocation::Command;
+    use xen_vif::{deadline, netlink::Netlink};
     let Some(sb) = Sandbox::new("fcost") else {
         return;
     };
@@ -1130,25 +1130,7 @@ fn bench_filter_cost_in_one_process() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
-    let name = IfName::new("vif1.0").unwrap();
-    let hp = |command, antispoof, ip: &str| Hotplug {
-        script: "vif-bridge",
-        mode: Mode::Bridge,
-        command,
-        type_if: TypeIf::Vif,
-        id: DeviceId { domid: 1, devid: 0 },
-        backend: "backend/vif/1/0".into(),
-        kernel_name: name.clone(),
-        wanted_name: name.clone(),
-        bridge: Some(IfName::new("xenbr0").unwrap()),
-        gatewaydev: None,
-        ip: xen_vif::addr::parse_guest_addrs(ip).unwrap(),
-        mtu: None,
-        vlan: None,
-        mac: Some(MAC5),
-        antispoof,
-        ovs_vlans: Default::default(),
-    };
+    let hp = |command, antispoof, ip: &str| bridge_hotplug(1, command, antispoof, ip, MAC5);
     let cases = [
         ("no filter (`antispoof = false`)", false, ""),
         ("MAC only (no `ip`): 1 rule", true, ""),

@@ -995,35 +995,14 @@ fn kernel_work(
     command: xen_vif::invocation::Command,
     antispoof: bool,
 ) -> u128 {
-    use xen_vif::invocation::{DeviceId, Hotplug, Mode, TypeIf};
-    use xen_vif::{deadline, ifname::IfName, netlink::Netlink};
+    use xen_vif::{deadline, netlink::Netlink};
     let ns = std::fs::File::open(format!("/run/netns/{}", sb.ns)).unwrap();
     std::thread::scope(|s| {
         s.spawn(|| {
             nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
             let _budget = deadline::Deadline::after(Duration::from_secs(600)).enter();
-            let hps: Vec<Hotplug> = (1..=n)
-                .map(|d| {
-                    let name = IfName::new(&format!("vif{d}.0")).unwrap();
-                    Hotplug {
-                        script: "vif-bridge",
-                        mode: Mode::Bridge,
-                        command,
-                        type_if: TypeIf::Vif,
-                        id: DeviceId { domid: d, devid: 0 },
-                        backend: format!("backend/vif/{d}/0"),
-                        kernel_name: name.clone(),
-                        wanted_name: name,
-                        bridge: Some(IfName::new("xenbr0").unwrap()),
-                        gatewaydev: None,
-                        ip: Vec::new(),
-                        mtu: None,
-                        vlan: None,
-                        mac: Some([0x00, 0x16, 0x3e, 0, 0, 1]),
-                        antispoof,
-                        ovs_vlans: Default::default(),
-                    }
-                })
+            let hps: Vec<_> = (1..=n)
+                .map(|d| bridge_hotplug(d, command, antispoof, "", [0x00, 0x16, 0x3e, 0, 0, 1]))
                 .collect();
             let mut nl = Netlink::open().unwrap();
             let t = Instant::now();

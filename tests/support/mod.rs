@@ -34,6 +34,38 @@ impl xen_vif::xenstore::Store for NoStore {
     }
 }
 
+/// The change a vif-bridge call for `vif<domid>.0` on xenbr0 asks for, as `hotplug` resolves
+/// it: for loops that apply plans in the test process.
+pub fn bridge_hotplug(
+    domid: u32,
+    command: xen_vif::invocation::Command,
+    antispoof: bool,
+    ip: &str,
+    mac: [u8; 6],
+) -> xen_vif::invocation::Hotplug {
+    use xen_vif::ifname::IfName;
+    use xen_vif::invocation::{DeviceId, Hotplug, Mode, TypeIf};
+    let name = IfName::new(&format!("vif{domid}.0")).unwrap();
+    Hotplug {
+        script: "vif-bridge",
+        mode: Mode::Bridge,
+        command,
+        type_if: TypeIf::Vif,
+        id: DeviceId { domid, devid: 0 },
+        backend: format!("backend/vif/{domid}/0"),
+        kernel_name: name.clone(),
+        wanted_name: name,
+        bridge: Some(IfName::new("xenbr0").unwrap()),
+        gatewaydev: None,
+        ip: xen_vif::addr::parse_guest_addrs(ip).unwrap(),
+        mtu: None,
+        vlan: None,
+        mac: Some(mac),
+        antispoof,
+        ovs_vlans: Default::default(),
+    }
+}
+
 /// In CI every prerequisite is a hard requirement: nothing passes by skipping.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
