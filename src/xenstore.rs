@@ -155,6 +155,10 @@ struct Conn {
     broken: bool,
     /// It set a watch: its events are its owner's, so it is never kept for another.
     watching: bool,
+    /// Requests may be sent before earlier ones are answered: on xenstored's socket only.
+    /// Linux's xenbus device queues a request with its body still in the file's one message
+    /// buffer, which the next write overwrites before the kernel has put the first on the ring.
+    pipelines: bool,
 }
 
 // Each thread keeps one plain connection (no watch, nothing pending) for its next `open`: a
@@ -375,12 +379,22 @@ impl Conn {
         }
     }
 
-    /// Reads of every path in `paths`, all sent before the first reply is read: one round trip
-    /// for all. Each request is a write of its own (the xenbus device takes one message per
-    /// write). Every reply is read, an error reply included, so the stream stays in step.
+    /// Reads of every path in `paths`. On a socket all are sent before the first reply is
+    /// read: one round trip for all; every reply is read, an error reply included, so the
+    /// stream stays in step. On the xenbus device, one after the other.
     fn read_many(&mut self, paths: &[&str]) -> io::Result<Vec<io::Result<Vec<u8>>>> {
         if self.broken {
             return Err(closed());
+        }
+        if !self.pipelines {
+            let mut out = Vec::with_capacity(paths.len());
+            for p in paths {
+                match self.transact(Op::Read, &[p], true) {
+                    Err(e) if self.broken => return Err(e),
+                    r => out.push(r),
+                }
+            }
+            return Ok(out);
         }
         let result = (|| -> io::Result<Vec<io::Result<Vec<u8>>>> {
             let mut ids = Vec::with_capacity(paths.len());
@@ -425,28 +439,28 @@ impl XenStore {
             });
         }
         let socket = socket_path();
-        let fd = match connect_socket(&socket) {
-            Ok(fd) => fd,
+        match connect_socket(&socket) {
+            Ok(fd) => Ok(XenStore::on(fd, true)),
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                return Err(e).with_context(|| format!("cannot connect to xenstored at {socket}"));
+                Err(e).with_context(|| format!("cannot connect to xenstored at {socket}"))
             }
-            Err(se) => open_device().map_err(|de| {
-                anyhow::anyhow!(
+            Err(se) => match open_device() {
+                Ok(fd) => Ok(XenStore::on(fd, false)),
+                Err(de) => Err(anyhow::anyhow!(
                     "cannot connect to xenstored: {socket}: {se}; {XENBUS_DEVICE_PATH}: {de} \
                      (not a Xen host, or xenstored is not running)"
-                )
-            })?,
-        };
-        Ok(XenStore::on(fd))
+                )),
+            },
+        }
     }
 
     /// A connection of its own to the xenstored socket at `path` (no kept connection, no
     /// fallback to the device): for a benchmark that compares ways of asking.
     pub fn open_socket(path: &str) -> io::Result<XenStore> {
-        connect_socket(path).map(XenStore::on)
+        connect_socket(path).map(|fd| XenStore::on(fd, true))
     }
 
-    fn on(fd: OwnedFd) -> XenStore {
+    fn on(fd: OwnedFd, pipelines: bool) -> XenStore {
         XenStore {
             conn: ManuallyDrop::new(RefCell::new(Conn {
                 fd,
@@ -454,6 +468,7 @@ impl XenStore {
                 events: VecDeque::new(),
                 broken: false,
                 watching: false,
+                pipelines,
             })),
         }
     }
