@@ -379,22 +379,12 @@ impl Conn {
         }
     }
 
-    /// Reads of every path in `paths`. On a socket all are sent before the first reply is
-    /// read: one round trip for all; every reply is read, an error reply included, so the
-    /// stream stays in step. On the xenbus device, one after the other.
+    /// Reads of every path in `paths`, all sent before the first reply is read: one round
+    /// trip for all. Every reply is read, an error reply included, so the stream stays in step.
+    /// For a connection that `pipelines` only.
     fn read_many(&mut self, paths: &[&str]) -> io::Result<Vec<io::Result<Vec<u8>>>> {
         if self.broken {
             return Err(closed());
-        }
-        if !self.pipelines {
-            let mut out = Vec::with_capacity(paths.len());
-            for p in paths {
-                match self.transact(Op::Read, &[p], true) {
-                    Err(e) if self.broken => return Err(e),
-                    r => out.push(r),
-                }
-            }
-            return Ok(out);
         }
         let result = (|| -> io::Result<Vec<io::Result<Vec<u8>>>> {
             let mut ids = Vec::with_capacity(paths.len());
@@ -599,6 +589,9 @@ impl Store for XenStore {
     }
 
     fn read_many(&self, paths: &[&str]) -> Vec<io::Result<Option<String>>> {
+        if !self.conn.borrow().pipelines {
+            return paths.iter().map(|p| self.read(p)).collect();
+        }
         match self.conn.borrow_mut().read_many(paths) {
             Ok(replies) => replies
                 .into_iter()
