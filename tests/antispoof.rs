@@ -199,11 +199,14 @@ struct Lan {
     br_mac: [u8; 6],
 }
 
-fn lan(tag: &str) -> Option<Lan> {
+/// A sandbox for a test that reads the ruleset with `nft` (required in CI).
+fn nft_sandbox(tag: &str) -> Option<Sandbox> {
     let sb = Sandbox::new(tag)?;
-    if !require(have_tool("nft"), "nft (nftables)") {
-        return None;
-    }
+    require(have_tool("nft"), "nft (nftables)").then_some(sb)
+}
+
+fn lan(tag: &str) -> Option<Lan> {
+    let sb = nft_sandbox(tag)?;
     sb.bridge("xenbr0");
     sb.ip("addr add 10.0.0.1/24 dev xenbr0");
     sb.ip("addr add 2001:db8::1/64 dev xenbr0 nodad");
@@ -680,12 +683,9 @@ fn routed_guest(sb: &Sandbox, addr: &str) -> Netns {
 
 #[test]
 fn route_mode_filters_and_pins_neighbours() {
-    let Some(sb) = Sandbox::new("route") else {
+    let Some(sb) = nft_sandbox("route") else {
         return;
     };
-    if !require(have_tool("nft"), "nft (nftables)") {
-        return;
-    }
     sb.bridge("gw0");
     sb.ip("addr add 10.9.0.1/29 dev gw0");
     sb.set_sysctl("/proc/sys/net/ipv4/ip_forward", "1");
@@ -747,12 +747,9 @@ fn route_mode_filters_and_pins_neighbours() {
 
 #[test]
 fn nat_mode_filters_the_derived_address() {
-    let Some(sb) = Sandbox::new("nat") else {
+    let Some(sb) = nft_sandbox("nat") else {
         return;
     };
-    if !require(have_tool("nft"), "nft (nftables)") {
-        return;
-    }
     // No `ip`: the guest's address is stock vif-nat's 10.0.<domid>.<handle+1>, its router .128.
     let g = routed_guest(&sb, "10.0.5.1/16");
     sb.backend(
@@ -1116,7 +1113,7 @@ fn bench_filter_cost_in_one_process() {
     use std::time::Instant;
     use xen_vif::invocation::Command;
     use xen_vif::{deadline, netlink::Netlink};
-    let Some(sb) = Sandbox::new("fcost") else {
+    let Some(sb) = nft_sandbox("fcost") else {
         return;
     };
     sb.bridge("xenbr0");
