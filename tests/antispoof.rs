@@ -681,6 +681,30 @@ fn routed_guest(sb: &Sandbox, addr: &str) -> Netns {
     g
 }
 
+/// From the routed guest `g` (vif5.0, MAC5) to `dst`:7000 in dom0: a datagram from `own`
+/// arrives, one from `other` (another guest's address) does not. The listener and the vif's
+/// MAC, for more frames.
+fn routed_own_passes_other_does_not(
+    sb: &Sandbox,
+    g: &Netns,
+    own: &str,
+    other: &str,
+    dst: &str,
+) -> (UdpSocket, [u8; 6]) {
+    let vif_mac = parse_mac(&sb.mac("vif5.0"));
+    let d4 = listen(&sb.ns, &format!("{dst}:7000"));
+    let p = udp4(v4(own), v4(dst), 5555, 7000, b"own");
+    send_frame(&g.name, "eth0", &eth(vif_mac, MAC5, 0x0800, &p));
+    assert!(arrived(&d4, b"own", WAIT * 5), "own address {own}");
+    let p = udp4(v4(other), v4(dst), 5555, 7000, b"spoof");
+    send_frame(&g.name, "eth0", &eth(vif_mac, MAC5, 0x0800, &p));
+    assert!(
+        !arrived(&d4, b"spoof", WAIT),
+        "another guest's address {other}"
+    );
+    (d4, vif_mac)
+}
+
 #[test]
 fn route_mode_filters_and_pins_neighbours() {
     let Some(sb) = nft_sandbox("route") else {
@@ -715,14 +739,7 @@ fn route_mode_filters_and_pins_neighbours() {
         neigh.contains(&format!("10.9.0.2 lladdr {} PERMANENT", mac_str(&MAC5))),
         "{neigh}"
     );
-    let vif_mac = parse_mac(&sb.mac("vif5.0"));
-    let d4 = listen(&sb.ns, "10.9.0.1:7000");
-    let p = udp4(v4("10.9.0.2"), v4("10.9.0.1"), 5555, 7000, b"own");
-    send_frame(&g.name, "eth0", &eth(vif_mac, MAC5, 0x0800, &p));
-    assert!(arrived(&d4, b"own", WAIT * 5), "own address, routed");
-    let p = udp4(v4("10.9.0.3"), v4("10.9.0.1"), 5555, 7000, b"spoof");
-    send_frame(&g.name, "eth0", &eth(vif_mac, MAC5, 0x0800, &p));
-    assert!(!arrived(&d4, b"spoof", WAIT), "another guest's address");
+    routed_own_passes_other_does_not(&sb, &g, "10.9.0.2", "10.9.0.3", "10.9.0.1");
     assert!(g.ping("10.9.0.1"), "the guest reaches its gateway");
     // Connections of the guest's address, and one of somebody else's.
     let ct = |args: &str| sb.sh(&format!("conntrack {args}"));
@@ -772,17 +789,8 @@ fn nat_mode_filters_the_derived_address() {
     for conf in ["all", "vif5.0"] {
         sb.set_sysctl(&format!("/proc/sys/net/ipv4/conf/{conf}/rp_filter"), "0");
     }
-    let vif_mac = parse_mac(&sb.mac("vif5.0"));
-    let d4 = listen(&sb.ns, "10.0.5.128:7000");
-    let p = udp4(v4("10.0.5.1"), v4("10.0.5.128"), 5555, 7000, b"own");
-    send_frame(&g.name, "eth0", &eth(vif_mac, MAC5, 0x0800, &p));
-    assert!(arrived(&d4, b"own", WAIT * 5), "own (derived) address");
-    let p = udp4(v4("10.0.6.1"), v4("10.0.5.128"), 5555, 7000, b"spoof");
-    send_frame(&g.name, "eth0", &eth(vif_mac, MAC5, 0x0800, &p));
-    assert!(
-        !arrived(&d4, b"spoof", WAIT),
-        "another guest's derived address"
-    );
+    let (d4, vif_mac) =
+        routed_own_passes_other_does_not(&sb, &g, "10.0.5.1", "10.0.6.1", "10.0.5.128");
     let p = udp4(v4("10.0.5.1"), v4("10.0.5.128"), 5555, 7000, b"mac");
     send_frame(
         &g.name,
